@@ -1,0 +1,103 @@
+/**
+ * The two ways a WebSocket conversation goes wrong: the application misused
+ * the API, or the peer broke the protocol.
+ *
+ * @module
+ */
+
+import { CloseConnection, type RejectConnection } from "./events.ts";
+
+/**
+ * The application asked for something the protocol or the connection's
+ * state does not allow, such as sending a message before the handshake.
+ *
+ * @example Catching misuse
+ * ```ts
+ * import { ConnectionType, LocalProtocolError, TextMessage, WSConnection } from "./mod.ts";
+ * const conn = new WSConnection(ConnectionType.SERVER);
+ * try {
+ *   conn.send(new TextMessage({ data: "too early" }));
+ * } catch (error) {
+ *   console.assert(error instanceof LocalProtocolError);
+ * }
+ * ```
+ */
+export class LocalProtocolError extends Error {
+  /**
+   * Make the error.
+   *
+   * @param message What was wrong, in a sentence.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "LocalProtocolError";
+  }
+}
+
+/** Options of {@linkcode RemoteProtocolError}. */
+export interface RemoteProtocolErrorOptions {
+  /** The event to send in answer, if any. */
+  eventHint?: RejectConnection | CloseConnection | null;
+}
+
+/**
+ * The peer broke the protocol. `eventHint` is what to send in answer: a
+ * `RejectConnection` carrying the HTTP status (a bad handshake request), a
+ * `CloseConnection` carrying the close code (a bad frame), or `null` when
+ * the only answer is to drop the connection (a bad handshake response).
+ *
+ * @example Answering a bad request
+ * ```ts
+ * import { ConnectionType, RemoteProtocolError, WSConnection } from "./mod.ts";
+ * const server = new WSConnection(ConnectionType.SERVER);
+ * try {
+ *   server.receiveData(new TextEncoder().encode("POST / HTTP/1.1\r\nHost: x\r\n\r\n"));
+ *   [...server.events()];
+ * } catch (error) {
+ *   if (!(error instanceof RemoteProtocolError) || error.eventHint === null) throw error;
+ *   const answer = server.send(error.eventHint); // an HTTP 405 response
+ *   console.assert(new TextDecoder().decode(answer).startsWith("HTTP/1.1 405"));
+ * }
+ * ```
+ */
+export class RemoteProtocolError extends Error {
+  /** The event to send in answer, or `null` to just drop the connection. */
+  readonly eventHint: RejectConnection | CloseConnection | null;
+
+  /**
+   * Make the error.
+   *
+   * @param message What the peer did wrong, in a sentence.
+   * @param options The event to answer with.
+   */
+  constructor(message: string, options: RemoteProtocolErrorOptions = {}) {
+    super(message);
+    this.name = "RemoteProtocolError";
+    this.eventHint = options.eventHint ?? null;
+  }
+}
+
+/**
+ * The error the frame and message layers raise: the peer broke the protocol
+ * and the connection must close with `code` (RFC 6455 §7.1.7).
+ *
+ * @param code The close code to answer with.
+ * @param message What was wrong; it becomes the close reason.
+ * @returns A `RemoteProtocolError` whose hint is that close.
+ *
+ * @example Failing with 1002
+ * ```ts
+ * import { failConnection } from "./errors.ts";
+ * const error = failConnection(1002, "Reserved opcode 0x3");
+ * console.assert(error.eventHint?.code === 1002);
+ * ```
+ */
+export function failConnection(
+  code: number,
+  message: string,
+): RemoteProtocolError & { readonly eventHint: CloseConnection } {
+  const error = new RemoteProtocolError(message, {
+    eventHint: new CloseConnection({ code, reason: message }),
+  });
+  return error as RemoteProtocolError & { readonly eventHint: CloseConnection };
+}

@@ -1,0 +1,68 @@
+/**
+ * The extension hooks (RFC 6455 §9): how an extension such as
+ * permessage-deflate takes part in the handshake and sees every frame.
+ *
+ * @module
+ */
+
+import type { Opcode, RsvBits } from "./frame.ts";
+
+/** What an extension's outbound hook gives back for one frame. */
+export interface OutboundFrame {
+  /** The RSV bits to set on the frame. */
+  readonly rsv: RsvBits;
+  /** The payload to send in place of the application's bytes. */
+  readonly data: Uint8Array;
+}
+
+/**
+ * An extension negotiated in the opening handshake (RFC 6455 §9.1) that may
+ * claim RSV bits and rewrite payloads. One instance serves one connection:
+ * create a fresh one per connection.
+ *
+ * Inbound hooks fail the connection by throwing a `RemoteProtocolError` whose
+ * `eventHint` is a `CloseConnection` with the close code to send.
+ *
+ * The hooks are called in this order for every inbound frame:
+ * `frameInboundHeader` once, `frameInboundPayloadData` for every piece of
+ * payload as it arrives, then `frameInboundComplete` once the frame's payload
+ * has all arrived.
+ */
+export interface Extension {
+  /** The extension token, as in `Sec-WebSocket-Extensions` (for example `permessage-deflate`). */
+  readonly name: string;
+  /** Whether negotiation enabled the extension on this connection. */
+  enabled(): boolean;
+  /**
+   * Client side: the element to offer in `Sec-WebSocket-Extensions`, name
+   * and parameters (`permessage-deflate; client_max_window_bits`), or `null`
+   * to offer nothing.
+   */
+  offer(): string | null;
+  /**
+   * Server side: answer one offer (one comma-separated element of the
+   * client's header, name and parameters). Return the element to send back
+   * (which enables the extension), or `null` to decline this offer.
+   */
+  accept(offer: string): string | null;
+  /**
+   * Client side: the server accepted with this element. Enables the
+   * extension, or throws a `RemoteProtocolError` when the answer does not
+   * fit what was offered.
+   */
+  finalize(answer: string): void;
+  /**
+   * A frame header arrived. Return the RSV bits this extension accounts for
+   * on this frame; any other bit set is a protocol error.
+   */
+  frameInboundHeader(opcode: Opcode, rsv: RsvBits, payloadLength: number): RsvBits;
+  /** A piece of a frame's payload, unmasked; return what to pass up. */
+  frameInboundPayloadData(data: Uint8Array): Uint8Array;
+  /**
+   * The frame's payload has all arrived; `fin` is its FIN bit. Return bytes
+   * to append to the frame's payload, or `null`.
+   */
+  frameInboundComplete(fin: boolean): Uint8Array | null;
+  /** Rewrite one outbound frame (`fin` is its FIN bit). */
+  frameOutbound(opcode: Opcode, rsv: RsvBits, data: Uint8Array, fin: boolean): OutboundFrame;
+}

@@ -1,0 +1,71 @@
+/**
+ * Every limit the module enforces, with its default, in one place. A
+ * WebSocket endpoint faces the open internet: each limit bounds the memory
+ * or time one hostile peer can take.
+ *
+ * @module
+ */
+
+/** The limits of one connection; every option that takes them accepts `Partial<Limits>`. */
+export interface Limits {
+  /** Bytes of the handshake's HTTP header block (request line and headers): 16 KiB. Over it: 431. */
+  maxHeaderBytes: number;
+  /** Header fields in the handshake: 100. Over it: 431. */
+  maxHeaderCount: number;
+  /** Payload bytes of one frame: 64 MiB. Over it: close 1009. */
+  maxFrameSize: number;
+  /** Bytes of one message after decompression: 64 MiB. Over it: close 1009. */
+  maxMessageSize: number;
+  /** Frames in one fragmented message: 131072. Over it: close 1009. */
+  maxFragments: number;
+  /** Drivers only: milliseconds for the opening handshake to complete: 10 s. */
+  handshakeTimeout: number;
+  /** Drivers only: milliseconds to wait for the peer's close before dropping TCP: 5 s. */
+  closeTimeout: number;
+}
+
+/**
+ * The defaults of {@linkcode Limits}.
+ *
+ * @example Raising one limit
+ * ```ts
+ * import { DEFAULT_LIMITS } from "./limits.ts";
+ * const limits = { ...DEFAULT_LIMITS, maxMessageSize: 1 << 30 };
+ * console.assert(limits.maxFrameSize === 64 * 1024 * 1024);
+ * ```
+ */
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  maxHeaderBytes: 16 * 1024,
+  maxHeaderCount: 100,
+  maxFrameSize: 64 * 1024 * 1024,
+  maxMessageSize: 64 * 1024 * 1024,
+  maxFragments: 1 << 17,
+  handshakeTimeout: 10_000,
+  closeTimeout: 5_000,
+});
+
+/**
+ * Merge options over the defaults, rejecting values that are not
+ * non-negative integers.
+ *
+ * @param options The limits to change.
+ * @returns A complete set of limits.
+ *
+ * @example
+ * ```ts
+ * import { resolveLimits } from "./limits.ts";
+ * console.assert(resolveLimits({ maxFragments: 4 }).maxFragments === 4);
+ * ```
+ */
+export function resolveLimits(options: Partial<Limits> = {}): Limits {
+  const limits: Limits = { ...DEFAULT_LIMITS };
+  for (const key of Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]) {
+    const value = options[key];
+    if (value === undefined) continue;
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new RangeError(`Limit ${key} must be a non-negative integer, got ${value}`);
+    }
+    limits[key] = value;
+  }
+  return limits;
+}
