@@ -1,0 +1,355 @@
+/**
+ * The connection state machines: `Connection` speaks frames once the
+ * upgrade is done; `WSConnection` runs the opening handshake first and then
+ * hands over to a `Connection`.
+ *
+ * @module
+ */
+
+import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
+import {
+  AcceptConnection,
+  BytesMessage,
+  CloseConnection,
+  type Event,
+  Ping,
+  Pong,
+  RejectConnection,
+  RejectData,
+  Request,
+  TextMessage,
+} from "./events.ts";
+import type { Extension } from "./extensions.ts";
+import { CloseReason, Opcode } from "./frame.ts";
+import { FrameDecoder } from "./frame_decoder.ts";
+import { FrameEncoder } from "./frame_encoder.ts";
+import { Handshake } from "./handshake.ts";
+import { type Limits, resolveLimits } from "./limits.ts";
+import { MessageDecoder, parseClosePayload } from "./message_decoder.ts";
+import { ConnectionState, type ConnectionType } from "./state.ts";
+
+/** Events a `Connection` yields once the upgrade is done. */
+export type ConnectionEvent = TextMessage | BytesMessage | Ping | Pong | CloseConnection;
+
+/** Options of {@linkcode Connection}. */
+export interface ConnectionOptions {
+  /** The extensions negotiated in the handshake, enabled. */
+  extensions?: readonly Extension[];
+  /** Bytes received after the handshake, to process first. */
+  trailingData?: Uint8Array;
+  /** Limits; see {@linkcode Limits} for the defaults. */
+  limits?: Partial<Limits>;
+}
+
+/**
+ * A WebSocket connection after the opening handshake: bytes in with
+ * `receiveData()`, events out of `events()`, bytes to write from `send()`.
+ * It does no I/O and keeps no time.
+ *
+ * The states follow wsproto (see {@linkcode ConnectionState}). A protocol
+ * error from the peer yields a `CloseConnection` carrying the code to answer
+ * with (1002, 1007 or 1009) and moves to REMOTE_CLOSING, so that sending
+ * `event.response()` writes that close and ends in CLOSED; nothing more is
+ * read after it.
+ *
+ * `receiveData()` takes ownership of the bytes passed in: they are unmasked
+ * in place and binary events are views into them.
+ *
+ * @example A server-side connection echoing a client's message
+ * ```ts
+ * import { Connection, ConnectionType, FrameEncoder, TextMessage } from "./mod.ts";
+ * const client = new FrameEncoder(ConnectionType.CLIENT);
+ * const server = new Connection(ConnectionType.SERVER);
+ * server.receiveData(client.encodeData("ping?", true));
+ * for (const event of server.events()) {
+ *   if (event instanceof TextMessage) {
+ *     const reply = server.send(new TextMessage({ data: event.data }));
+ *     console.assert(reply[0] === 0x81 && reply[1] === 5);
+ *   }
+ * }
+ * ```
+ */
+export class Connection {
+  readonly #type: ConnectionType;
+  readonly #decoder: FrameDecoder;
+  readonly #messages: MessageDecoder;
+  readonly #encoder: FrameEncoder;
+  #state = ConnectionState.OPEN;
+  // True once a close frame or a protocol error ended the inbound stream.
+  #inboundClosed = false;
+  #pending: ConnectionEvent[] = [];
+
+  /**
+   * Make a connection for one end of an upgraded stream.
+   *
+   * @param type Which end this is.
+   * @param options Extensions, trailing bytes and limits.
+   */
+  constructor(type: ConnectionType, options: ConnectionOptions = {}) {
+    this.#type = type;
+    const limits = resolveLimits(options.limits);
+    const extensions = (options.extensions ?? []).filter((extension) => extension.enabled());
+    this.#decoder = new FrameDecoder(type, { extensions, maxFrameSize: limits.maxFrameSize });
+    this.#messages = new MessageDecoder(limits);
+    this.#encoder = new FrameEncoder(type, { extensions });
+    if (options.trailingData !== undefined && options.trailingData.length > 0) {
+      this.receiveData(options.trailingData);
+    }
+  }
+
+  /** Which end of the connection this is. */
+  get type(): ConnectionType {
+    return this.#type;
+  }
+
+  /** Where the connection stands. */
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /**
+   * Pass received bytes in, or `null` at end of stream. End of stream
+   * before the closing handshake finished yields `CloseConnection` with
+   * 1006 (RFC 6455 §7.1.5). Data after CLOSED is a `LocalProtocolError`;
+   * data after the peer's close or a protocol error is ignored.
+   *
+   * @param data The bytes received (the connection keeps them), or `null`.
+   */
+  receiveData(data: Uint8Array | null): void {
+    if (data === null) {
+      if (this.#state !== ConnectionState.CLOSED) {
+        this.#pending.push(new CloseConnection({ code: CloseReason.ABNORMAL_CLOSURE }));
+        this.#state = ConnectionState.CLOSED;
+        this.#inboundClosed = true;
+      }
+      return;
+    }
+    if (this.#state === ConnectionState.CLOSED) {
+      throw new LocalProtocolError("The connection is closed: no more data can be received");
+    }
+    if (!this.#inboundClosed) this.#decoder.receiveBytes(data);
+  }
+
+  /**
+   * The events the received bytes make up. Yields what the buffered bytes
+   * allow and stops; call again after more `receiveData()`.
+   *
+   * @returns A generator of events.
+   */
+  *events(): Generator<ConnectionEvent, void> {
+    while (this.#pending.length > 0) yield this.#pending.shift()!;
+    while (!this.#inboundClosed) {
+      let event: ConnectionEvent | null;
+      try {
+        event = this.#nextEvent();
+      } catch (error) {
+        if (
+          !(error instanceof RemoteProtocolError) || !(error.eventHint instanceof CloseConnection)
+        ) {
+          throw error;
+        }
+        this.#inboundClosed = true;
+        // §7.1.7: fail the connection. If our close is already out, we are done.
+        this.#state = this.#state === ConnectionState.LOCAL_CLOSING
+          ? ConnectionState.CLOSED
+          : ConnectionState.REMOTE_CLOSING;
+        yield error.eventHint;
+        return;
+      }
+      if (event === null) return;
+      yield event;
+    }
+  }
+
+  #nextEvent(): ConnectionEvent | null {
+    const frame = this.#decoder.processBuffer();
+    if (frame === null) return null;
+    switch (frame.opcode) {
+      case Opcode.TEXT:
+      case Opcode.BINARY:
+      case Opcode.CONTINUATION: {
+        const piece = this.#messages.processFrame(frame);
+        const options = {
+          frameFinished: piece.frameFinished,
+          messageFinished: piece.messageFinished,
+        };
+        return typeof piece.data === "string"
+          ? new TextMessage({ data: piece.data, ...options })
+          : new BytesMessage({ data: piece.data, ...options });
+      }
+      case Opcode.PING:
+        return new Ping({ payload: frame.payload });
+      case Opcode.PONG:
+        return new Pong({ payload: frame.payload });
+      case Opcode.CLOSE: {
+        const { code, reason } = parseClosePayload(frame.payload);
+        this.#inboundClosed = true;
+        this.#state = this.#state === ConnectionState.LOCAL_CLOSING
+          ? ConnectionState.CLOSED
+          : ConnectionState.REMOTE_CLOSING;
+        return new CloseConnection({ code, reason });
+      }
+      default:
+        return assertNever(frame.opcode);
+    }
+  }
+
+  /**
+   * Turn an event into bytes to write. Messages, pings and pongs need the
+   * OPEN state; a close is allowed in OPEN (it starts the closing
+   * handshake) and REMOTE_CLOSING (it finishes it).
+   *
+   * @param event The event to send.
+   * @returns The bytes to write to the peer.
+   */
+  send(event: Event): Uint8Array {
+    const state = this.#state;
+    if (event instanceof CloseConnection) {
+      if (state !== ConnectionState.OPEN && state !== ConnectionState.REMOTE_CLOSING) {
+        throw new LocalProtocolError(`Cannot send a close in state ${state}`);
+      }
+      const bytes = this.#encoder.encodeClose(event.code, event.reason);
+      this.#state = state === ConnectionState.REMOTE_CLOSING
+        ? ConnectionState.CLOSED
+        : ConnectionState.LOCAL_CLOSING;
+      return bytes;
+    }
+    if (state !== ConnectionState.OPEN) {
+      throw new LocalProtocolError(
+        `Cannot send ${event.constructor.name} in state ${state}: only OPEN carries messages`,
+      );
+    }
+    if (event instanceof TextMessage || event instanceof BytesMessage) {
+      return this.#encoder.encodeData(event.data, event.messageFinished);
+    }
+    if (event instanceof Ping) return this.#encoder.encodeControl(Opcode.PING, event.payload);
+    if (event instanceof Pong) return this.#encoder.encodeControl(Opcode.PONG, event.payload);
+    throw new LocalProtocolError(
+      `Cannot send ${event.constructor.name} on an open connection: the handshake is over`,
+    );
+  }
+}
+
+/** Options of {@linkcode WSConnection}. */
+export interface WSConnectionOptions {
+  /** Limits; see {@linkcode Limits} for the defaults. */
+  limits?: Partial<Limits>;
+}
+
+/**
+ * A whole WebSocket connection, from the first byte of the opening
+ * handshake (RFC 6455 §4) to the end of the closing handshake (§7).
+ *
+ * A server receives a `Request` event and answers with `AcceptConnection`
+ * or `RejectConnection`; a client sends a `Request` and receives
+ * `AcceptConnection` or `RejectConnection` and `RejectData`. After that it
+ * behaves as a {@linkcode Connection}. A bad handshake request throws a
+ * `RemoteProtocolError` whose `eventHint` is the HTTP response to send.
+ *
+ * @example A server and a client talking in memory
+ * ```ts
+ * import * as ws from "./mod.ts";
+ * const server = new ws.WSConnection(ws.ConnectionType.SERVER);
+ * const client = new ws.WSConnection(ws.ConnectionType.CLIENT);
+ * server.receiveData(client.send(new ws.Request({ host: "localhost", target: "/" })));
+ * for (const event of server.events()) {
+ *   if (event instanceof ws.Request) client.receiveData(server.send(new ws.AcceptConnection()));
+ * }
+ * console.assert([...client.events()][0] instanceof ws.AcceptConnection);
+ * server.receiveData(client.send(new ws.TextMessage({ data: "hello" })));
+ * const [message] = server.events();
+ * console.assert(message instanceof ws.TextMessage && message.data === "hello");
+ * ```
+ */
+export class WSConnection {
+  readonly #type: ConnectionType;
+  readonly #limits: Partial<Limits>;
+  readonly #handshake: Handshake;
+  #connection: Connection | null = null;
+
+  /**
+   * Make a connection for one end.
+   *
+   * @param type Which end this is.
+   * @param options Limits.
+   */
+  constructor(type: ConnectionType, options: WSConnectionOptions = {}) {
+    this.#type = type;
+    this.#limits = options.limits ?? {};
+    this.#handshake = new Handshake(type, { limits: this.#limits });
+  }
+
+  /** Which end of the connection this is. */
+  get type(): ConnectionType {
+    return this.#type;
+  }
+
+  /** Where the connection stands. */
+  get state(): ConnectionState {
+    return this.#connection?.state ?? this.#handshake.state;
+  }
+
+  /** The extensions negotiated in the handshake (empty before it completes). */
+  get extensions(): readonly Extension[] {
+    return this.#connection === null ? [] : this.#handshake.extensions;
+  }
+
+  /**
+   * Pass received bytes in, or `null` at end of stream.
+   *
+   * @param data The bytes received (the connection keeps them), or `null`.
+   */
+  receiveData(data: Uint8Array | null): void {
+    if (this.#connection !== null) {
+      this.#connection.receiveData(data);
+      return;
+    }
+    this.#handshake.receiveData(data);
+    this.#openIfUpgraded();
+  }
+
+  /**
+   * The events the received bytes make up: handshake events first, then
+   * frames once the connection is open.
+   *
+   * @returns A generator of events.
+   */
+  *events(): Generator<Event, void> {
+    yield* this.#handshake.events();
+    if (this.#connection !== null) yield* this.#connection.events();
+  }
+
+  /**
+   * Turn an event into bytes to write.
+   *
+   * @param event The event to send.
+   * @returns The bytes to write to the peer.
+   */
+  send(event: Event): Uint8Array {
+    if (this.#connection !== null) return this.#connection.send(event);
+    if (
+      !(event instanceof Request || event instanceof AcceptConnection ||
+        event instanceof RejectConnection || event instanceof RejectData)
+    ) {
+      throw new LocalProtocolError(
+        `Cannot send ${event.constructor.name} before the handshake completes`,
+      );
+    }
+    const bytes = this.#handshake.send(event);
+    this.#openIfUpgraded();
+    return bytes;
+  }
+
+  #openIfUpgraded(): void {
+    if (this.#connection !== null || this.#handshake.state !== ConnectionState.OPEN) return;
+    this.#connection = new Connection(this.#type, {
+      extensions: this.#handshake.extensions,
+      trailingData: this.#handshake.takeTrailingData(),
+      limits: this.#limits,
+    });
+  }
+}
+
+function assertNever(value: never): never {
+  throw new TypeError(`Unexpected value ${String(value)}`);
+}

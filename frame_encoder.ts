@@ -1,0 +1,221 @@
+/**
+ * The frame encoder (RFC 6455 §5.2): minimal length encoding, client-side
+ * masking with fresh keys, fragmented messages, and the outbound extension
+ * hooks.
+ *
+ * @module
+ */
+
+import { LocalProtocolError } from "./errors.ts";
+import type { Extension } from "./extensions.ts";
+import {
+  CloseReason,
+  isControlOpcode,
+  MAX_CONTROL_PAYLOAD,
+  NO_RSV,
+  Opcode,
+  type RsvBits,
+} from "./frame.ts";
+import { mask } from "./mask.ts";
+import { ConnectionType } from "./state.ts";
+
+// Masking keys are drawn from the system CSPRNG in batches (§5.3 wants them
+// unpredictable), so a small frame does not cost a getRandomValues call.
+const KEY_POOL_SIZE = 4096;
+const keyPool = new Uint8Array(KEY_POOL_SIZE);
+let keyPoolOffset = KEY_POOL_SIZE;
+
+function nextMaskKey(): Uint8Array {
+  if (keyPoolOffset === KEY_POOL_SIZE) {
+    crypto.getRandomValues(keyPool);
+    keyPoolOffset = 0;
+  }
+  const key = keyPool.subarray(keyPoolOffset, keyPoolOffset + 4);
+  keyPoolOffset += 4;
+  return key;
+}
+
+const textEncoder = new TextEncoder();
+
+/**
+ * Serialise one frame: header, masking key when `maskFrames` is set, and the
+ * payload (copied, then masked in the copy).
+ *
+ * @param opcode The frame's opcode.
+ * @param payload The payload, left unchanged.
+ * @param fin The FIN bit.
+ * @param rsv The RSV bits.
+ * @param maskFrames Whether to mask (clients must, servers must not: §5.1).
+ * @returns The frame's bytes.
+ *
+ * @example The RFC 6455 §5.7 unmasked "Hello"
+ * ```ts
+ * import { encodeFrame } from "./frame_encoder.ts";
+ * import { NO_RSV, Opcode } from "./frame.ts";
+ * const bytes = encodeFrame(Opcode.TEXT, new TextEncoder().encode("Hello"), true, NO_RSV, false);
+ * console.assert(bytes.join() === [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f].join());
+ * ```
+ */
+export function encodeFrame(
+  opcode: Opcode,
+  payload: Uint8Array,
+  fin: boolean,
+  rsv: RsvBits,
+  maskFrames: boolean,
+): Uint8Array {
+  const length = payload.length;
+  const lengthBytes = length <= MAX_CONTROL_PAYLOAD ? 0 : length <= 0xffff ? 2 : 8;
+  const headerLength = 2 + lengthBytes + (maskFrames ? 4 : 0);
+  const frame = new Uint8Array(headerLength + length);
+  frame[0] = (fin ? 0x80 : 0) | (rsv.rsv1 ? 0x40 : 0) | (rsv.rsv2 ? 0x20 : 0) |
+    (rsv.rsv3 ? 0x10 : 0) | opcode;
+  const maskBit = maskFrames ? 0x80 : 0;
+  if (lengthBytes === 0) {
+    frame[1] = maskBit | length;
+  } else if (lengthBytes === 2) {
+    frame[1] = maskBit | 126;
+    frame[2] = length >>> 8;
+    frame[3] = length & 0xff;
+  } else {
+    frame[1] = maskBit | 127;
+    const high = Math.floor(length / 0x1_0000_0000);
+    frame[2] = high >>> 24;
+    frame[3] = (high >>> 16) & 0xff;
+    frame[4] = (high >>> 8) & 0xff;
+    frame[5] = high & 0xff;
+    frame[6] = length >>> 24;
+    frame[7] = (length >>> 16) & 0xff;
+    frame[8] = (length >>> 8) & 0xff;
+    frame[9] = length & 0xff;
+  }
+  frame.set(payload, headerLength);
+  if (maskFrames) {
+    const key = nextMaskKey();
+    frame.set(key, headerLength - 4);
+    mask(frame.subarray(headerLength), key);
+  }
+  return frame;
+}
+
+/** Options of {@linkcode FrameEncoder}. */
+export interface FrameEncoderOptions {
+  /** The enabled extensions, in the order they were negotiated. */
+  extensions?: readonly Extension[];
+}
+
+/**
+ * Encodes the frames one end of a connection sends: data messages (whole or
+ * fragmented), pings, pongs and closes, passing each through the outbound
+ * extension hooks.
+ *
+ * @example A client's masked text frame
+ * ```ts
+ * import { FrameEncoder } from "./frame_encoder.ts";
+ * import { ConnectionType } from "./state.ts";
+ * const encoder = new FrameEncoder(ConnectionType.CLIENT);
+ * const bytes = encoder.encodeData("hi", true);
+ * console.assert(bytes[0] === 0x81 && bytes[1] === (0x80 | 2) && bytes.length === 8);
+ * ```
+ */
+export class FrameEncoder {
+  readonly #maskFrames: boolean;
+  readonly #extensions: readonly Extension[];
+  // The opcode of the message being sent in fragments, or null between messages.
+  #messageOpcode: Opcode.TEXT | Opcode.BINARY | null = null;
+
+  /**
+   * Make an encoder for one end of a connection.
+   *
+   * @param type Which end sends: clients mask every frame (§5.3).
+   * @param options The enabled extensions.
+   */
+  constructor(type: ConnectionType, options: FrameEncoderOptions = {}) {
+    this.#maskFrames = type === ConnectionType.CLIENT;
+    this.#extensions = options.extensions ?? [];
+  }
+
+  /**
+   * Encode a data message or one fragment of it.
+   *
+   * @param data A string for text, bytes for binary.
+   * @param fin Whether this ends the message.
+   * @returns The frame's bytes.
+   */
+  encodeData(data: string | Uint8Array, fin: boolean): Uint8Array {
+    const opcode = typeof data === "string" ? Opcode.TEXT : Opcode.BINARY;
+    let frameOpcode: Opcode = opcode;
+    if (this.#messageOpcode !== null) {
+      if (this.#messageOpcode !== opcode) {
+        throw new LocalProtocolError(
+          "A fragmented message must keep one type: text and bytes cannot mix",
+        );
+      }
+      frameOpcode = Opcode.CONTINUATION;
+    }
+    this.#messageOpcode = fin ? null : opcode;
+    const payload = typeof data === "string" ? textEncoder.encode(data) : data;
+    return this.#encode(frameOpcode, payload, fin);
+  }
+
+  /**
+   * Encode a ping or a pong.
+   *
+   * @param opcode PING or PONG.
+   * @param payload At most 125 bytes.
+   * @returns The frame's bytes.
+   */
+  encodeControl(opcode: Opcode.PING | Opcode.PONG, payload: Uint8Array): Uint8Array {
+    if (payload.length > MAX_CONTROL_PAYLOAD) {
+      throw new LocalProtocolError(
+        `A ${Opcode[opcode]} payload is at most 125 bytes, got ${payload.length}`,
+      );
+    }
+    return this.#encode(opcode, payload, true);
+  }
+
+  /**
+   * Encode a close frame (§5.5.1). Code 1005 sends an empty payload; the
+   * other codes that must not appear on the wire (1006, 1015) send 1000,
+   * as wsproto does. A reason longer than 123 bytes of UTF-8 is cut at a
+   * character boundary.
+   *
+   * @param code The close code.
+   * @param reason The reason.
+   * @returns The frame's bytes.
+   */
+  encodeClose(code: number, reason: string): Uint8Array {
+    if (code === CloseReason.NO_STATUS_RCVD) {
+      if (reason !== "") {
+        throw new LocalProtocolError("A close reason needs a close code other than 1005");
+      }
+      return this.#encode(Opcode.CLOSE, new Uint8Array(0), true);
+    }
+    if (code === CloseReason.ABNORMAL_CLOSURE || code === CloseReason.TLS_HANDSHAKE_FAILED) {
+      code = CloseReason.NORMAL_CLOSURE;
+    }
+    if (!Number.isInteger(code) || code < 1000 || code > 4999) {
+      throw new LocalProtocolError(`Close code ${code} is outside 1000-4999`);
+    }
+    const payload = new Uint8Array(MAX_CONTROL_PAYLOAD);
+    payload[0] = code >>> 8;
+    payload[1] = code & 0xff;
+    // encodeInto writes whole code points only, so the cut never splits one.
+    const { written } = textEncoder.encodeInto(reason, payload.subarray(2));
+    return this.#encode(Opcode.CLOSE, payload.subarray(0, 2 + written), true);
+  }
+
+  #encode(opcode: Opcode, payload: Uint8Array, fin: boolean): Uint8Array {
+    let rsv: RsvBits = NO_RSV;
+    // Outbound hooks run in reverse negotiation order, so the extension
+    // listed first sits closest to the wire on both sides (RFC 6455 §9.1).
+    for (let i = this.#extensions.length - 1; i >= 0; i--) {
+      const outbound = this.#extensions[i]!.frameOutbound(opcode, rsv, payload, fin);
+      rsv = outbound.rsv;
+      payload = outbound.data;
+    }
+    if (isControlOpcode(opcode) && payload.length > MAX_CONTROL_PAYLOAD) {
+      throw new LocalProtocolError("A control frame payload is at most 125 bytes");
+    }
+    return encodeFrame(opcode, payload, fin, rsv, this.#maskFrames);
+  }
+}

@@ -1,0 +1,890 @@
+/**
+ * The opening handshake (RFC 6455 §4) as a sans-IO state machine: bytes in,
+ * events out, bytes to write back. `WSConnection` wraps it until the
+ * connection is open, then hands the bytes after the header block to the
+ * framing layer.
+ *
+ * It also checks a Fetch `Request` for `Deno.serve` with the same code
+ * ({@linkcode checkUpgradeRequest}, {@linkcode upgradeOptions}). `Deno.serve`
+ * cannot hand over the raw bytes after a 101, so on that path framing stays
+ * with Deno's native WebSocket and only the handshake checks are ours.
+ *
+ * @module
+ */
+
+import {
+  AcceptConnection,
+  type Headers,
+  RejectConnection,
+  RejectData,
+  Request as WsRequest,
+} from "./events.ts";
+import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
+import type { Extension } from "./extensions.ts";
+import {
+  BodyReader,
+  HeadReader,
+  HttpError,
+  isFieldValue,
+  isRequestTarget,
+  isToken,
+  parseRequestHead,
+  parseResponseHead,
+  responseBodyFraming,
+  splitList,
+} from "./http1.ts";
+import { type Limits, resolveLimits } from "./limits.ts";
+import { sha1 } from "./sha1.ts";
+import { ConnectionState, ConnectionType } from "./state.ts";
+
+/** RFC 6455 §1.3: the GUID appended to the key before hashing. */
+const ACCEPT_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/** RFC 6455 §4.1 item 9: the only protocol version this module speaks. */
+const WEBSOCKET_VERSION = "13";
+/** RFC 6455 §4.1 item 7: a key is 16 bytes in base64, so 22 characters and "==". */
+const KEY = /^[A-Za-z0-9+/]{22}==$/;
+/** RFC 6455 §9.1: extension = extension-token *( ";" extension-param ), OWS allowed. */
+const EXTENSION_ELEMENT = (() => {
+  const token = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]+";
+  const quoted = '"(?:[^"\\\\]|\\\\.)*"';
+  const param = `[ \\t]*;[ \\t]*${token}(?:[ \\t]*=[ \\t]*(?:${token}|${quoted}))?`;
+  return new RegExp(`^${token}(?:${param})*$`);
+})();
+
+const ENCODER = new TextEncoder();
+
+const PLAIN_TEXT: readonly [string, string] = ["Content-Type", "text/plain; charset=utf-8"];
+/** RFC 9110 §15.5.22: a 426 names the protocol to upgrade to. */
+const UPGRADE_REQUIRED: Headers = [["Upgrade", "websocket"], ["Connection", "Upgrade"]];
+
+/** Reason phrases of the statuses a rejection is likely to use (RFC 9110 §15). */
+const REASON_PHRASES: Readonly<Record<number, string>> = {
+  200: "OK",
+  301: "Moved Permanently",
+  302: "Found",
+  307: "Temporary Redirect",
+  308: "Permanent Redirect",
+  400: "Bad Request",
+  401: "Unauthorized",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  408: "Request Timeout",
+  409: "Conflict",
+  410: "Gone",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  426: "Upgrade Required",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+
+type HandshakeEvent = WsRequest | AcceptConnection | RejectConnection | RejectData;
+
+/**
+ * Which events each role may send in each state; `send()` refuses the rest
+ * with a `LocalProtocolError`. (A client's `Request` and a server's
+ * `AcceptConnection` have one more condition each, checked where they are
+ * sent: only one request, and only once a request arrived.)
+ */
+const SENDABLE: Readonly<Record<ConnectionType, Partial<Record<ConnectionState, string[]>>>> = {
+  [ConnectionType.CLIENT]: {
+    [ConnectionState.CONNECTING]: ["Request"],
+  },
+  [ConnectionType.SERVER]: {
+    [ConnectionState.CONNECTING]: ["AcceptConnection", "RejectConnection"],
+    [ConnectionState.REJECTING]: ["RejectData"],
+  },
+};
+
+/** Options of {@linkcode Handshake}. */
+export interface HandshakeOptions {
+  /** Limits to change; `maxHeaderBytes` and `maxHeaderCount` apply here. */
+  limits?: Partial<Limits>;
+}
+
+/**
+ * The token a server answers a `Sec-WebSocket-Key` with (RFC 6455 §4.2.2
+ * item 5.4): the base64 of the SHA-1 of the key and a fixed GUID.
+ *
+ * @param key The `Sec-WebSocket-Key` value, as sent.
+ * @returns The `Sec-WebSocket-Accept` value.
+ *
+ * @example The example of RFC 6455 §1.3
+ * ```ts
+ * import { acceptToken } from "./handshake.ts";
+ * console.assert(acceptToken("dGhlIHNhbXBsZSBub25jZQ==") === "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+ * ```
+ */
+export function acceptToken(key: string): string {
+  return base64(sha1(ascii(key + ACCEPT_GUID)));
+}
+
+/**
+ * The opening handshake of one connection, either side. A server feeds the
+ * request's bytes to {@linkcode Handshake.receiveData}, gets a `Request`
+ * from {@linkcode Handshake.events}, and answers with
+ * `send(new AcceptConnection())` or `send(new RejectConnection())`. A
+ * client sends a `Request` and reads `AcceptConnection`, or
+ * `RejectConnection` and `RejectData`, from the response.
+ *
+ * A bad request throws a `RemoteProtocolError` whose `eventHint` is the
+ * `RejectConnection` to send (the state stays CONNECTING so it can be
+ * sent); a bad response throws one without a hint and the state becomes
+ * CLOSED. The end of the stream before the handshake completes makes the
+ * state CLOSED without an error.
+ *
+ * @example A client and a server in memory
+ * ```ts
+ * import { Handshake } from "./handshake.ts";
+ * import { AcceptConnection, Request } from "./events.ts";
+ * import { ConnectionState, ConnectionType } from "./state.ts";
+ *
+ * const client = new Handshake(ConnectionType.CLIENT);
+ * const server = new Handshake(ConnectionType.SERVER);
+ * server.receiveData(client.send(new Request({ host: "example.com", target: "/chat" })));
+ * const [request] = [...server.events()];
+ * console.assert(request instanceof Request && request.target === "/chat");
+ * client.receiveData(server.send(new AcceptConnection()));
+ * const [accept] = [...client.events()];
+ * console.assert(accept instanceof AcceptConnection);
+ * console.assert(client.state === ConnectionState.OPEN && server.state === ConnectionState.OPEN);
+ * ```
+ */
+export class Handshake {
+  readonly #type: ConnectionType;
+  readonly #limits: Limits;
+  #state = ConnectionState.CONNECTING;
+  #queue: HandshakeEvent[] = [];
+  // Reads the head until it is complete; null once it is.
+  #head: HeadReader | null;
+  // Server: the request received. Client: the request sent.
+  #request: WsRequest | null = null;
+  // Server: the client's Sec-WebSocket-Key. Client: the key sent.
+  #key = "";
+  // Server: why the request was refused, thrown again if more bytes come.
+  #error: RemoteProtocolError | null = null;
+  // Client: the extensions whose offers were sent.
+  #offered: Extension[] = [];
+  #extensions: readonly Extension[] = [];
+  #trailing: Uint8Array[] = [];
+  // Client, REJECTING: decodes the response body.
+  #body: BodyReader | null = null;
+  // Server, REJECTING: how RejectData is written: chunked, or bytes still owed.
+  #sendChunked = false;
+  #sendRemaining = 0;
+
+  /**
+   * Make the handshake of one connection.
+   *
+   * @param type Which side this is.
+   * @param options Limits on the header block.
+   */
+  constructor(type: ConnectionType, options: HandshakeOptions = {}) {
+    this.#type = type;
+    this.#limits = resolveLimits(options.limits);
+    this.#head = new HeadReader(this.#limits);
+  }
+
+  /** Which side this is. */
+  get type(): ConnectionType {
+    return this.#type;
+  }
+
+  /** CONNECTING, then OPEN, or REJECTING and CLOSED, or CLOSED. */
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** Once OPEN: the extensions negotiated (enabled), in the order they apply. */
+  get extensions(): readonly Extension[] {
+    return this.#extensions;
+  }
+
+  /**
+   * Once OPEN: takes the bytes received after the header block (frames
+   * pipelined behind it), and any received since.
+   *
+   * @returns The bytes, which are no longer kept here.
+   */
+  takeTrailingData(): Uint8Array {
+    const chunks = this.#trailing;
+    this.#trailing = [];
+    return chunks.length === 1 ? chunks[0]! : concat(chunks);
+  }
+
+  /**
+   * Feed bytes received from the peer, or `null` when the stream ended.
+   *
+   * @param data The bytes, or `null` for the end of the stream.
+   * @throws {RemoteProtocolError} When the peer's request or response is bad.
+   * @throws {LocalProtocolError} When a client receives data before sending its request.
+   */
+  receiveData(data: Uint8Array | null): void {
+    if (data === null) {
+      this.#receiveEnd();
+      return;
+    }
+    switch (this.#state) {
+      case ConnectionState.CONNECTING:
+        if (this.#error !== null) throw this.#error;
+        if (this.#type === ConnectionType.CLIENT && this.#request === null) {
+          throw new LocalProtocolError("A client must send its Request before receiving data");
+        }
+        if (this.#head === null) this.#keep(data); // the server waits to accept
+        else this.#readHead(data);
+        return;
+      case ConnectionState.OPEN:
+        this.#keep(data);
+        return;
+      case ConnectionState.REJECTING:
+        if (this.#body !== null) this.#readBody(data);
+        return;
+      default:
+        // After a rejection the peer may still be sending; nobody reads it.
+        return;
+    }
+  }
+
+  /**
+   * The events the received bytes produced, each yielded once.
+   *
+   * @returns A generator of the pending events.
+   */
+  *events(): Generator<WsRequest | AcceptConnection | RejectConnection | RejectData, void> {
+    // One at a time, so a caller that stops iterating early loses nothing.
+    let event;
+    while ((event = this.#queue.shift()) !== undefined) yield event;
+  }
+
+  /**
+   * The bytes that send an event to the peer.
+   *
+   * @param event `Request` (client), `AcceptConnection` or `RejectConnection`
+   *   (server), then `RejectData` while the rejection has a body to send.
+   * @returns The bytes to write.
+   * @throws {LocalProtocolError} When the event does not fit the role or state.
+   */
+  send(event: WsRequest | AcceptConnection | RejectConnection | RejectData): Uint8Array {
+    const kind = kindOf(event);
+    if (!(SENDABLE[this.#type][this.#state] ?? []).includes(kind)) {
+      const role = this.#type === ConnectionType.CLIENT ? "A client" : "A server";
+      throw new LocalProtocolError(`${role} cannot send ${kind} in state ${this.#state}`);
+    }
+    if (event instanceof WsRequest) return this.#sendRequest(event);
+    if (event instanceof AcceptConnection) return this.#sendAccept(event);
+    if (event instanceof RejectConnection) return this.#sendReject(event);
+    return this.#sendRejectData(event);
+  }
+
+  // `copy` unless the bytes are already ours: drivers often read into one
+  // buffer they reuse.
+  #keep(data: Uint8Array, copy = true): void {
+    if (data.length > 0) this.#trailing.push(copy ? data.slice() : data);
+  }
+
+  #receiveEnd(): void {
+    if (this.#state === ConnectionState.REJECTING && this.#body !== null) {
+      this.#readBody(null);
+      return;
+    }
+    // As in wsproto: no error here; the connection reports close code 1006.
+    this.#state = ConnectionState.CLOSED;
+  }
+
+  #readHead(data: Uint8Array): void {
+    let chunk = data;
+    while (this.#head !== null) {
+      let result;
+      try {
+        result = this.#head.push(chunk);
+      } catch (error) {
+        throw this.#fail(error);
+      }
+      if (result === null) return;
+      this.#head = null;
+      if (this.#type === ConnectionType.SERVER) {
+        this.#receiveRequest(result.head);
+        this.#keep(result.rest, false); // HeadReader copied it
+        return;
+      }
+      chunk = this.#receiveResponse(result.head, result.rest);
+    }
+  }
+
+  // Turns a parse failure into the error receiveData throws.
+  #fail(error: unknown): unknown {
+    if (this.#type === ConnectionType.CLIENT) {
+      this.#state = ConnectionState.CLOSED;
+      if (error instanceof HttpError) {
+        return new RemoteProtocolError(`Bad handshake response: ${error.message}`);
+      }
+      return error;
+    }
+    if (error instanceof HttpError) error = rejection(error.status, error.message);
+    if (error instanceof RemoteProtocolError) this.#error = error;
+    return error;
+  }
+
+  // ---- Server ----
+
+  #receiveRequest(bytes: Uint8Array): void {
+    try {
+      const head = parseRequestHead(bytes);
+      const { request, key } = validateRequest(head.method, head.target, head.headers);
+      this.#request = request;
+      this.#key = key;
+      this.#queue.push(request);
+    } catch (error) {
+      throw this.#fail(error);
+    }
+  }
+
+  #sendAccept(event: AcceptConnection): Uint8Array {
+    const request = this.#request;
+    if (request === null) {
+      throw new LocalProtocolError("A server cannot accept before it has received a Request");
+    }
+    checkSubprotocol(request.subprotocols, event.subprotocol);
+    const headers: [string, string][] = [
+      ["Upgrade", "websocket"],
+      ["Connection", "Upgrade"],
+      ["Sec-WebSocket-Accept", acceptToken(this.#key)],
+    ];
+    if (event.subprotocol !== null) headers.push(["Sec-WebSocket-Protocol", event.subprotocol]);
+    const { enabled, answers } = negotiate(request.extensions, event.extensions);
+    if (answers.length > 0) headers.push(["Sec-WebSocket-Extensions", answers.join(", ")]);
+    const bytes = writeHead("HTTP/1.1 101 Switching Protocols", [
+      ...headers,
+      ...event.extraHeaders,
+    ]);
+    this.#extensions = enabled;
+    this.#state = ConnectionState.OPEN;
+    return bytes;
+  }
+
+  #sendReject(event: RejectConnection): Uint8Array {
+    const status = event.statusCode;
+    if (!Number.isInteger(status) || status < 200 || status > 599) {
+      throw new LocalProtocolError(
+        `A rejection's status must be from 200 to 599 (101 is AcceptConnection), not ${status}`,
+      );
+    }
+    const headers = [...event.headers];
+    const lengths = headers.filter(([name]) => /^content-length$/i.test(name));
+    if (headers.some(([name]) => /^transfer-encoding$/i.test(name))) {
+      throw new LocalProtocolError("A rejection's Transfer-Encoding is set by the handshake");
+    }
+    // The server closes the connection after a rejection (RFC 9112 §9.6).
+    if (!headers.some(([name]) => /^connection$/i.test(name))) {
+      headers.push(["Connection", "close"]);
+    }
+    const startLine = `HTTP/1.1 ${status} ${REASON_PHRASES[status] ?? ""}`;
+
+    if (event.body !== null) {
+      if (lengths.length > 0) {
+        throw new LocalProtocolError("A rejection with a body sets its own Content-Length");
+      }
+      headers.push(["Content-Length", String(event.body.length)]);
+      const head = writeHead(startLine, headers);
+      this.#state = ConnectionState.CLOSED;
+      return concat([head, event.body]);
+    }
+    if (!event.hasBody) {
+      if (lengths.some(([, value]) => value !== "0")) {
+        throw new LocalProtocolError("A rejection without a body cannot have a Content-Length");
+      }
+      // 204 and 304 never carry Content-Length: 0 (RFC 9110 §8.6).
+      if (lengths.length === 0 && status !== 204 && status !== 304) {
+        headers.push(["Content-Length", "0"]);
+      }
+      this.#state = ConnectionState.CLOSED;
+      return writeHead(startLine, headers);
+    }
+    if (lengths.length > 1 || lengths.some(([, value]) => !/^[0-9]{1,15}$/.test(value))) {
+      throw new LocalProtocolError("A rejection's Content-Length must be one decimal number");
+    }
+    const length = lengths[0];
+    this.#sendChunked = length === undefined;
+    this.#sendRemaining = length === undefined ? 0 : Number(length[1]);
+    if (this.#sendChunked) headers.push(["Transfer-Encoding", "chunked"]);
+    this.#state = ConnectionState.REJECTING;
+    return writeHead(startLine, headers);
+  }
+
+  #sendRejectData(event: RejectData): Uint8Array {
+    const data = event.data;
+    let bytes: Uint8Array;
+    if (this.#sendChunked) {
+      // RFC 9112 §7.1: an empty chunk would end the body, so none is written.
+      const pieces: Uint8Array[] = [];
+      if (data.length > 0) {
+        pieces.push(ascii(`${data.length.toString(16)}\r\n`), data, ascii("\r\n"));
+      }
+      if (event.bodyFinished) pieces.push(ascii("0\r\n\r\n"));
+      bytes = concat(pieces);
+    } else {
+      if (data.length > this.#sendRemaining) {
+        throw new LocalProtocolError(
+          `RejectData of ${data.length} bytes passes the Content-Length by ${
+            data.length - this.#sendRemaining
+          }`,
+        );
+      }
+      if (event.bodyFinished && data.length < this.#sendRemaining) {
+        throw new LocalProtocolError(
+          `The body ends ${this.#sendRemaining - data.length} bytes short of its Content-Length`,
+        );
+      }
+      this.#sendRemaining -= data.length;
+      bytes = data.slice();
+    }
+    if (event.bodyFinished) this.#state = ConnectionState.CLOSED;
+    return bytes;
+  }
+
+  // ---- Client ----
+
+  #sendRequest(event: WsRequest): Uint8Array {
+    if (this.#request !== null) {
+      throw new LocalProtocolError("A client sends its Request once");
+    }
+    if (!isRequestTarget(event.target)) {
+      throw new LocalProtocolError(`Invalid request target ${JSON.stringify(event.target)}`);
+    }
+    const offered: Extension[] = [];
+    const offers: string[] = [];
+    for (const extension of event.extensions) {
+      if (typeof extension === "string") {
+        throw new LocalProtocolError("A client offers Extension objects, not strings");
+      }
+      const offer = extension.offer();
+      if (offer === null) continue;
+      offered.push(extension);
+      offers.push(offer);
+    }
+    const key = base64(crypto.getRandomValues(new Uint8Array(16)));
+    const headers: [string, string][] = [
+      ["Host", event.host],
+      ["Upgrade", "websocket"],
+      ["Connection", "Upgrade"],
+      ["Sec-WebSocket-Key", key],
+      ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
+    ];
+    if (event.subprotocols.length > 0) {
+      headers.push(["Sec-WebSocket-Protocol", event.subprotocols.join(", ")]);
+    }
+    if (offers.length > 0) headers.push(["Sec-WebSocket-Extensions", offers.join(", ")]);
+    const bytes = writeHead(`GET ${event.target} HTTP/1.1`, [...headers, ...event.extraHeaders]);
+    this.#request = event;
+    this.#key = key;
+    this.#offered = offered;
+    return bytes;
+  }
+
+  // Returns the bytes left to parse as another head (after a 1xx), or an
+  // empty array when there are none.
+  #receiveResponse(bytes: Uint8Array, rest: Uint8Array): Uint8Array {
+    let head;
+    try {
+      head = parseResponseHead(bytes);
+    } catch (error) {
+      throw this.#fail(error);
+    }
+    const status = head.statusCode;
+    if (status === 101) {
+      try {
+        const accept = this.#checkAccept(head.headers);
+        this.#extensions = accept.extensions;
+        this.#state = ConnectionState.OPEN;
+        this.#queue.push(accept);
+      } catch (error) {
+        this.#state = ConnectionState.CLOSED;
+        throw error;
+      }
+      this.#keep(rest, false);
+      return new Uint8Array(0);
+    }
+    if (status < 200) {
+      // RFC 9110 §15.2: a client may ignore an unexpected interim response.
+      this.#head = new HeadReader(this.#limits);
+      return rest;
+    }
+    let framing;
+    try {
+      framing = responseBodyFraming(status, head.headers);
+    } catch (error) {
+      throw this.#fail(error);
+    }
+    const hasBody = framing.kind !== "none";
+    this.#queue.push(new RejectConnection({ statusCode: status, headers: head.headers, hasBody }));
+    if (!hasBody) {
+      this.#state = ConnectionState.CLOSED;
+      return new Uint8Array(0);
+    }
+    this.#state = ConnectionState.REJECTING;
+    this.#body = new BodyReader(framing, { maxTrailerBytes: this.#limits.maxHeaderBytes });
+    if (rest.length > 0) this.#readBody(rest);
+    return new Uint8Array(0);
+  }
+
+  // RFC 6455 §4.1, the client's checks of the server's 101 response.
+  #checkAccept(headers: Headers): AcceptConnection {
+    const upgrades = values(headers, "upgrade");
+    const connection = values(headers, "connection");
+    const accepts = values(headers, "sec-websocket-accept");
+    const protocols = values(headers, "sec-websocket-protocol");
+    const extensions = values(headers, "sec-websocket-extensions");
+    const fail = (message: string) => new RemoteProtocolError(`Bad handshake response: ${message}`);
+
+    if (upgrades.length !== 1 || upgrades[0]!.toLowerCase() !== "websocket") {
+      throw fail("the Upgrade header must be websocket");
+    }
+    if (!listOrFail(connection, fail).some((token) => token.toLowerCase() === "upgrade")) {
+      throw fail("the Connection header must include upgrade");
+    }
+    if (accepts.length !== 1 || accepts[0] !== acceptToken(this.#key)) {
+      throw fail("the Sec-WebSocket-Accept header does not match the key sent");
+    }
+    let subprotocol: string | null = null;
+    if (protocols.length > 0) {
+      subprotocol = protocols[0]!;
+      if (protocols.length > 1 || !this.#request!.subprotocols.includes(subprotocol)) {
+        throw fail(
+          `the server chose subprotocol ${JSON.stringify(protocols.join(", "))}, not offered`,
+        );
+      }
+    }
+    const finalized: Extension[] = [];
+    for (const element of listOrFail(extensions, fail)) {
+      if (!EXTENSION_ELEMENT.test(element)) {
+        throw fail(`malformed Sec-WebSocket-Extensions element ${JSON.stringify(element)}`);
+      }
+      const name = extensionName(element);
+      const extension = this.#offered.find((offered) => offered.name.toLowerCase() === name);
+      if (extension === undefined) {
+        throw fail(`the server accepted extension ${name}, which was not offered`);
+      }
+      if (finalized.includes(extension)) {
+        throw fail(`the server accepted extension ${name} twice`);
+      }
+      extension.finalize(element);
+      finalized.push(extension);
+    }
+    return new AcceptConnection({ subprotocol, extensions: finalized, extraHeaders: headers });
+  }
+
+  #readBody(data: Uint8Array | null): void {
+    const body = this.#body!;
+    let pieces;
+    try {
+      pieces = body.push(data);
+    } catch (error) {
+      this.#body = null;
+      throw this.#fail(error);
+    }
+    if (pieces.length === 0 && !body.done) return;
+    const bytes = pieces.length === 1 ? pieces[0]! : concat(pieces);
+    this.#queue.push(new RejectData({ data: bytes, bodyFinished: body.done }));
+    if (body.done) {
+      this.#body = null;
+      this.#state = ConnectionState.CLOSED;
+    }
+  }
+}
+
+/**
+ * The result of {@linkcode checkUpgradeRequest}: the request as our event,
+ * or the response that refuses it.
+ */
+export type UpgradeCheck =
+  | {
+    /** The request is a valid WebSocket upgrade. */
+    ok: true;
+    /** Our event, built from the Fetch request. */
+    request: WsRequest;
+  }
+  | {
+    /** The request is not a valid WebSocket upgrade. */
+    ok: false;
+    /** The rejection: the same status, headers and body as the raw-bytes path. */
+    response: globalThis.Response;
+  };
+
+/**
+ * Check a Fetch request from `Deno.serve` as an opening handshake (RFC 6455
+ * §4.2.1), with the same rules and answers as {@linkcode Handshake} applies
+ * to raw bytes.
+ *
+ * On this path Deno writes the 101 and runs the framing itself:
+ * `Deno.serve` cannot hand over the raw bytes after a 101, so extensions
+ * are not negotiated and frames never pass through this module.
+ *
+ * The event's `extraHeaders` are the Fetch request's: names in lower case,
+ * repeated fields joined with ", ", in Fetch's sorted order.
+ *
+ * @param request The request `Deno.serve` passed to the handler.
+ * @returns The request as our event, or the response refusing it.
+ *
+ * @example A plain GET is refused with 426
+ * ```ts
+ * import { checkUpgradeRequest } from "./handshake.ts";
+ * const check = checkUpgradeRequest(new Request("http://localhost/chat"));
+ * console.assert(!check.ok && check.response.status === 426);
+ * if (!check.ok) await check.response.body?.cancel();
+ * ```
+ */
+export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
+  const url = new URL(request.url);
+  // Fetch lower-cases the names and joins repeated fields with ", ".
+  const headers: [string, string][] = [...request.headers];
+  if (!request.headers.has("host")) headers.unshift(["host", url.host]);
+  try {
+    const checked = validateRequest(request.method, url.pathname + url.search, headers);
+    return { ok: true, request: checked.request };
+  } catch (error) {
+    if (!(error instanceof RemoteProtocolError && error.eventHint instanceof RejectConnection)) {
+      throw error;
+    }
+    const reject = error.eventHint;
+    const response = new Response(reject.body === null ? null : new Uint8Array(reject.body), {
+      status: reject.statusCode,
+      statusText: REASON_PHRASES[reject.statusCode] ?? "",
+      headers: reject.headers.map(([name, value]) => [name, value]),
+    });
+    return { ok: false, response };
+  }
+}
+
+/**
+ * Check the server's choice against a request that
+ * {@linkcode checkUpgradeRequest} passed, and give the options for
+ * `Deno.upgradeWebSocket`. The subprotocol must be one the client offered,
+ * as for `Handshake.send(AcceptConnection)`. The accept's extensions and
+ * extra headers do not apply on this path: Deno's WebSocket runs the frames,
+ * and the caller adds any headers to the response `Deno.upgradeWebSocket`
+ * returns.
+ *
+ * @param request The request event from `checkUpgradeRequest`.
+ * @param accept The server's choice.
+ * @returns The options to pass to `Deno.upgradeWebSocket`.
+ * @throws {LocalProtocolError} When the subprotocol was not offered.
+ *
+ * @example Choosing a subprotocol
+ * ```ts
+ * import { upgradeOptions } from "./handshake.ts";
+ * import { AcceptConnection, Request } from "./events.ts";
+ * const request = new Request({ host: "h", target: "/", subprotocols: ["chat", "v2"] });
+ * const options = upgradeOptions(request, new AcceptConnection({ subprotocol: "v2" }));
+ * console.assert(options.protocol === "v2");
+ * ```
+ */
+export function upgradeOptions(
+  request: WsRequest,
+  accept: AcceptConnection,
+): { protocol?: string } {
+  checkSubprotocol(request.subprotocols, accept.subprotocol);
+  return accept.subprotocol === null ? {} : { protocol: accept.subprotocol };
+}
+
+// ---- Shared by both paths ----
+
+// The event's class name, found without `constructor.name`, which minifiers rename.
+function kindOf(event: HandshakeEvent): string {
+  if (event instanceof WsRequest) return "Request";
+  if (event instanceof AcceptConnection) return "AcceptConnection";
+  if (event instanceof RejectConnection) return "RejectConnection";
+  return "RejectData";
+}
+
+// RFC 6455 §4.2.1, the server's checks of the client's request, over the
+// request's fields in order. Throws a RemoteProtocolError carrying the
+// rejection to send.
+function validateRequest(
+  method: string,
+  target: string,
+  headers: Headers,
+): { request: WsRequest; key: string } {
+  if (method !== "GET") {
+    throw rejection(405, `The method must be GET, not ${method}`, [["Allow", "GET"]]);
+  }
+  const hosts = values(headers, "host");
+  if (hosts.length !== 1) {
+    throw rejection(400, hosts.length === 0 ? "Missing Host header" : "More than one Host header");
+  }
+  // RFC 9112 §3.2: origin-form, or absolute-form such as ws://host/path.
+  if (!target.startsWith("/") && !/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target)) {
+    throw rejection(400, `Request target ${JSON.stringify(target)} is not a path or URI`);
+  }
+  const fail = (message: string) => rejection(400, message);
+  const upgrade = listOrFail(values(headers, "upgrade"), fail);
+  if (!upgrade.some((token) => token.toLowerCase() === "websocket")) {
+    throw rejection(426, "The Upgrade header must include websocket", UPGRADE_REQUIRED);
+  }
+  const connection = listOrFail(values(headers, "connection"), fail);
+  if (!connection.some((token) => token.toLowerCase() === "upgrade")) {
+    throw rejection(426, "The Connection header must include upgrade", UPGRADE_REQUIRED);
+  }
+  // RFC 6455 §4.2.2 item 4: name the version understood.
+  const versions = listOrFail(values(headers, "sec-websocket-version"), fail);
+  if (versions.length !== 1 || versions[0] !== WEBSOCKET_VERSION) {
+    throw rejection(426, "Sec-WebSocket-Version must be 13", [
+      ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
+      ...UPGRADE_REQUIRED,
+    ]);
+  }
+  const keys = values(headers, "sec-websocket-key");
+  if (keys.length !== 1) {
+    throw rejection(
+      400,
+      keys.length === 0 ? "Missing Sec-WebSocket-Key header" : "More than one Sec-WebSocket-Key",
+    );
+  }
+  const key = keys[0]!;
+  if (!KEY.test(key)) throw rejection(400, "Sec-WebSocket-Key must be 16 bytes in base64");
+  const subprotocols = listOrFail(values(headers, "sec-websocket-protocol"), fail);
+  const extensions = listOrFail(values(headers, "sec-websocket-extensions"), fail);
+  for (const element of extensions) {
+    if (!EXTENSION_ELEMENT.test(element)) {
+      throw rejection(400, `Malformed Sec-WebSocket-Extensions element ${JSON.stringify(element)}`);
+    }
+  }
+  const request = new WsRequest({
+    host: hosts[0]!,
+    target,
+    subprotocols,
+    extensions,
+    extraHeaders: headers.map(([name, value]) => [name, value] as const),
+  });
+  return { request, key };
+}
+
+function checkSubprotocol(offered: readonly string[], chosen: string | null): void {
+  if (chosen !== null && !offered.includes(chosen)) {
+    throw new LocalProtocolError(
+      `Subprotocol ${JSON.stringify(chosen)} was not offered by the client (offered: ${
+        offered.length === 0 ? "none" : offered.join(", ")
+      })`,
+    );
+  }
+}
+
+// RFC 6455 §9.1: for each offer in the client's order, the supported
+// extension of that name answers it; the first acceptable offer of each
+// extension wins. The response lists the answers in the order they apply.
+function negotiate(
+  offers: readonly (Extension | string)[],
+  supported: readonly Extension[],
+): { enabled: Extension[]; answers: string[] } {
+  const enabled: Extension[] = [];
+  const answers: string[] = [];
+  for (const offer of offers) {
+    if (typeof offer !== "string") continue;
+    const name = extensionName(offer);
+    const extension = supported.find((candidate) => candidate.name.toLowerCase() === name);
+    if (extension === undefined || enabled.includes(extension)) continue;
+    const answer = extension.accept(offer);
+    if (answer === null) continue;
+    enabled.push(extension);
+    answers.push(answer);
+  }
+  return { enabled, answers };
+}
+
+function extensionName(element: string): string {
+  return (element.split(";")[0] ?? "").trim().toLowerCase();
+}
+
+function rejection(status: number, reason: string, headers: Headers = []): RemoteProtocolError {
+  return new RemoteProtocolError(reason, {
+    eventHint: new RejectConnection({
+      statusCode: status,
+      headers: [...headers, PLAIN_TEXT],
+      body: `${reason}\n`,
+    }),
+  });
+}
+
+// The values of every field named `name` (lower case), in order.
+function values(headers: Headers, name: string): string[] {
+  const found: string[] = [];
+  for (const [field, value] of headers) {
+    if (field.length === name.length && field.toLowerCase() === name) found.push(value);
+  }
+  return found;
+}
+
+// Several fields of one name form one comma-separated list (RFC 9110 §5.3).
+function listOrFail(fields: string[], fail: (message: string) => Error): string[] {
+  try {
+    return fields.length === 0 ? [] : splitList(fields.join(", "));
+  } catch (error) {
+    if (error instanceof HttpError) throw fail(error.message);
+    throw error;
+  }
+}
+
+function writeHead(startLine: string, headers: Headers): Uint8Array {
+  let text = `${startLine}\r\n`;
+  for (const [name, value] of headers) {
+    if (!isToken(name)) throw new LocalProtocolError(`Invalid header name ${JSON.stringify(name)}`);
+    if (!isFieldValue(value)) {
+      throw new LocalProtocolError(`The value of header ${name} holds a control character`);
+    }
+    text += `${name}: ${value}\r\n`;
+  }
+  if (!isFieldValue(startLine)) {
+    throw new LocalProtocolError(`The start line holds a control character`);
+  }
+  return ascii(`${text}\r\n`);
+}
+
+// Heads are ASCII but for rare header values; a loop beats a call into the
+// runtime's encoder for strings this short.
+function ascii(text: string): Uint8Array {
+  const bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code > 0x7f) return ENCODER.encode(text);
+    bytes[i] = code;
+  }
+  return bytes;
+}
+
+const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// RFC 4648 §4, padded.
+function base64(bytes: Uint8Array): string {
+  let text = "";
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
+    text += BASE64[n >>> 18]! + BASE64[(n >>> 12) & 63]! + BASE64[(n >>> 6) & 63]! +
+      BASE64[n & 63]!;
+  }
+  const left = bytes.length - i;
+  if (left > 0) {
+    const n = (bytes[i]! << 16) | (left === 2 ? bytes[i + 1]! << 8 : 0);
+    text += BASE64[n >>> 18]! + BASE64[(n >>> 12) & 63]! +
+      (left === 2 ? BASE64[(n >>> 6) & 63]! : "=") + "=";
+  }
+  return text;
+}
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  for (const chunk of chunks) length += chunk.length;
+  const out = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}

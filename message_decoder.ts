@@ -1,0 +1,168 @@
+/**
+ * The message rules above the frames (RFC 6455 §5.4-§5.6, §7.4): fragments
+ * belong to one message at a time, text is valid UTF-8 (checked as it
+ * arrives), close payloads carry a valid code and reason, and messages stay
+ * under their limits.
+ *
+ * @module
+ */
+
+import { failConnection } from "./errors.ts";
+import { CloseReason, type Frame, isValidCloseCode, Opcode } from "./frame.ts";
+import { DEFAULT_LIMITS } from "./limits.ts";
+import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
+
+/** A piece of a data message, decoded: text as a string, binary as bytes. */
+export interface MessagePiece {
+  /** TEXT or BINARY: the opcode of the message this piece belongs to. */
+  readonly opcode: Opcode.TEXT | Opcode.BINARY;
+  /** The decoded data of this piece. */
+  readonly data: string | Uint8Array;
+  /** Whether this piece ends a frame. */
+  readonly frameFinished: boolean;
+  /** Whether this piece ends the message. */
+  readonly messageFinished: boolean;
+}
+
+/** A close frame's payload, decoded (RFC 6455 §5.5.1). */
+export interface ClosePayload {
+  /** The status code; 1005 when the frame had none. */
+  readonly code: number;
+  /** The reason, possibly empty. */
+  readonly reason: string;
+}
+
+/** Options of {@linkcode MessageDecoder}. */
+export interface MessageDecoderOptions {
+  /** Bytes of one message (after extensions); over it is 1009. */
+  maxMessageSize?: number;
+  /** Frames of one message; over it is 1009. */
+  maxFragments?: number;
+}
+
+/**
+ * Assembles data-frame pieces into message pieces and enforces the message
+ * rules. Violations throw a `RemoteProtocolError` carrying the close code:
+ * 1002 for fragmentation errors, 1007 for invalid UTF-8, 1009 for limits.
+ *
+ * @example Text split inside a code point
+ * ```ts
+ * import { MessageDecoder } from "./message_decoder.ts";
+ * import { Opcode } from "./frame.ts";
+ * const decoder = new MessageDecoder();
+ * const first = decoder.processFrame({
+ *   opcode: Opcode.TEXT, payload: new Uint8Array([0xc3]), frameFinished: true, messageFinished: false,
+ * });
+ * const second = decoder.processFrame({
+ *   opcode: Opcode.CONTINUATION, payload: new Uint8Array([0xa9]), frameFinished: true, messageFinished: true,
+ * });
+ * console.assert(first.data === "" && second.data === "é" && second.messageFinished);
+ * ```
+ */
+export class MessageDecoder {
+  readonly #maxMessageSize: number;
+  readonly #maxFragments: number;
+  readonly #utf8 = new Utf8StreamDecoder();
+  #opcode: Opcode.TEXT | Opcode.BINARY | null = null;
+  #messageSize = 0;
+  #fragments = 0;
+  // Whether the last piece ended its frame: the next CONTINUATION piece then
+  // starts a new fragment (only fragments, not pieces, count to the limit).
+  #pieceEndedFrame = true;
+
+  /**
+   * Make a decoder.
+   *
+   * @param options The message limits.
+   */
+  constructor(options: MessageDecoderOptions = {}) {
+    this.#maxMessageSize = options.maxMessageSize ?? DEFAULT_LIMITS.maxMessageSize;
+    this.#maxFragments = options.maxFragments ?? DEFAULT_LIMITS.maxFragments;
+  }
+
+  /**
+   * Take one piece of a data frame (TEXT, BINARY or CONTINUATION).
+   *
+   * @param frame The piece, as the frame decoder gave it.
+   * @returns The decoded piece of the message.
+   */
+  processFrame(frame: Frame): MessagePiece {
+    const startsFrame = frame.opcode !== Opcode.CONTINUATION || this.#pieceEndedFrame;
+    if (this.#opcode === null) {
+      if (frame.opcode !== Opcode.TEXT && frame.opcode !== Opcode.BINARY) {
+        throw failConnection(CloseReason.PROTOCOL_ERROR, "Continuation frame without a message");
+      }
+      this.#opcode = frame.opcode;
+      this.#messageSize = 0;
+      this.#fragments = 0;
+    } else if (frame.opcode !== Opcode.CONTINUATION) {
+      throw failConnection(
+        CloseReason.PROTOCOL_ERROR,
+        "New data frame inside a fragmented message",
+      );
+    }
+    if (startsFrame && ++this.#fragments > this.#maxFragments) {
+      throw failConnection(
+        CloseReason.MESSAGE_TOO_BIG,
+        `Message of more than ${this.#maxFragments} fragments`,
+      );
+    }
+    this.#pieceEndedFrame = frame.frameFinished;
+
+    this.#messageSize += frame.payload.length;
+    if (this.#messageSize > this.#maxMessageSize) {
+      throw failConnection(
+        CloseReason.MESSAGE_TOO_BIG,
+        `Message over the limit of ${this.#maxMessageSize} bytes`,
+      );
+    }
+
+    const opcode = this.#opcode;
+    const messageFinished = frame.frameFinished && frame.messageFinished;
+    let data: string | Uint8Array = frame.payload;
+    if (opcode === Opcode.TEXT) {
+      const text = this.#utf8.decode(frame.payload, messageFinished);
+      if (text === null) {
+        throw failConnection(
+          CloseReason.INVALID_FRAME_PAYLOAD_DATA,
+          "Invalid UTF-8 in text message",
+        );
+      }
+      data = text;
+    }
+    if (messageFinished) {
+      this.#opcode = null;
+      this.#utf8.reset();
+    }
+    return { opcode, data, frameFinished: frame.frameFinished, messageFinished };
+  }
+}
+
+/**
+ * Decode and check a close frame's payload (RFC 6455 §5.5.1, §7.4).
+ *
+ * @param payload The whole, unmasked payload of a close frame.
+ * @returns The code (1005 when absent) and the reason.
+ *
+ * @example
+ * ```ts
+ * import { parseClosePayload } from "./message_decoder.ts";
+ * const close = parseClosePayload(new Uint8Array([0x03, 0xe8, 0x6f, 0x6b]));
+ * console.assert(close.code === 1000 && close.reason === "ok");
+ * ```
+ */
+export function parseClosePayload(payload: Uint8Array): ClosePayload {
+  if (payload.length === 0) return { code: CloseReason.NO_STATUS_RCVD, reason: "" };
+  if (payload.length === 1) {
+    throw failConnection(CloseReason.PROTOCOL_ERROR, "Close frame with a one-byte payload");
+  }
+  const code = (payload[0]! << 8) | payload[1]!;
+  if (!isValidCloseCode(code)) {
+    throw failConnection(CloseReason.PROTOCOL_ERROR, `Invalid close code ${code}`);
+  }
+  const reason = decodeUtf8(payload.subarray(2));
+  if (reason === null) {
+    throw failConnection(CloseReason.INVALID_FRAME_PAYLOAD_DATA, "Invalid UTF-8 in close reason");
+  }
+  return { code, reason };
+}

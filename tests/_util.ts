@@ -1,0 +1,167 @@
+// Shared helpers for the tests: a seeded PRNG, ways to chop a byte stream,
+// and a normal form of event sequences that chopping must not change.
+import * as ws from "../mod.ts";
+
+/** A small seeded PRNG (mulberry32), so random tests are reproducible. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export function randomBytes(random: () => number, length: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  for (let i = 0; i < length; i++) bytes[i] = Math.floor(random() * 256);
+  return bytes;
+}
+
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+export const bytes = (...values: number[]): Uint8Array => new Uint8Array(values);
+export const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
+
+/**
+ * The ways every test stream is fed: whole, one byte at a time, and in
+ * seeded random pieces. Each chunk is a fresh copy, since the connection
+ * takes ownership of (and unmasks in place) what it is given.
+ */
+export function chopStyles(stream: Uint8Array, seed = 1): [string, Uint8Array[]][] {
+  const styles: [string, Uint8Array[]][] = [["whole", [stream.slice()]]];
+  const single: Uint8Array[] = [];
+  if (stream.length <= 1 << 16) {
+    for (let i = 0; i < stream.length; i++) single.push(stream.slice(i, i + 1));
+    styles.push(["byte by byte", single]);
+  }
+  for (let round = 0; round < 3; round++) {
+    const random = prng(seed * 7919 + round);
+    const pieces: Uint8Array[] = [];
+    for (let at = 0; at < stream.length;) {
+      const size = 1 + Math.floor(random() * Math.min(64, stream.length - at));
+      pieces.push(stream.slice(at, at + size));
+      at += size;
+    }
+    styles.push([`random split ${round}`, pieces]);
+  }
+  return styles;
+}
+
+/** A plain-data view of an event, for deep equality. */
+export type Plain =
+  | { type: "text"; data: string; end: boolean }
+  | { type: "bytes"; data: number[]; end: boolean }
+  | { type: "ping" | "pong"; payload: number[] }
+  | { type: "close"; code: number; reason: string }
+  | { type: string; [key: string]: unknown };
+
+/**
+ * Events in a normal form that chopping cannot change: consecutive pieces
+ * of one message are merged, so only message boundaries remain, and a
+ * message left unfinished by a close is dropped.
+ */
+export function normalize(events: readonly ws.Event[]): Plain[] {
+  const out: Plain[] = [];
+  let open: { type: "text"; data: string; end: boolean } | {
+    type: "bytes";
+    data: number[];
+    end: boolean;
+  } | null = null;
+  for (const event of events) {
+    if (event instanceof ws.TextMessage || event instanceof ws.BytesMessage) {
+      const isText = event instanceof ws.TextMessage;
+      if (open === null || open.type !== (isText ? "text" : "bytes")) {
+        open = isText
+          ? { type: "text", data: "", end: false }
+          : { type: "bytes", data: [], end: false };
+        out.push(open);
+      }
+      if (open.type === "text") open.data += event.data as string;
+      else for (const byte of event.data as Uint8Array) open.data.push(byte);
+      if (event.messageFinished) {
+        open.end = true;
+        open = null;
+      }
+      continue;
+    }
+    open = null;
+    if (event instanceof ws.Ping) out.push({ type: "ping", payload: [...event.payload] });
+    else if (event instanceof ws.Pong) out.push({ type: "pong", payload: [...event.payload] });
+    else if (event instanceof ws.CloseConnection) {
+      // A message cut short by the close never existed for the application;
+      // how much of it streamed out before the close depends on chopping.
+      const last = out.at(-1);
+      if (
+        last !== undefined && (last.type === "text" || last.type === "bytes") &&
+        last["end"] === false
+      ) {
+        out.pop();
+      }
+      out.push({ type: "close", code: event.code, reason: event.reason });
+    } else out.push({ type: event.constructor.name, ...event });
+  }
+  return out;
+}
+
+/** Feed chunks to a connection, collecting every event after each chunk. */
+export function feed(
+  conn: { receiveData(data: Uint8Array | null): void; events(): Iterable<ws.Event> },
+  chunks: readonly Uint8Array[],
+  endOfStream = false,
+): ws.Event[] {
+  const events: ws.Event[] = [];
+  for (const chunk of chunks) {
+    conn.receiveData(chunk);
+    events.push(...conn.events());
+  }
+  if (endOfStream) {
+    conn.receiveData(null);
+    events.push(...conn.events());
+  }
+  return events;
+}
+
+/**
+ * Build one frame by hand, as a peer would, including malformed ones:
+ * every field is taken literally.
+ */
+export function rawFrame(options: {
+  fin?: boolean;
+  rsv?: number;
+  opcode: number;
+  payload?: Uint8Array;
+  maskKey?: Uint8Array | null;
+  lengthForm?: 7 | 16 | 64;
+  declaredLength?: number;
+}): Uint8Array {
+  const payload = options.payload ?? new Uint8Array(0);
+  const length = options.declaredLength ?? payload.length;
+  const form = options.lengthForm ?? (length <= 125 ? 7 : length <= 0xffff ? 16 : 64);
+  const key = options.maskKey === undefined ? bytes(0x37, 0xfa, 0x21, 0x3d) : options.maskKey;
+  const head = [((options.fin ?? true) ? 0x80 : 0) | ((options.rsv ?? 0) << 4) | options.opcode];
+  const maskBit = key === null ? 0 : 0x80;
+  if (form === 7) head.push(maskBit | length);
+  else if (form === 16) head.push(maskBit | 126, length >>> 8, length & 0xff);
+  else {
+    const high = Math.floor(length / 2 ** 32);
+    head.push(maskBit | 127, high >>> 24, (high >>> 16) & 0xff, (high >>> 8) & 0xff, high & 0xff);
+    head.push(length >>> 24, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff);
+  }
+  const body = payload.slice();
+  if (key !== null) {
+    head.push(...key);
+    for (let i = 0; i < body.length; i++) body[i]! ^= key[i & 3]!;
+  }
+  return concat(new Uint8Array(head), body);
+}

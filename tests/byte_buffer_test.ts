@@ -1,0 +1,228 @@
+import assert from "node:assert/strict";
+import { ByteBuffer } from "../byte_buffer.ts";
+
+/** A small seeded PRNG so failures reproduce. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** The obvious buffer: one array, concatenated on every push. */
+class ReferenceBuffer {
+  bytes: number[] = [];
+  push(chunk: Uint8Array): void {
+    this.bytes.push(...chunk);
+  }
+  take(n: number): Uint8Array {
+    return new Uint8Array(this.bytes.splice(0, n));
+  }
+}
+
+function bytes(...values: number[]): Uint8Array {
+  return new Uint8Array(values);
+}
+
+Deno.test("ByteBuffer agrees with a reference over random push and consume sequences", () => {
+  for (let seed = 1; seed <= 20; seed++) {
+    const random = mulberry32(seed);
+    const buffer = new ByteBuffer();
+    const reference = new ReferenceBuffer();
+    let counter = 0;
+    for (let step = 0; step < 2000; step++) {
+      const action = random();
+      if (action < 0.4) {
+        const size = random() < 0.2 ? 0 : Math.floor(random() * 40);
+        const chunk = new Uint8Array(size);
+        for (let i = 0; i < size; i++) chunk[i] = counter++ & 0xff;
+        buffer.push(chunk);
+        reference.push(chunk);
+      } else if (action < 0.6) {
+        const n = Math.floor(random() * (buffer.length + 1));
+        assert.deepEqual(buffer.consume(n), reference.take(n), `seed ${seed} step ${step}`);
+      } else if (action < 0.75) {
+        const n = Math.floor(random() * 60);
+        assert.deepEqual(buffer.consumeAtMost(n), reference.take(n), `seed ${seed} step ${step}`);
+      } else if (action < 0.85) {
+        const n = Math.floor(random() * (buffer.length + 1));
+        buffer.skip(n);
+        reference.take(n);
+      } else if (action < 0.99) {
+        if (buffer.length > 0) {
+          const index = Math.floor(random() * buffer.length);
+          assert.equal(buffer.byteAt(index), reference.bytes[index], `seed ${seed} step ${step}`);
+        }
+      } else {
+        buffer.clear();
+        reference.bytes = [];
+      }
+      assert.equal(buffer.length, reference.bytes.length);
+    }
+  }
+});
+
+Deno.test("ByteBuffer starts empty", () => {
+  const buffer = new ByteBuffer();
+  assert.equal(buffer.length, 0);
+  assert.deepEqual(buffer.consume(0), bytes());
+  assert.deepEqual(buffer.consumeAtMost(10), bytes());
+  buffer.skip(0);
+  assert.throws(() => buffer.byteAt(0), RangeError);
+  assert.throws(() => buffer.consume(1), RangeError);
+  assert.throws(() => buffer.skip(1), RangeError);
+});
+
+Deno.test("ByteBuffer ignores empty chunks", () => {
+  const buffer = new ByteBuffer();
+  buffer.push(bytes());
+  buffer.push(bytes(1));
+  buffer.push(bytes());
+  buffer.push(bytes(2));
+  assert.equal(buffer.length, 2);
+  assert.deepEqual(buffer.consume(2), bytes(1, 2));
+});
+
+Deno.test("ByteBuffer rejects reads outside the buffered bytes", () => {
+  const buffer = new ByteBuffer();
+  buffer.push(bytes(1, 2, 3));
+  assert.throws(() => buffer.byteAt(3), RangeError);
+  assert.throws(() => buffer.byteAt(-1), RangeError);
+  assert.throws(() => buffer.byteAt(Number.NaN), RangeError);
+  assert.throws(() => buffer.consume(4), RangeError);
+  assert.throws(() => buffer.consume(-1), RangeError);
+  assert.throws(() => buffer.skip(4), RangeError);
+  assert.equal(buffer.length, 3, "a failed read consumes nothing");
+});
+
+Deno.test("ByteBuffer returns a view, not a copy, when the bytes lie in one chunk", () => {
+  const chunk = bytes(1, 2, 3, 4, 5, 6);
+  const buffer = new ByteBuffer();
+  buffer.push(chunk);
+  buffer.push(bytes(7, 8));
+  buffer.skip(1);
+  const view = buffer.consume(3);
+  assert.equal(view.buffer, chunk.buffer);
+  assert.equal(view.byteOffset, 1);
+  // Callers own consumed bytes and may unmask them in place.
+  view[0] = 0xff;
+  assert.equal(chunk[1], 0xff);
+  const tail = buffer.consumeAtMost(2);
+  assert.equal(tail.buffer, chunk.buffer, "the rest of the head chunk, still a view");
+  assert.deepEqual(tail, bytes(5, 6));
+});
+
+Deno.test("ByteBuffer copies once when the bytes span chunks", () => {
+  const first = bytes(1, 2, 3);
+  const second = bytes(4, 5, 6);
+  const buffer = new ByteBuffer();
+  buffer.push(first);
+  buffer.push(second);
+  const joined = buffer.consume(5);
+  assert.deepEqual(joined, bytes(1, 2, 3, 4, 5));
+  assert.notEqual(joined.buffer, first.buffer);
+  assert.notEqual(joined.buffer, second.buffer);
+  assert.deepEqual(buffer.consumeAtMost(100), bytes(6));
+});
+
+Deno.test("ByteBuffer handles reads that end exactly on chunk boundaries", async (t) => {
+  await t.step("consume", () => {
+    const buffer = new ByteBuffer();
+    buffer.push(bytes(1, 2));
+    buffer.push(bytes(3, 4));
+    buffer.push(bytes(5));
+    assert.deepEqual(buffer.consume(2), bytes(1, 2));
+    assert.equal(buffer.byteAt(0), 3);
+    assert.deepEqual(buffer.consume(2), bytes(3, 4));
+    assert.deepEqual(buffer.consume(1), bytes(5));
+    assert.equal(buffer.length, 0);
+    buffer.push(bytes(6));
+    assert.equal(buffer.byteAt(0), 6, "a drained buffer takes new chunks");
+  });
+  await t.step("skip", () => {
+    const buffer = new ByteBuffer();
+    buffer.push(bytes(1, 2));
+    buffer.push(bytes(3, 4));
+    buffer.skip(2);
+    assert.equal(buffer.byteAt(0), 3);
+    assert.equal(buffer.byteAt(1), 4);
+    buffer.skip(2);
+    assert.equal(buffer.length, 0);
+  });
+  await t.step("byteAt at the last byte of each chunk", () => {
+    const buffer = new ByteBuffer();
+    for (let i = 0; i < 10; i++) buffer.push(bytes(i * 2, i * 2 + 1));
+    buffer.skip(1);
+    for (let i = 0; i < 19; i++) assert.equal(buffer.byteAt(i), i + 1);
+  });
+});
+
+Deno.test("ByteBuffer consumes across many chunks", () => {
+  const buffer = new ByteBuffer();
+  for (let i = 0; i < 1000; i++) buffer.push(bytes(i & 0xff));
+  buffer.skip(3);
+  const joined = buffer.consume(990);
+  for (let i = 0; i < 990; i++) assert.equal(joined[i], (i + 3) & 0xff);
+  assert.equal(buffer.length, 7);
+  assert.equal(buffer.byteAt(6), 999 & 0xff);
+});
+
+Deno.test("ByteBuffer consumes and skips across more chunks than it keeps before compacting", () => {
+  const buffer = new ByteBuffer();
+  for (let i = 0; i < 10_000; i++) buffer.push(bytes(i & 0xff, 0));
+  buffer.skip(1);
+  const joined = buffer.consume(5001);
+  for (let i = 0; i < 5001; i++) assert.equal(joined[i], i % 2 === 0 ? 0 : ((i + 1) / 2) & 0xff);
+  buffer.skip(4001);
+  assert.equal(buffer.length, 20_000 - 1 - 5001 - 4001);
+  // Byte 9003 of the stream is the second byte of chunk 4501.
+  assert.equal(buffer.byteAt(0), 0);
+  assert.deepEqual(buffer.consumeAtMost(4), bytes(0, 4502 & 0xff, 0, 4503 & 0xff));
+});
+
+Deno.test("ByteBuffer clear drops everything", () => {
+  const buffer = new ByteBuffer();
+  buffer.push(bytes(1, 2, 3));
+  buffer.push(bytes(4));
+  buffer.skip(1);
+  buffer.clear();
+  assert.equal(buffer.length, 0);
+  assert.throws(() => buffer.byteAt(0), RangeError);
+  buffer.push(bytes(9));
+  assert.deepEqual(buffer.consume(1), bytes(9));
+});
+
+Deno.test("ByteBuffer streams 100k small chunks through without losing a byte", async (t) => {
+  await t.step("consumed as they arrive", () => {
+    const buffer = new ByteBuffer();
+    let next = 0;
+    for (let i = 0; i < 100_000; i++) {
+      buffer.push(bytes(i & 0xff, (i >> 8) & 0xff, 7));
+      if (i % 3 === 0) {
+        const piece = buffer.consume(buffer.length - 1);
+        for (const byte of piece) {
+          const j = Math.floor(next / 3);
+          const expected = [j & 0xff, (j >> 8) & 0xff, 7][next % 3];
+          assert.equal(byte, expected);
+          next++;
+        }
+      }
+    }
+    assert.equal(buffer.length + next, 300_000);
+  });
+  await t.step("all pushed first, then consumed a few bytes at a time", () => {
+    const buffer = new ByteBuffer();
+    for (let i = 0; i < 100_000; i++) buffer.push(bytes(i & 0xff));
+    assert.equal(buffer.length, 100_000);
+    for (let i = 0; i < 100_000; i += 5) {
+      assert.equal(buffer.byteAt(0), i & 0xff);
+      const piece = buffer.consume(5);
+      assert.equal(piece[4], (i + 4) & 0xff);
+    }
+    assert.equal(buffer.length, 0);
+  });
+});

@@ -1,0 +1,335 @@
+import assert from "node:assert/strict";
+import * as ws from "../mod.ts";
+import { bytes, chopStyles, concat, feed, normalize, type Plain, rawFrame, utf8 } from "./_util.ts";
+
+const { CLIENT, SERVER } = ws.ConnectionType;
+const { OPEN, REMOTE_CLOSING, LOCAL_CLOSING, CLOSED } = ws.ConnectionState;
+
+/** Events from a client's stream at a server, identical however the stream is chopped. */
+function serverEvents(
+  stream: Uint8Array,
+  limits: Partial<ws.Limits> = {},
+  endOfStream = false,
+): Plain[] {
+  let reference: Plain[] | null = null;
+  for (const [style, chunks] of chopStyles(stream)) {
+    const events = normalize(feed(new ws.Connection(SERVER, { limits }), chunks, endOfStream));
+    if (reference === null) reference = events;
+    else assert.deepEqual(events, reference, `chopped ${style}`);
+  }
+  return reference!;
+}
+
+const text = (data: string, fin = true, opcode = 1) =>
+  rawFrame({ opcode, fin, payload: utf8(data) });
+const close = (code: number, reason = "") =>
+  rawFrame({ opcode: 8, payload: concat(bytes(code >> 8, code & 0xff), utf8(reason)) });
+const lastCode = (events: Plain[]) => {
+  const last = events.at(-1);
+  assert.ok(last !== undefined && last.type === "close", "the stream ends in a close");
+  return last.code;
+};
+
+Deno.test("Connection yields messages, pings and pongs in order", () => {
+  const stream = concat(
+    text("Hel", false),
+    rawFrame({ opcode: 9, payload: utf8("p") }),
+    text("lo", true, 0),
+    rawFrame({ opcode: 2, payload: bytes(1, 2, 3) }),
+    rawFrame({ opcode: 10 }),
+  );
+  // The ping splits the normal form of the message in two; the pieces still join to "Hello".
+  assert.deepEqual(serverEvents(stream), [
+    { type: "text", data: "Hel", end: false },
+    { type: "ping", payload: [...utf8("p")] },
+    { type: "text", data: "lo", end: true },
+    { type: "bytes", data: [1, 2, 3], end: true },
+    { type: "pong", payload: [] },
+  ]);
+});
+
+Deno.test("Connection keeps text fragments of a code point together", () => {
+  const euro = utf8("€"); // e2 82 ac
+  const stream = concat(
+    rawFrame({ opcode: 1, fin: false, payload: euro.subarray(0, 1) }),
+    rawFrame({ opcode: 0, fin: false, payload: euro.subarray(1, 2) }),
+    rawFrame({ opcode: 0, fin: true, payload: euro.subarray(2) }),
+  );
+  assert.deepEqual(serverEvents(stream), [{ type: "text", data: "€", end: true }]);
+});
+
+Deno.test("Connection fails a message-rule violation with its close code", async (t) => {
+  const cases: [string, Uint8Array, number][] = [
+    ["continuation without a started message", text("x", true, 0), 1002],
+    ["a new text frame inside a fragmented message", concat(text("a", false), text("b")), 1002],
+    [
+      "a new binary frame inside a fragmented message",
+      concat(text("a", false), rawFrame({ opcode: 2 })),
+      1002,
+    ],
+    [
+      "invalid UTF-8 in a text message",
+      rawFrame({ opcode: 1, payload: bytes(0xce, 0xba, 0xff) }),
+      1007,
+    ],
+    [
+      "invalid UTF-8 split across fragments",
+      concat(
+        rawFrame({ opcode: 1, fin: false, payload: bytes(0xed) }),
+        rawFrame({ opcode: 0, payload: bytes(0xa0, 0x80) }),
+      ),
+      1007,
+    ],
+    [
+      "a text message ending inside a code point",
+      rawFrame({ opcode: 1, payload: bytes(0xe2, 0x82) }),
+      1007,
+    ],
+    ["a close with a one-byte payload", rawFrame({ opcode: 8, payload: bytes(0x03) }), 1002],
+    [
+      "a close reason that is not UTF-8",
+      rawFrame({ opcode: 8, payload: bytes(0x03, 0xe8, 0xff) }),
+      1007,
+    ],
+    ...[0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535].map((
+      code,
+    ): [string, Uint8Array, number] => [
+      `close code ${code}`,
+      close(code),
+      1002,
+    ]),
+    [
+      "a message over the size limit",
+      concat(text("a".repeat(600), false), text("a".repeat(500), true, 0)),
+      1009,
+    ],
+    [
+      "a message of too many fragments",
+      concat(
+        text("", false),
+        ...Array.from({ length: 8 }, () => text("", false, 0)),
+        text("", true, 0),
+      ),
+      1009,
+    ],
+  ];
+  for (const [name, stream, code] of cases) {
+    await t.step(name, () => {
+      const events = serverEvents(stream, { maxMessageSize: 1000, maxFragments: 8 });
+      assert.equal(lastCode(events), code);
+    });
+  }
+});
+
+Deno.test("Connection accepts the close codes a peer may send", () => {
+  for (
+    const code of [
+      1000,
+      1001,
+      1002,
+      1003,
+      1007,
+      1008,
+      1009,
+      1010,
+      1011,
+      1012,
+      1013,
+      1014,
+      3000,
+      3999,
+      4000,
+      4999,
+    ]
+  ) {
+    assert.deepEqual(serverEvents(close(code, "why")), [{ type: "close", code, reason: "why" }]);
+  }
+  assert.deepEqual(serverEvents(rawFrame({ opcode: 8 })), [{
+    type: "close",
+    code: 1005,
+    reason: "",
+  }]);
+});
+
+Deno.test("Connection limits are inclusive: exactly the limit passes", () => {
+  const stream = concat(
+    text("a".repeat(100), false),
+    ...Array.from({ length: 6 }, () => text("a".repeat(100), false, 0)),
+    text("a".repeat(300), true, 0),
+  );
+  assert.deepEqual(serverEvents(stream, { maxMessageSize: 1000, maxFragments: 8 }), [
+    { type: "text", data: "a".repeat(1000), end: true },
+  ]);
+});
+
+Deno.test("Connection finds invalid UTF-8 at the first bad byte", () => {
+  // A frame announcing 1000 bytes whose third byte is already invalid: the
+  // error comes before the rest of the frame arrives.
+  const conn = new ws.Connection(CLIENT);
+  const header = bytes(0x81, 0x7e, 0x03, 0xe8);
+  conn.receiveData(concat(header, bytes(0xce, 0xba, 0xc0)));
+  const events = [...conn.events()];
+  assert.equal(lastCode(normalize(events)), 1007);
+});
+
+Deno.test("Connection answers a received close and ends CLOSED", () => {
+  const conn = new ws.Connection(SERVER);
+  conn.receiveData(close(1001, "going"));
+  const [event] = conn.events();
+  assert.ok(event instanceof ws.CloseConnection);
+  assert.equal(conn.state, REMOTE_CLOSING);
+  const answer = conn.send(event.response());
+  assert.deepEqual(answer, concat(bytes(0x88, 0x07, 0x03, 0xe9), utf8("going")));
+  assert.equal(conn.state, CLOSED);
+  assert.throws(() => conn.send(new ws.TextMessage({ data: "late" })), ws.LocalProtocolError);
+});
+
+Deno.test("Connection echoes an empty close with an empty close", () => {
+  const conn = new ws.Connection(SERVER);
+  conn.receiveData(rawFrame({ opcode: 8 }));
+  const [event] = conn.events();
+  assert.ok(event instanceof ws.CloseConnection && event.code === 1005);
+  assert.deepEqual(conn.send(event.response()), bytes(0x88, 0x00));
+});
+
+Deno.test("Connection started close waits for the peer's close", () => {
+  const conn = new ws.Connection(CLIENT);
+  conn.send(new ws.CloseConnection({ code: 1000 }));
+  assert.equal(conn.state, LOCAL_CLOSING);
+  assert.throws(() => conn.send(new ws.Ping()), ws.LocalProtocolError);
+  // Messages the peer sent before seeing our close still arrive.
+  conn.receiveData(rawFrame({ opcode: 1, payload: utf8("late"), maskKey: null }));
+  conn.receiveData(rawFrame({ opcode: 8, payload: bytes(0x03, 0xe8), maskKey: null }));
+  assert.deepEqual(normalize([...conn.events()]), [
+    { type: "text", data: "late", end: true },
+    { type: "close", code: 1000, reason: "" },
+  ]);
+  assert.equal(conn.state, CLOSED);
+});
+
+Deno.test("Connection reports 1006 when the stream ends before a close", () => {
+  assert.deepEqual(serverEvents(text("hi"), {}, true), [
+    { type: "text", data: "hi", end: true },
+    { type: "close", code: 1006, reason: "" },
+  ]);
+  const conn = new ws.Connection(SERVER);
+  conn.receiveData(null);
+  assert.equal(conn.state, CLOSED);
+  assert.throws(() => conn.receiveData(bytes(1)), ws.LocalProtocolError);
+});
+
+Deno.test("Connection ignores everything after a protocol error", () => {
+  const conn = new ws.Connection(SERVER);
+  conn.receiveData(concat(rawFrame({ opcode: 3 }), text("after")));
+  const events = [...conn.events()];
+  assert.equal(events.length, 1);
+  assert.ok(events[0] instanceof ws.CloseConnection && events[0].code === 1002);
+  assert.equal(conn.state, REMOTE_CLOSING);
+  conn.receiveData(text("more"));
+  assert.deepEqual([...conn.events()], []);
+  conn.send(events[0].response());
+  assert.equal(conn.state, CLOSED);
+});
+
+Deno.test("Connection ignores data after the peer's close", () => {
+  assert.deepEqual(serverEvents(concat(close(1000), text("after"))), [{
+    type: "close",
+    code: 1000,
+    reason: "",
+  }]);
+});
+
+Deno.test("Connection events() resumes where it stopped", () => {
+  const conn = new ws.Connection(SERVER);
+  const stream = concat(text("one"), text("two"));
+  conn.receiveData(stream.slice(0, 10));
+  assert.deepEqual(normalize([...conn.events()]), [{ type: "text", data: "one", end: true }]);
+  conn.receiveData(stream.slice(10));
+  assert.deepEqual(normalize([...conn.events()]), [{ type: "text", data: "two", end: true }]);
+  assert.equal(conn.state, OPEN);
+});
+
+Deno.test("WSConnection refuses misuse with a LocalProtocolError", async (t) => {
+  await t.step("a message before the handshake", () => {
+    const conn = new ws.WSConnection(SERVER);
+    assert.throws(() => conn.send(new ws.TextMessage({ data: "x" })), /before the handshake/);
+  });
+  await t.step("a pong while closing", () => {
+    const conn = new ws.Connection(SERVER);
+    conn.send(new ws.CloseConnection({ code: 1000 }));
+    assert.throws(() => conn.send(new ws.Pong()), /state LOCAL_CLOSING/);
+  });
+  await t.step("a close twice", () => {
+    const conn = new ws.Connection(SERVER);
+    conn.send(new ws.CloseConnection({ code: 1000 }));
+    assert.throws(() => conn.send(new ws.CloseConnection({ code: 1000 })), ws.LocalProtocolError);
+  });
+  await t.step("a handshake event on an open connection", () => {
+    const conn = new ws.Connection(SERVER);
+    assert.throws(() => conn.send(new ws.AcceptConnection()), /handshake is over/);
+  });
+  await t.step("an invalid close code", () => {
+    const conn = new ws.Connection(SERVER);
+    assert.throws(() => conn.send(new ws.CloseConnection({ code: 999 })), ws.LocalProtocolError);
+  });
+});
+
+Deno.test("A client and a server WSConnection talk in memory", () => {
+  const server = new ws.WSConnection(SERVER);
+  const client = new ws.WSConnection(CLIENT);
+  server.receiveData(
+    client.send(new ws.Request({ host: "localhost", target: "/chat", subprotocols: ["a", "b"] })),
+  );
+  const [request] = server.events();
+  assert.ok(request instanceof ws.Request);
+  assert.deepEqual(request.subprotocols, ["a", "b"]);
+  client.receiveData(concat(
+    server.send(new ws.AcceptConnection({ subprotocol: "b" })),
+    server.send(new ws.TextMessage({ data: "welcome" })),
+  ));
+  const events = [...client.events()];
+  assert.ok(events[0] instanceof ws.AcceptConnection && events[0].subprotocol === "b");
+  assert.deepEqual(normalize(events.slice(1)), [{ type: "text", data: "welcome", end: true }]);
+  assert.equal(client.state, OPEN);
+
+  const big = new Uint8Array(1 << 20).map((_, i) => i & 0xff);
+  server.receiveData(client.send(new ws.BytesMessage({ data: big })));
+  assert.deepEqual(
+    normalize([...server.events()]),
+    normalize([new ws.BytesMessage({ data: big })]),
+  );
+
+  server.receiveData(client.send(new ws.CloseConnection({ code: 4000, reason: "done" })));
+  const [closeEvent] = server.events();
+  assert.ok(closeEvent instanceof ws.CloseConnection);
+  client.receiveData(server.send(closeEvent.response()));
+  const [echoed] = client.events();
+  assert.ok(
+    echoed instanceof ws.CloseConnection && echoed.code === 4000 && echoed.reason === "done",
+  );
+  assert.equal(client.state, CLOSED);
+  assert.equal(server.state, CLOSED);
+});
+
+Deno.test("A pipelined first frame behind the handshake request is delivered", () => {
+  const client = new ws.WSConnection(CLIENT);
+  const server = new ws.WSConnection(SERVER);
+  const request = client.send(new ws.Request({ host: "h", target: "/" }));
+  for (const [style, chunks] of chopStyles(concat(request, text("early")))) {
+    const conn = new ws.WSConnection(SERVER);
+    const events: ws.Event[] = [];
+    for (const chunk of chunks) {
+      conn.receiveData(chunk);
+      for (const event of conn.events()) {
+        if (event instanceof ws.Request) conn.send(new ws.AcceptConnection());
+        events.push(event);
+      }
+    }
+    assert.deepEqual(
+      normalize(events.slice(1)),
+      [{ type: "text", data: "early", end: true }],
+      style,
+    );
+  }
+  assert.equal(server.state, ws.ConnectionState.CONNECTING);
+});

@@ -1,0 +1,332 @@
+import assert from "node:assert/strict";
+import * as ws from "../mod.ts";
+import { encodeFrame } from "../frame_encoder.ts";
+import { NO_RSV } from "../frame.ts";
+import { bytes, chopStyles, concat, prng, randomBytes, rawFrame, utf8 } from "./_util.ts";
+
+const { CLIENT, SERVER } = ws.ConnectionType;
+
+function decodeAll(
+  type: ws.ConnectionType,
+  chunks: readonly Uint8Array[],
+  options: ws.FrameDecoderOptions = {},
+): ws.Frame[] {
+  const decoder = new ws.FrameDecoder(type, options);
+  const frames: ws.Frame[] = [];
+  for (const chunk of chunks) {
+    decoder.receiveBytes(chunk);
+    for (let frame = decoder.processBuffer(); frame !== null; frame = decoder.processBuffer()) {
+      frames.push(frame);
+    }
+  }
+  return frames;
+}
+
+/** Whole frames: pieces of one frame joined, keeping opcode, FIN and payload. */
+function wholeFrames(
+  frames: readonly ws.Frame[],
+): { opcode: number; fin: boolean; payload: number[] }[] {
+  const out: { opcode: number; fin: boolean; payload: number[] }[] = [];
+  let current: { opcode: number; fin: boolean; payload: number[] } | null = null;
+  for (const frame of frames) {
+    if (current === null) {
+      current = { opcode: frame.opcode, fin: frame.messageFinished, payload: [] };
+      out.push(current);
+    }
+    for (const byte of frame.payload) current.payload.push(byte);
+    if (frame.frameFinished) current = null;
+  }
+  return out;
+}
+
+function decodeError(type: ws.ConnectionType, stream: Uint8Array): number | null {
+  const codes = new Set<number | null>();
+  for (const [, chunks] of chopStyles(stream)) {
+    try {
+      decodeAll(type, chunks, { maxFrameSize: 1 << 20 });
+      codes.add(null);
+    } catch (error) {
+      assert.ok(error instanceof ws.RemoteProtocolError, `untyped error ${error}`);
+      assert.ok(error.eventHint instanceof ws.CloseConnection);
+      codes.add(error.eventHint.code);
+    }
+  }
+  assert.equal(codes.size, 1, "chopping changed the outcome");
+  return [...codes][0]!;
+}
+
+// RFC 6455 §5.7, byte for byte.
+const RFC_EXAMPLES: {
+  name: string;
+  type: ws.ConnectionType;
+  wire: Uint8Array;
+  frames: { opcode: number; fin: boolean; payload: number[] }[];
+}[] = [
+  {
+    name: "a single-frame unmasked text message",
+    type: CLIENT,
+    wire: bytes(0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f),
+    frames: [{ opcode: 1, fin: true, payload: [...utf8("Hello")] }],
+  },
+  {
+    name: "a single-frame masked text message",
+    type: SERVER,
+    wire: bytes(0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58),
+    frames: [{ opcode: 1, fin: true, payload: [...utf8("Hello")] }],
+  },
+  {
+    name: "a fragmented unmasked text message",
+    type: CLIENT,
+    wire: bytes(0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f),
+    frames: [
+      { opcode: 1, fin: false, payload: [...utf8("Hel")] },
+      { opcode: 0, fin: true, payload: [...utf8("lo")] },
+    ],
+  },
+  {
+    name: "an unmasked ping",
+    type: CLIENT,
+    wire: bytes(0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f),
+    frames: [{ opcode: 9, fin: true, payload: [...utf8("Hello")] }],
+  },
+  {
+    name: "a masked pong",
+    type: SERVER,
+    wire: bytes(0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58),
+    frames: [{ opcode: 10, fin: true, payload: [...utf8("Hello")] }],
+  },
+  {
+    name: "256 bytes of binary in one unmasked frame",
+    type: CLIENT,
+    wire: concat(bytes(0x82, 0x7e, 0x01, 0x00), new Uint8Array(256).fill(0xab)),
+    frames: [{ opcode: 2, fin: true, payload: new Array(256).fill(0xab) }],
+  },
+  {
+    name: "64 KiB of binary in one unmasked frame",
+    type: CLIENT,
+    wire: concat(bytes(0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0), new Uint8Array(65536).fill(7)),
+    frames: [{ opcode: 2, fin: true, payload: new Array(65536).fill(7) }],
+  },
+];
+
+Deno.test("FrameDecoder decodes the RFC 6455 §5.7 examples however they are chopped", async (t) => {
+  for (const example of RFC_EXAMPLES) {
+    await t.step(example.name, () => {
+      for (const [style, chunks] of chopStyles(example.wire)) {
+        assert.deepEqual(wholeFrames(decodeAll(example.type, chunks)), example.frames, style);
+      }
+    });
+  }
+});
+
+Deno.test("encodeFrame produces the unmasked RFC 6455 §5.7 examples byte for byte", () => {
+  for (const example of RFC_EXAMPLES.filter((e) => e.type === CLIENT)) {
+    const frames = example.frames.map((f) =>
+      encodeFrame(f.opcode, new Uint8Array(f.payload), f.fin, NO_RSV, false)
+    );
+    assert.deepEqual(concat(...frames), example.wire, example.name);
+  }
+});
+
+Deno.test("FrameDecoder streams a large data frame as pieces without waiting for all of it", () => {
+  const decoder = new ws.FrameDecoder(CLIENT);
+  const wire = concat(bytes(0x82, 0x7e, 0x01, 0x00), new Uint8Array(256).fill(1));
+  decoder.receiveBytes(wire.slice(0, 100));
+  const first = decoder.processBuffer();
+  assert.ok(first !== null);
+  assert.equal(first.opcode, ws.Opcode.BINARY);
+  assert.equal(first.payload.length, 96);
+  assert.equal(first.frameFinished, false);
+  assert.equal(decoder.processBuffer(), null);
+  decoder.receiveBytes(wire.slice(100));
+  const second = decoder.processBuffer();
+  assert.ok(second !== null);
+  assert.equal(second.opcode, ws.Opcode.CONTINUATION);
+  assert.equal(second.payload.length, 160);
+  assert.equal(second.frameFinished, true);
+  assert.equal(second.messageFinished, true);
+});
+
+Deno.test("FrameDecoder waits for a whole control frame", () => {
+  const decoder = new ws.FrameDecoder(CLIENT);
+  const wire = rawFrame({ opcode: 9, payload: utf8("abcdef"), maskKey: null });
+  decoder.receiveBytes(wire.slice(0, 5));
+  assert.equal(decoder.processBuffer(), null);
+  decoder.receiveBytes(wire.slice(5));
+  assert.deepEqual([...decoder.processBuffer()!.payload], [...utf8("abcdef")]);
+});
+
+Deno.test("FrameDecoder rejects each protocol violation with its close code", async (t) => {
+  const key = bytes(1, 2, 3, 4);
+  const cases: [string, ws.ConnectionType, Uint8Array, number][] = [
+    [
+      "an unmasked frame from a client",
+      SERVER,
+      rawFrame({ opcode: 1, payload: utf8("hi"), maskKey: null }),
+      1002,
+    ],
+    [
+      "a masked frame from a server",
+      CLIENT,
+      rawFrame({ opcode: 1, payload: utf8("hi"), maskKey: key }),
+      1002,
+    ],
+    ...[3, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf].map((
+      opcode,
+    ): [string, ws.ConnectionType, Uint8Array, number] => [
+      `reserved opcode 0x${opcode.toString(16)}`,
+      SERVER,
+      rawFrame({ opcode, payload: utf8("x") }),
+      1002,
+    ]),
+    ...[1, 2, 3, 4, 5, 6, 7].map((rsv): [string, ws.ConnectionType, Uint8Array, number] => [
+      `RSV bits ${rsv.toString(2).padStart(3, "0")} with no extension`,
+      SERVER,
+      rawFrame({ opcode: 1, rsv, payload: utf8("x") }),
+      1002,
+    ]),
+    ["a fragmented ping", SERVER, rawFrame({ opcode: 9, fin: false }), 1002],
+    ["a fragmented close", SERVER, rawFrame({ opcode: 8, fin: false }), 1002],
+    ["a ping of 126 bytes", SERVER, rawFrame({ opcode: 9, payload: new Uint8Array(126) }), 1002],
+    [
+      "a pong of 125 bytes in the 16-bit form",
+      SERVER,
+      rawFrame({ opcode: 10, payload: new Uint8Array(125), lengthForm: 16 }),
+      1002,
+    ],
+    [
+      "a 16-bit length that fits in 7 bits",
+      SERVER,
+      rawFrame({ opcode: 2, payload: new Uint8Array(125), lengthForm: 16 }),
+      1002,
+    ],
+    [
+      "a 64-bit length that fits in 16 bits",
+      SERVER,
+      rawFrame({ opcode: 2, payload: new Uint8Array(65535), lengthForm: 64 }),
+      1002,
+    ],
+    ["a 64-bit length of zero", SERVER, rawFrame({ opcode: 2, lengthForm: 64 }), 1002],
+    [
+      "a 64-bit length with its top bit set",
+      CLIENT,
+      concat(bytes(0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 0)),
+      1002,
+    ],
+    [
+      "a frame over the size limit",
+      SERVER,
+      rawFrame({ opcode: 2, declaredLength: (1 << 20) + 1 }),
+      1009,
+    ],
+    [
+      "a 64-bit length of 2^63 - 1",
+      CLIENT,
+      bytes(0x82, 0x7f, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
+      1009,
+    ],
+  ];
+  for (const [name, type, stream, code] of cases) {
+    await t.step(name, () => assert.equal(decodeError(type, stream), code));
+  }
+});
+
+Deno.test("FrameDecoder accepts a frame of exactly the size limit", () => {
+  const frames = decodeAll(SERVER, [rawFrame({ opcode: 2, payload: new Uint8Array(1000) })], {
+    maxFrameSize: 1000,
+  });
+  assert.equal(wholeFrames(frames)[0]!.payload.length, 1000);
+  assert.throws(
+    () =>
+      decodeAll(SERVER, [rawFrame({ opcode: 2, payload: new Uint8Array(1001) })], {
+        maxFrameSize: 1000,
+      }),
+    (error) =>
+      error instanceof ws.RemoteProtocolError &&
+      error.eventHint?.constructor === ws.CloseConnection,
+  );
+});
+
+Deno.test("Random frames round-trip through the encoder and the decoder in both roles", () => {
+  const random = prng(42);
+  for (const sender of [CLIENT, SERVER]) {
+    const receiver = sender === CLIENT ? SERVER : CLIENT;
+    const expected: { opcode: number; fin: boolean; payload: number[] }[] = [];
+    const wire: Uint8Array[] = [];
+    for (let i = 0; i < 60; i++) {
+      const control = random() < 0.3;
+      const form = random();
+      const length = control
+        ? Math.floor(random() * 126)
+        : form < 0.4
+        ? Math.floor(random() * 126)
+        : form < 0.8
+        ? 126 + Math.floor(random() * (65536 - 126))
+        : 65536 + Math.floor(random() * 100_000);
+      const opcode = control
+        ? [8, 9, 10][Math.floor(random() * 3)]!
+        : [0, 1, 2][Math.floor(random() * 3)]!;
+      const fin = control || random() < 0.5;
+      const payload = randomBytes(random, length);
+      expected.push({ opcode, fin, payload: [...payload] });
+      wire.push(encodeFrame(opcode, payload, fin, NO_RSV, sender === CLIENT));
+    }
+    const stream = concat(...wire);
+    for (const [style, chunks] of chopStyles(stream, 3).filter(([s]) => s !== "byte by byte")) {
+      assert.deepEqual(wholeFrames(decodeAll(receiver, chunks)), expected, `${sender} ${style}`);
+    }
+  }
+});
+
+Deno.test("Client frames carry fresh masking keys", () => {
+  const encoder = new ws.FrameEncoder(CLIENT);
+  const keys = new Set<string>();
+  for (let i = 0; i < 2000; i++) {
+    const frame = encoder.encodeData(new Uint8Array(4), true);
+    assert.equal(frame[1]! & 0x80, 0x80);
+    keys.add(frame.subarray(2, 6).join());
+  }
+  // 2000 draws from 2^32 collide with probability about 0.05%.
+  assert.ok(keys.size >= 1998);
+});
+
+Deno.test("FrameEncoder uses the minimal length form at each boundary", () => {
+  const encoder = new ws.FrameEncoder(SERVER);
+  for (
+    const [length, headerLength] of [[0, 2], [125, 2], [126, 4], [65535, 4], [65536, 10]] as const
+  ) {
+    const frame = encoder.encodeData(new Uint8Array(length), true);
+    assert.equal(frame.length, length + headerLength, `length ${length}`);
+  }
+});
+
+Deno.test("FrameEncoder sends a fragmented message as TEXT then CONTINUATION frames", () => {
+  const encoder = new ws.FrameEncoder(SERVER);
+  const first = encoder.encodeData("Hel", false);
+  const last = encoder.encodeData("lo", true);
+  assert.deepEqual(
+    concat(first, last),
+    bytes(0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f),
+  );
+  encoder.encodeData("a", false);
+  assert.throws(() => encoder.encodeData(new Uint8Array(1), true), ws.LocalProtocolError);
+});
+
+Deno.test("FrameEncoder refuses control payloads over 125 bytes", () => {
+  const encoder = new ws.FrameEncoder(SERVER);
+  assert.throws(
+    () => encoder.encodeControl(ws.Opcode.PING, new Uint8Array(126)),
+    ws.LocalProtocolError,
+  );
+  assert.equal(encoder.encodeControl(ws.Opcode.PING, new Uint8Array(125)).length, 127);
+});
+
+Deno.test("FrameEncoder cuts a long close reason at a character boundary", () => {
+  const encoder = new ws.FrameEncoder(SERVER);
+  const frame = encoder.encodeClose(1000, "é".repeat(100));
+  assert.equal(frame[1], 2 + 122);
+  assert.equal(new TextDecoder("utf-8", { fatal: true }).decode(frame.subarray(4)), "é".repeat(61));
+  const noCode = encoder.encodeClose(1005, "");
+  assert.deepEqual(noCode, bytes(0x88, 0x00));
+  assert.deepEqual(encoder.encodeClose(1006, "").subarray(0, 4), bytes(0x88, 0x02, 0x03, 0xe8));
+});

@@ -1,0 +1,156 @@
+import assert from "node:assert/strict";
+import { mask } from "../mask.ts";
+
+/** The definition of RFC 6455 §5.3, one byte at a time. */
+function referenceMask(data: Uint8Array, key: Uint8Array, offset: number): Uint8Array {
+  const out = data.slice();
+  for (let i = 0; i < out.length; i++) out[i]! ^= key[(offset + i) % 4]!;
+  return out;
+}
+
+/** A small seeded PRNG so failures reproduce. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomBytes(random: () => number, n: number): Uint8Array {
+  const bytes = new Uint8Array(n);
+  for (let i = 0; i < n; i++) bytes[i] = Math.floor(random() * 256);
+  return bytes;
+}
+
+const KEY = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
+
+Deno.test("mask unmasks the masked Hello frame of RFC 6455 §5.7", () => {
+  const payload = new Uint8Array([0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+  mask(payload, KEY);
+  assert.deepEqual(payload, new TextEncoder().encode("Hello"));
+  mask(payload, KEY);
+  assert.deepEqual(payload, new Uint8Array([0x7f, 0x9f, 0x4d, 0x51, 0x58]));
+});
+
+Deno.test("mask matches a byte-by-byte reference at every length, key offset and alignment", () => {
+  const random = mulberry32(1);
+  for (let length = 0; length <= 70; length++) {
+    for (let offset = 0; offset < 4; offset++) {
+      for (let alignment = 0; alignment < 8; alignment++) {
+        const whole = randomBytes(random, alignment + length + 16);
+        const before = whole.slice();
+        const data = whole.subarray(alignment, alignment + length);
+        const expected = referenceMask(data, KEY, offset);
+        mask(data, KEY, offset);
+        assert.deepEqual(
+          data,
+          expected,
+          `length ${length} offset ${offset} alignment ${alignment}`,
+        );
+        // Bytes either side of the view belong to someone else.
+        assert.deepEqual(whole.subarray(0, alignment), before.subarray(0, alignment));
+        assert.deepEqual(
+          whole.subarray(alignment + length),
+          before.subarray(alignment + length),
+        );
+      }
+    }
+  }
+});
+
+Deno.test("mask matches the reference for random large lengths and positions", () => {
+  const random = mulberry32(2);
+  for (let round = 0; round < 40; round++) {
+    const length = Math.floor(random() * 200_000);
+    const alignment = Math.floor(random() * 64);
+    const offset = Math.floor(random() * 1000);
+    const key = randomBytes(random, 4);
+    const whole = randomBytes(random, alignment + length + 9);
+    const before = whole.slice();
+    const data = whole.subarray(alignment, alignment + length);
+    const expected = referenceMask(data, key, offset);
+    mask(data, key, offset);
+    assert.deepEqual(data, expected, `length ${length} alignment ${alignment} offset ${offset}`);
+    assert.deepEqual(whole.subarray(0, alignment), before.subarray(0, alignment));
+    assert.deepEqual(whole.subarray(alignment + length), before.subarray(alignment + length));
+  }
+});
+
+Deno.test("mask continues the key across chunks when given the running offset", () => {
+  const random = mulberry32(3);
+  const payload = randomBytes(random, 5000);
+  const expected = referenceMask(payload, KEY, 0);
+  const pieces = payload.slice();
+  let done = 0;
+  while (done < pieces.length) {
+    const size = Math.min(pieces.length - done, 1 + Math.floor(random() * 300));
+    mask(pieces.subarray(done, done + size), KEY, done);
+    done += size;
+  }
+  assert.deepEqual(pieces, expected);
+});
+
+Deno.test("mask is its own inverse", () => {
+  const random = mulberry32(4);
+  const original = randomBytes(random, 4096);
+  const data = original.slice();
+  mask(data.subarray(3), KEY, 1);
+  assert.notDeepEqual(data, original);
+  mask(data.subarray(3), KEY, 1);
+  assert.deepEqual(data, original);
+});
+
+Deno.test("mask stays correct when it alternates between buffers and views of one buffer", async (t) => {
+  // The word view is cached per buffer: switching buffers, and views of one
+  // buffer at different places, must never reuse a stale view.
+  const random = mulberry32(5);
+  const buffers = [randomBytes(random, 4096), randomBytes(random, 300), randomBytes(random, 70)];
+  await t.step("across three buffers", () => {
+    for (let round = 0; round < 300; round++) {
+      const whole = buffers[round % 3]!;
+      const start = Math.floor(random() * (whole.length - 40));
+      const end = start + 40 + Math.floor(random() * (whole.length - start - 40));
+      const data = whole.subarray(start, end);
+      const expected = referenceMask(data, KEY, round);
+      mask(data, KEY, round);
+      assert.deepEqual(data, expected);
+    }
+  });
+  await t.step("on a buffer larger than the view cache", () => {
+    const whole = randomBytes(random, (1 << 20) + 4096);
+    for (const start of [0, 5, 1 << 20]) {
+      const data = whole.subarray(start, start + 3000);
+      const expected = referenceMask(data, KEY, start);
+      mask(data, KEY, start);
+      assert.deepEqual(data, expected);
+    }
+  });
+  await t.step("on a resizable buffer that shrinks and grows", () => {
+    const buffer = new ArrayBuffer(1024, { maxByteLength: 4096 });
+    const whole = new Uint8Array(buffer);
+    whole.set(randomBytes(random, whole.length));
+    let data = whole.subarray(8, 900);
+    let expected = referenceMask(data, KEY, 0);
+    mask(data, KEY);
+    assert.deepEqual(data, expected);
+    buffer.resize(512);
+    data = new Uint8Array(buffer, 16, 400);
+    expected = referenceMask(data, KEY, 0);
+    mask(data, KEY);
+    assert.deepEqual(data, expected);
+    buffer.resize(4096);
+    data = new Uint8Array(buffer, 1000, 3000);
+    expected = referenceMask(data, KEY, 0);
+    mask(data, KEY);
+    assert.deepEqual(data, expected);
+  });
+});
+
+Deno.test("mask rejects a key that is not 4 bytes", () => {
+  assert.throws(() => mask(new Uint8Array(8), new Uint8Array(3)), RangeError);
+  assert.throws(() => mask(new Uint8Array(8), new Uint8Array(5)), RangeError);
+});
