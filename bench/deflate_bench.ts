@@ -1,0 +1,184 @@
+/**
+ * The engines for permessage-deflate, compared: fflate and pako, each used
+ * the way a synchronous extension would use it, next to our
+ * `PerMessageDeflate` on pako. Every iteration starts from a fresh stream
+ * (as with no context takeover), at zlib's default level 6.
+ *
+ * Run: deno bench -A bench/deflate_bench.ts
+ *
+ * @module
+ */
+
+import * as pako from "pako";
+import * as fflate from "fflate";
+import { PerMessageDeflate } from "../permessage_deflate.ts";
+import { NO_RSV, Opcode } from "../frame.ts";
+
+const TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
+const RSV1 = { rsv1: true, rsv2: false, rsv3: false };
+
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** JSON-ish chat traffic: what permessage-deflate is usually asked to shrink. */
+function text(size: number): Uint8Array {
+  const random = prng(1);
+  const words = ["user", "message", "room", "id", "true", "false", "hello", "the", "websocket"];
+  let out = "";
+  while (out.length < size) {
+    const word = words[Math.floor(random() * words.length)];
+    out += `{"type":"${word}","id":${Math.floor(random() * 1e6)},"body":"${word} ${word}s"},`;
+  }
+  return new TextEncoder().encode(out.slice(0, size));
+}
+
+function noise(size: number): Uint8Array {
+  const random = prng(2);
+  const out = new Uint8Array(size);
+  for (let i = 0; i < size; i++) out[i] = Math.floor(random() * 256);
+  return out;
+}
+
+const scratch = new Uint8Array(64 * 1024);
+
+/** pako's zlib API with a sync flush: the output ends in 00 00 ff ff. */
+function pakoDeflate(data: Uint8Array): Uint8Array {
+  const strm = new pako.ZStream();
+  pako.zlibDeflateInit2(strm, 6, 8, -15, 8, pako.Z_DEFAULT_STRATEGY);
+  strm.input = data;
+  strm.next_in = 0;
+  strm.avail_in = data.length;
+  const chunks: Uint8Array[] = [];
+  do {
+    strm.output = scratch;
+    strm.next_out = 0;
+    strm.avail_out = scratch.length;
+    pako.zlibDeflate(strm, pako.Z_SYNC_FLUSH);
+    chunks.push(scratch.slice(0, strm.next_out));
+  } while (strm.avail_out === 0);
+  return join(chunks);
+}
+
+/** pako's zlib API, output collected 64 KiB at a time (bounded). */
+function pakoInflate(data: Uint8Array): Uint8Array {
+  const strm = new pako.ZStream();
+  pako.zlibInflateInit2(strm, -15);
+  const chunks: Uint8Array[] = [];
+  for (const input of [data, TAIL]) {
+    strm.input = input;
+    strm.next_in = 0;
+    strm.avail_in = input.length;
+    do {
+      strm.output = scratch;
+      strm.next_out = 0;
+      strm.avail_out = scratch.length;
+      pako.zlibInflate(strm, pako.Z_SYNC_FLUSH);
+      chunks.push(scratch.slice(0, strm.next_out));
+    } while (strm.avail_out === 0);
+  }
+  return join(chunks);
+}
+
+/**
+ * fflate has no sync flush (its `flush()` holds back a partial byte), so
+ * its closest fit is a one-shot stream ending in a BFINAL block.
+ */
+function fflateDeflate(data: Uint8Array): Uint8Array {
+  return fflate.deflateSync(data, { level: 6 });
+}
+
+/** fflate's streaming inflater; output arrives in one piece per push. */
+function fflateInflate(data: Uint8Array): Uint8Array {
+  const chunks: Uint8Array[] = [];
+  const inflater = new fflate.Inflate((chunk) => chunks.push(chunk));
+  inflater.push(data);
+  inflater.push(TAIL);
+  return join(chunks);
+}
+
+function ourDeflate(data: Uint8Array): Uint8Array {
+  const ext = new PerMessageDeflate({ threshold: 0, serverNoContextTakeover: true });
+  ext.accept("permessage-deflate");
+  return ext.frameOutbound(Opcode.BINARY, NO_RSV, data, true).data;
+}
+
+function ourInflate(data: Uint8Array): Uint8Array {
+  const ext = new PerMessageDeflate({ maxMessageSize: 1 << 30 });
+  ext.accept("permessage-deflate");
+  ext.frameInboundHeader(Opcode.BINARY, RSV1, data.length);
+  const head = ext.frameInboundPayloadData(data);
+  const tail = ext.frameInboundComplete(true);
+  return tail === null ? head : join([head, tail]);
+}
+
+function join(chunks: Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+const SIZES: [string, number, number][] = [
+  ["125 B", 125, 2000],
+  ["16 KiB", 16 * 1024, 200],
+  ["1 MiB", 1024 * 1024, 10],
+];
+
+for (const [label, size, n] of SIZES) {
+  for (const [kind, data] of [["text", text(size)], ["random", noise(size)]] as const) {
+    const wire = pakoDeflate(data).subarray(0, -4); // as sent: tail stripped
+    for (const decode of [pakoInflate, fflateInflate, ourInflate]) {
+      if (!same(decode(wire), data)) throw new Error(`${decode.name} failed on ${kind} ${label}`);
+    }
+    if (!same(fflate.inflateSync(fflateDeflate(data)), data)) throw new Error("fflate round trip");
+    if (!same(ourInflate(ourDeflate(data)), data)) throw new Error("our round trip");
+
+    const warmup = Math.max(2, n / 10);
+    const deflates: [string, (d: Uint8Array) => Uint8Array][] = [
+      ["pako, zlib API, sync flush", pakoDeflate],
+      ["fflate deflateSync (BFINAL)", fflateDeflate],
+      ["PerMessageDeflate.frameOutbound", ourDeflate],
+    ];
+    for (const [engine, fn] of deflates) {
+      Deno.bench({
+        name: `deflate ${kind} ${label}: ${engine}`,
+        group: `deflate ${kind} ${label}`,
+        baseline: fn === pakoDeflate,
+        n,
+        warmup,
+        fn: () => void fn(data),
+      });
+    }
+    const inflates: [string, (d: Uint8Array) => Uint8Array][] = [
+      ["pako, zlib API, 64 KiB chunks", pakoInflate],
+      ["fflate Inflate stream", fflateInflate],
+      ["PerMessageDeflate inbound hooks", ourInflate],
+    ];
+    for (const [engine, fn] of inflates) {
+      Deno.bench({
+        name: `inflate ${kind} ${label}: ${engine}`,
+        group: `inflate ${kind} ${label}`,
+        baseline: fn === pakoInflate,
+        n,
+        warmup,
+        fn: () => void fn(wire),
+      });
+    }
+  }
+}
