@@ -11,6 +11,7 @@ import type { Extension } from "./extensions.ts";
 import {
   CloseReason,
   isControlOpcode,
+  isValidCloseCode,
   MAX_CONTROL_PAYLOAD,
   NO_RSV,
   Opcode,
@@ -174,9 +175,10 @@ export class FrameEncoder {
   }
 
   /**
-   * Encode a close frame (§5.5.1). Code 1005 sends an empty payload; the
-   * other codes that must not appear on the wire (1006, 1015) send 1000,
-   * as wsproto does. A reason longer than 123 bytes of UTF-8 is cut at a
+   * Encode a close frame (§5.5.1). Code 1005 sends an empty payload; 1006
+   * and 1015, which describe a connection that ended without a close, send
+   * 1000, as wsproto does; any other code a peer must reject (1004,
+   * 1016-2999, ...) is a `LocalProtocolError`. A reason longer than 123 bytes of UTF-8 is cut at a
    * character boundary.
    *
    * @param code The close code.
@@ -193,8 +195,12 @@ export class FrameEncoder {
     if (code === CloseReason.ABNORMAL_CLOSURE || code === CloseReason.TLS_HANDSHAKE_FAILED) {
       code = CloseReason.NORMAL_CLOSURE;
     }
-    if (!Number.isInteger(code) || code < 1000 || code > 4999) {
-      throw new LocalProtocolError(`Close code ${code} is outside 1000-4999`);
+    // Sending a code the peer must reject (§7.4.2) would only fail the
+    // connection on the other end.
+    if (!isValidCloseCode(code)) {
+      throw new LocalProtocolError(
+        `Close code ${code} may not be sent: use 1000-1003, 1007-1014 or 3000-4999`,
+      );
     }
     const payload = new Uint8Array(MAX_CONTROL_PAYLOAD);
     payload[0] = code >>> 8;

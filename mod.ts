@@ -77,3 +77,24 @@ export {
   WSConnection,
   type WSConnectionOptions,
 } from "./connection.ts";
+export { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
+export {
+  type AcceptOptions,
+  type CloseInfo,
+  ConnectionClosedError,
+  type Handler,
+  type MessageData,
+  type ReceiveOptions,
+  type RejectOptions,
+  type ServerSocket,
+  type Socket,
+  type SocketState,
+} from "./socket.ts";
+export { serve, type ServeOptions, type Server } from "./server.ts";
+export {
+  connect,
+  type ConnectOptions,
+  HandshakeError,
+  type HandshakeErrorOptions,
+} from "./client.ts";
+export { upgrade, type UpgradeOptions } from "./deno_serve.ts";

@@ -270,7 +270,10 @@ Deno.test("WSConnection refuses misuse with a LocalProtocolError", async (t) => 
   });
   await t.step("an invalid close code", () => {
     const conn = new ws.Connection(SERVER);
-    assert.throws(() => conn.send(new ws.CloseConnection({ code: 999 })), ws.LocalProtocolError);
+    for (const code of [0, 999, 1004, 1016, 2999, 5000]) {
+      assert.throws(() => conn.send(new ws.CloseConnection({ code })), ws.LocalProtocolError);
+    }
+    assert.equal(conn.state, OPEN);
   });
 });
 

@@ -1,0 +1,260 @@
+/**
+ * A WebSocket client on `Deno.connect` (`ws://`) or `Deno.connectTls`
+ * (`wss://`), running a {@linkcode WSConnection}.
+ *
+ * @module
+ */
+
+import { Request } from "./events.ts";
+import type { Headers } from "./events.ts";
+import { type Limits, resolveLimits } from "./limits.ts";
+import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
+import { RawSocket, type Socket } from "./socket.ts";
+import { ConnectionType } from "./state.ts";
+
+/** Options of {@linkcode connect}. */
+export interface ConnectOptions {
+  /** Subprotocols to offer, in order of preference. */
+  subprotocols?: readonly string[];
+  /** Headers to add to the handshake request (`Origin`, `Authorization`, ...). */
+  headers?: Headers | Record<string, string>;
+  /** Offer permessage-deflate (RFC 7692): `true` for the defaults, or the options. */
+  deflate?: boolean | PerMessageDeflateOptions;
+  /** Limits of the connection. */
+  limits?: Partial<Limits>;
+  /**
+   * Milliseconds for the TCP connection, TLS and the opening handshake
+   * together; default `limits.handshakeTimeout` (10 s).
+   */
+  handshakeTimeout?: number;
+  /** Aborting before the socket is open abandons the attempt. */
+  signal?: AbortSignal;
+  /** `wss://` only: extra root certificates in PEM to trust, as for `Deno.connectTls`. */
+  caCerts?: string[];
+  /** Milliseconds between heartbeat pings; 0 (the default) sends none. */
+  pingInterval?: number;
+  /**
+   * Milliseconds the server has to send anything after a heartbeat ping
+   * before the connection is dropped (`closed` gives 1006); default 20 000.
+   */
+  pongTimeout?: number;
+}
+
+/** Options of {@linkcode HandshakeError}. */
+export interface HandshakeErrorOptions {
+  /** The HTTP status of a refusal. */
+  status?: number | null;
+  /** The headers of a refusal. */
+  headers?: Headers;
+  /** The body of a refusal (the first 64 KiB). */
+  body?: Uint8Array;
+  /** The underlying error. */
+  cause?: unknown;
+}
+
+/**
+ * The opening handshake failed: the server refused it (`status` is the
+ * HTTP status, `body` the response body), answered something that is not a
+ * valid 101, the connection dropped, or the handshake timed out.
+ *
+ * @example Reading a refusal
+ * ```ts
+ * import { connect, HandshakeError } from "./client.ts";
+ * import { serve } from "./server.ts";
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 }, (socket) => {
+ *   socket.reject({ status: 403, body: "no entry" });
+ * });
+ * try {
+ *   await connect(`ws://127.0.0.1:${server.addr.port}/`);
+ * } catch (error) {
+ *   console.assert(error instanceof HandshakeError && error.status === 403);
+ *   console.assert(error instanceof HandshakeError && error.text() === "no entry");
+ * }
+ * ```
+ */
+export class HandshakeError extends Error {
+  /** The HTTP status of the refusal, or `null` when there was no response. */
+  readonly status: number | null;
+  /** The headers of the refusal. */
+  readonly headers: Headers;
+  /** The body of the refusal. */
+  readonly body: Uint8Array;
+
+  /**
+   * Make the error.
+   *
+   * @param message What went wrong, in a sentence.
+   * @param options The refusal's status, headers and body, and the cause.
+   */
+  constructor(message: string, options: HandshakeErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = "HandshakeError";
+    this.status = options.status ?? null;
+    this.headers = options.headers ?? [];
+    this.body = options.body ?? new Uint8Array(0);
+  }
+
+  /**
+   * The body as text.
+   *
+   * @returns The body decoded as UTF-8.
+   */
+  text(): string {
+    return new TextDecoder().decode(this.body);
+  }
+}
+
+/**
+ * Open a WebSocket connection to a `ws://` or `wss://` URL (`http://` and
+ * `https://` are taken as the same).
+ *
+ * @param url Where to connect.
+ * @param options Subprotocols, headers, deflate, limits, timeouts, TLS roots.
+ * @returns The open socket.
+ * @throws {HandshakeError} When the handshake fails or times out.
+ * @throws {TypeError} For a URL of another scheme.
+ *
+ * @example Connecting with a subprotocol and a header
+ * ```ts
+ * import { connect } from "./client.ts";
+ * import { serve } from "./server.ts";
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 }, (socket, request) => {
+ *   const token = request.extraHeaders.find(([name]) => name.toLowerCase() === "x-token");
+ *   if (token?.[1] !== "secret") return socket.reject({ status: 401 });
+ *   socket.accept({ subprotocol: "v1" });
+ * });
+ * const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`, {
+ *   subprotocols: ["v1"],
+ *   headers: { "X-Token": "secret" },
+ * });
+ * console.assert(socket.subprotocol === "v1");
+ * await socket.close();
+ * ```
+ */
+export async function connect(url: string | URL, options: ConnectOptions = {}): Promise<Socket> {
+  const target = new URL(url);
+  const secure = target.protocol === "wss:" || target.protocol === "https:";
+  if (!secure && target.protocol !== "ws:" && target.protocol !== "http:") {
+    throw new TypeError(`Cannot open a WebSocket to a ${target.protocol} URL`);
+  }
+  const limits = resolveLimits(options.limits);
+  const timeout = options.handshakeTimeout ?? limits.handshakeTimeout;
+  const hostname = target.hostname.replace(/^\[(.*)\]$/, "$1");
+  const port = target.port === "" ? (secure ? 443 : 80) : Number(target.port);
+  const extensions = [];
+  if (options.deflate !== undefined && options.deflate !== false) {
+    extensions.push(
+      new PerMessageDeflate({
+        maxMessageSize: limits.maxMessageSize,
+        ...(options.deflate === true ? {} : options.deflate),
+      }),
+    );
+  }
+  const headers = options.headers === undefined
+    ? []
+    : Array.isArray(options.headers)
+    ? options.headers as Headers
+    : Object.entries(options.headers);
+  const request = new Request({
+    host: target.host,
+    target: (target.pathname === "" ? "/" : target.pathname) + target.search,
+    subprotocols: options.subprotocols ?? [],
+    extensions,
+    extraHeaders: headers,
+  });
+
+  const signal = options.signal;
+  signal?.throwIfAborted();
+  const started = Date.now();
+  const deadline = new AbortController();
+  const timer = setTimeout(
+    () => deadline.abort(new HandshakeError(`The WebSocket handshake took over ${timeout} ms`)),
+    timeout,
+  );
+  const abandon = AbortSignal.any(
+    signal === undefined ? [deadline.signal] : [
+      deadline.signal,
+      signal,
+    ],
+  );
+  try {
+    let conn: Deno.Conn;
+    if (secure) {
+      const caCerts = options.caCerts;
+      conn = await raceAbort(
+        Deno.connectTls({ hostname, port, ...(caCerts === undefined ? {} : { caCerts }) }),
+        abandon,
+      );
+    } else {
+      const tcp = await raceAbort(Deno.connect({ hostname, port }), abandon);
+      // Frames are written whole; Nagle would only add latency.
+      tcp.setNoDelay(true);
+      conn = tcp;
+    }
+    const remaining = Math.max(1, timeout - (Date.now() - started));
+    const socket = new RawSocket(conn, {
+      type: ConnectionType.CLIENT,
+      limits: { ...limits, handshakeTimeout: remaining },
+      request,
+    });
+    const onAbort = (): void => void socket.close();
+    abandon.addEventListener("abort", onAbort, { once: true });
+    const result = await socket.opened;
+    abandon.removeEventListener("abort", onAbort);
+    if (result.ok) {
+      const pingInterval = options.pingInterval ?? 0;
+      if (pingInterval > 0) keepAlive(socket, pingInterval, options.pongTimeout ?? 20_000);
+      return socket;
+    }
+    await socket.closed;
+    abandon.throwIfAborted();
+    throw new HandshakeError(result.message, {
+      status: result.status,
+      headers: result.headers,
+      body: result.body,
+      cause: result.cause,
+    });
+  } catch (error) {
+    if (error instanceof HandshakeError || error === signal?.reason) throw error;
+    throw new HandshakeError(
+      `Could not connect to ${target.href}: ${error instanceof Error ? error.message : error}`,
+      { cause: error },
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// Settles with the connection, or rejects when the signal aborts first
+// (then the connection, should it still come, is closed).
+function raceAbort<T extends Deno.Conn>(connecting: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    if (signal.aborted) {
+      connecting.then((conn) => conn.close(), () => {});
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = (): void => {
+      connecting.then((conn) => conn.close(), () => {});
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    connecting.then(
+      (conn) => {
+        signal.removeEventListener("abort", onAbort);
+        if (signal.aborted) conn.close();
+        else resolve(conn);
+      },
+      (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+function keepAlive(socket: RawSocket, pingInterval: number, pongTimeout: number): void {
+  const tick = Math.max(1, Math.min(pingInterval, pongTimeout));
+  const timer = setInterval(() => socket.heartbeat(Date.now(), pingInterval, pongTimeout), tick);
+  socket.closed.then(() => clearInterval(timer));
+}

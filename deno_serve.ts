@@ -1,0 +1,337 @@
+/**
+ * Run a {@linkcode Handler} under `Deno.serve`: the request is checked with
+ * this module's handshake rules, and the accepted connection is Deno's
+ * native `WebSocket` behind the same {@linkcode Socket} interface that
+ * `serve()` gives, so one handler runs on both transports.
+ *
+ * `Deno.serve` cannot hand the raw bytes of a connection over after a 101:
+ * on this path the framing is Deno's own implementation, permessage-deflate
+ * is not available, inbound messages are not paced by the reader (the
+ * native socket has no way to pause), `ping()` is not available (Deno
+ * answers pings, and `idleTimeout` sends its own), and `close()` takes only
+ * 1000 and 3000-4999 (the WebSocket API's rule).
+ *
+ * @module
+ */
+
+import { AcceptConnection } from "./events.ts";
+import type { Request as WsRequest } from "./events.ts";
+import { checkUpgradeRequest, upgradeOptions } from "./handshake.ts";
+import { LocalProtocolError } from "./errors.ts";
+import { DEFAULT_LIMITS } from "./limits.ts";
+import {
+  type AcceptOptions,
+  type CloseInfo,
+  ConnectionClosedError,
+  type Handler,
+  Inbox,
+  iterateInbox,
+  type MessageData,
+  type ReceiveOptions,
+  type RejectOptions,
+  type ServerSocket,
+  type SocketState,
+} from "./socket.ts";
+
+/** Options of {@linkcode upgrade}. */
+export interface UpgradeOptions {
+  /** What `Deno.serve` passed as the handler's second argument; gives `remoteAddr`. */
+  info?: Deno.ServeHandlerInfo;
+  /**
+   * Seconds of silence after which Deno pings the client and, without a
+   * pong within as long again, closes the connection (`Deno.upgradeWebSocket`'s
+   * `idleTimeout`). Default 30; 0 disables it.
+   */
+  idleTimeout?: number;
+  /** Milliseconds to wait for the client's close after ours: 5 s unless given. */
+  closeTimeout?: number;
+  /** Called with errors the handler threw. Default: `console.error`. */
+  onError?: (error: unknown) => void;
+}
+
+/**
+ * Answer a `Deno.serve` request with a WebSocket run by `handler`, the same
+ * handler `serve()` takes. The request is checked first (the refusal
+ * response is returned without calling the handler); then the returned
+ * promise resolves with the handler's `reject()` response, or the 101 once
+ * the handler accepts (explicitly, by using the socket, or by returning).
+ *
+ * @param request The request `Deno.serve` passed to its handler.
+ * @param handler The WebSocket handler.
+ * @param options `remoteAddr` source, idle timeout, close timeout, error hook.
+ * @returns The response for `Deno.serve` to send.
+ *
+ * @example An echo endpoint on Deno.serve
+ * ```ts
+ * import { upgrade } from "./deno_serve.ts";
+ * import type { Handler } from "./socket.ts";
+ * const echo: Handler = async (socket) => {
+ *   for await (const message of socket) await socket.send(message);
+ * };
+ * const server = Deno.serve(
+ *   { hostname: "127.0.0.1", port: 0, onListen() {} },
+ *   (request, info) => upgrade(request, echo, { info }),
+ * );
+ * const client = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
+ * const reply = await new Promise<string>((resolve) => {
+ *   client.onopen = () => client.send("hello");
+ *   client.onmessage = (event) => resolve(event.data);
+ * });
+ * console.assert(reply === "hello");
+ * const closed = new Promise((resolve) => client.onclose = resolve);
+ * client.close();
+ * await closed;
+ * await server.shutdown();
+ * ```
+ */
+export function upgrade(
+  request: globalThis.Request,
+  handler: Handler,
+  options: UpgradeOptions = {},
+): Promise<Response> {
+  const check = checkUpgradeRequest(request);
+  if (!check.ok) return Promise.resolve(check.response);
+  const socket = new NativeSocket(request, check.request, options);
+  // deno-lint-ignore no-console
+  const onError = options.onError ?? ((error: unknown) => console.error(error));
+  queueMicrotask(async () => {
+    try {
+      await handler(socket, check.request);
+    } catch (error) {
+      onError(error);
+      socket.handlerDone(true);
+      return;
+    }
+    socket.handlerDone(false);
+  });
+  return socket.response;
+}
+
+// Past this many bytes buffered in the native socket, send() waits.
+const HIGH_WATER = 1 << 20;
+// How often a waiting sender looks at bufferedAmount: the native socket
+// tells nobody when it drains.
+const DRAIN_POLL_MS = 2;
+const NOOP = (): void => {};
+
+class NativeSocket implements ServerSocket {
+  readonly #request: globalThis.Request;
+  readonly #wsRequest: WsRequest;
+  readonly #options: UpgradeOptions;
+  readonly #response = Promise.withResolvers<Response>();
+  readonly #inbox = new Inbox();
+  readonly #closed = Promise.withResolvers<CloseInfo>();
+  #native: WebSocket | null = null;
+  #answered = false;
+  #state: SocketState = "connecting";
+  #subprotocol: string | null = null;
+  // Sends made before the native socket opened.
+  #early: { data: MessageData; done: PromiseWithResolvers<void> }[] = [];
+  #drainWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  #drainTimer: ReturnType<typeof setTimeout> | undefined;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #closeInfo: CloseInfo | null = null;
+  #sentClose: CloseInfo | null = null;
+
+  constructor(request: globalThis.Request, wsRequest: WsRequest, options: UpgradeOptions) {
+    this.#request = request;
+    this.#wsRequest = wsRequest;
+    this.#options = options;
+  }
+
+  get response(): Promise<Response> {
+    return this.#response.promise;
+  }
+
+  get subprotocol(): string | null {
+    return this.#subprotocol;
+  }
+
+  get extensions(): readonly string[] {
+    return [];
+  }
+
+  get remoteAddr(): Deno.Addr | null {
+    return this.#options.info?.remoteAddr ?? null;
+  }
+
+  get state(): SocketState {
+    return this.#state;
+  }
+
+  get bufferedAmount(): number {
+    return this.#native?.bufferedAmount ?? 0;
+  }
+
+  get closed(): Promise<CloseInfo> {
+    return this.#closed.promise;
+  }
+
+  accept(options: AcceptOptions = {}): void {
+    if (this.#answered) throw new LocalProtocolError("The handshake was already answered");
+    const accept = new AcceptConnection({ subprotocol: options.subprotocol ?? null });
+    const { protocol } = upgradeOptions(this.#wsRequest, accept);
+    const idleTimeout = this.#options.idleTimeout;
+    const { socket, response } = Deno.upgradeWebSocket(this.#request, {
+      ...(protocol === undefined ? {} : { protocol }),
+      ...(idleTimeout === undefined ? {} : { idleTimeout }),
+    });
+    this.#answered = true;
+    this.#subprotocol = accept.subprotocol;
+    for (const [name, value] of options.extraHeaders ?? []) response.headers.append(name, value);
+    this.#native = socket;
+    socket.binaryType = "arraybuffer";
+    socket.onopen = () => {
+      this.#state = "open";
+      for (const { data, done } of this.#early.splice(0)) {
+        socket.send(data);
+        done.resolve();
+      }
+    };
+    socket.onmessage = (event: MessageEvent) => {
+      const data = event.data;
+      this.#inbox.push(typeof data === "string" ? data : new Uint8Array(data as ArrayBuffer));
+    };
+    socket.onerror = NOOP; // a close event follows
+    socket.onclose = (event: CloseEvent) => {
+      // Deno reports 1005 when it started the close, whatever the peer
+      // answered; our own close is then the best account of the ending.
+      const ours = this.#sentClose;
+      const info = event.code === 1005 && ours !== null ? ours : event;
+      this.#finish({ code: info.code, reason: info.reason });
+    };
+    this.#response.resolve(response);
+  }
+
+  reject(options: RejectOptions = {}): void {
+    if (this.#answered) throw new LocalProtocolError("The handshake was already answered");
+    this.#answered = true;
+    const body = options.body === undefined
+      ? null
+      : typeof options.body === "string"
+      ? options.body
+      : new Uint8Array(options.body);
+    this.#response.resolve(
+      new Response(body, {
+        status: options.status ?? 403,
+        headers: (options.headers ?? []).map(([name, value]) => [name, value]),
+      }),
+    );
+    this.#finish({ code: 1006, reason: "" });
+  }
+
+  receive(options?: ReceiveOptions): Promise<MessageData> {
+    this.#acceptIfPending();
+    return this.#inbox.receive(options);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<MessageData, undefined> {
+    return iterateInbox(this.#inbox, () => this.#acceptIfPending());
+  }
+
+  send(data: MessageData): Promise<void> {
+    this.#acceptIfPending();
+    const native = this.#native;
+    if (this.#state === "connecting" && native !== null) {
+      const done = Promise.withResolvers<void>();
+      done.promise.catch(NOOP);
+      this.#early.push({ data, done });
+      return done.promise;
+    }
+    if (this.#state !== "open" || native === null) return this.#rejection();
+    native.send(data);
+    if (native.bufferedAmount < HIGH_WATER) return Promise.resolve();
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    promise.catch(NOOP);
+    this.#drainWaiters.push({ resolve, reject });
+    this.#pollDrain();
+    return promise;
+  }
+
+  ping(_payload?: Uint8Array): Promise<void> {
+    this.#acceptIfPending();
+    const promise = Promise.reject(
+      new Deno.errors.NotSupported(
+        "ping() is not available on Deno.serve: Deno's WebSocket sends its own (idleTimeout)",
+      ),
+    );
+    promise.catch(NOOP);
+    return promise;
+  }
+
+  close(code = 1000, reason = ""): Promise<CloseInfo> {
+    try {
+      this.#acceptIfPending();
+      if (code !== 1000 && !(code >= 3000 && code <= 4999)) {
+        throw new RangeError(
+          `Close code ${code} cannot be sent on Deno.serve: use 1000 or 3000-4999`,
+        );
+      }
+      if (new TextEncoder().encode(reason).length > 123) {
+        throw new RangeError("A close reason is at most 123 bytes of UTF-8");
+      }
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const native = this.#native;
+    if (native !== null && this.#state !== "closed" && this.#closeTimer === undefined) {
+      this.#state = "closing";
+      this.#sentClose = { code, reason };
+      native.close(code, reason);
+      this.#closeTimer = setTimeout(
+        () => this.#finish({ code: 1006, reason: "" }),
+        this.#options.closeTimeout ?? DEFAULT_LIMITS.closeTimeout,
+      );
+    }
+    return this.#closed.promise;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  handlerDone(threw: boolean): void {
+    if (!this.#answered) {
+      if (threw) this.reject({ status: 500 });
+      else this.accept();
+      return;
+    }
+    // 1011 cannot be sent through the WebSocket API; 1000 with a reason is the nearest.
+    if (threw && this.#state !== "closed") this.close(1000, "Internal error").catch(NOOP);
+  }
+
+  #acceptIfPending(): void {
+    if (!this.#answered) this.accept();
+  }
+
+  #rejection(): Promise<never> {
+    const promise = Promise.reject(new ConnectionClosedError(this.#closeInfo ?? undefined));
+    promise.catch(NOOP);
+    return promise;
+  }
+
+  #pollDrain(): void {
+    if (this.#drainTimer !== undefined) return;
+    this.#drainTimer = setTimeout(() => {
+      this.#drainTimer = undefined;
+      const native = this.#native;
+      if (native === null || this.#state === "closed") return;
+      if (native.bufferedAmount < HIGH_WATER) {
+        for (const waiter of this.#drainWaiters.splice(0)) waiter.resolve();
+      } else this.#pollDrain();
+    }, DRAIN_POLL_MS);
+  }
+
+  #finish(info: CloseInfo): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    this.#closeInfo = info;
+    if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
+    if (this.#drainTimer !== undefined) clearTimeout(this.#drainTimer);
+    const error = new ConnectionClosedError(info);
+    for (const waiter of this.#drainWaiters.splice(0)) waiter.reject(error);
+    for (const { done } of this.#early.splice(0)) done.reject(error);
+    this.#inbox.end(info);
+    this.#closed.resolve(info);
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * An echo server on a raw `Deno.listen` socket, for conformance and load
+ * testing: every message comes back with its type.
+ *
+ *     deno run -A examples/echo_server.ts --port N [--hostname H] [--deflate]
+ *
+ * Prints `listening on ws://H:N/` once ready (N is the real port when
+ * `--port 0`), and shuts down cleanly on SIGINT or SIGTERM.
+ *
+ * @module
+ */
+
+// deno-lint-ignore-file no-console
+import { serve } from "../server.ts";
+import type { Handler } from "../socket.ts";
+
+interface Args {
+  port: number;
+  hostname: string;
+  deflate: boolean;
+}
+
+function parseArgs(argv: readonly string[]): Args {
+  const args: Args = { port: NaN, hostname: "127.0.0.1", deflate: false };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.includes("=")
+      ? arg.split("=", 2) as [string, string]
+      : [arg, undefined];
+    const value = (): string => {
+      const next = inline ?? argv[++i];
+      if (next === undefined) throw new TypeError(`${flag} needs a value`);
+      return next;
+    };
+    if (flag === "--port") args.port = Number(value());
+    else if (flag === "--hostname") args.hostname = value();
+    else if (flag === "--deflate") args.deflate = true;
+    else throw new TypeError(`Unknown argument ${arg}`);
+  }
+  if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
+    throw new TypeError("--port N is required (0 picks a free port)");
+  }
+  return args;
+}
+
+// Keep one write in flight and let replies queue behind it, so replies to
+// pipelined messages coalesce; wait only when a slow reader lets too much
+// pile up.
+const HIGH_WATER = 1 << 20;
+
+const echo: Handler = async (socket) => {
+  try {
+    for await (const message of socket) {
+      const sent = socket.send(message);
+      if (socket.bufferedAmount > HIGH_WATER) await sent;
+    }
+  } catch {
+    // the connection died mid-send; `closed` has the details
+  }
+};
+
+let args: Args;
+try {
+  args = parseArgs(Deno.args);
+} catch (error) {
+  console.error(error instanceof Error ? error.message : error);
+  console.error("usage: deno run -A examples/echo_server.ts --port N [--hostname H] [--deflate]");
+  Deno.exit(2);
+}
+
+const server = serve({
+  hostname: args.hostname,
+  port: args.port,
+  deflate: args.deflate,
+  onListen: ({ hostname, port }) => console.log(`listening on ws://${hostname}:${port}/`),
+  onError: () => {},
+}, echo);
+
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => {
+    server.shutdown().then(() => Deno.exit(0));
+  });
+}
+await server.finished;

@@ -1,0 +1,261 @@
+/**
+ * A WebSocket server on raw TCP (`Deno.listen`) or TLS (`Deno.listenTls`):
+ * one {@linkcode WSConnection} per connection, from the first byte of the
+ * handshake to the last of the closing handshake, with permessage-deflate
+ * when asked for.
+ *
+ * @module
+ */
+
+import type { Limits } from "./limits.ts";
+import { resolveLimits } from "./limits.ts";
+import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
+import { type Handler, RawSocket } from "./socket.ts";
+import { ConnectionType } from "./state.ts";
+
+/** Options of {@linkcode serve}. */
+export interface ServeOptions {
+  /** The address to listen on: `"0.0.0.0"` (every interface) unless given. */
+  hostname?: string;
+  /** The port to listen on; 0 picks a free one (see `Server.addr`). Default 8000, as for `Deno.serve`. */
+  port?: number;
+  /** A certificate chain in PEM; with `key`, the server speaks TLS (`wss://`). */
+  cert?: string;
+  /** The private key of `cert`, in PEM. */
+  key?: string;
+  /** Sets `SO_REUSEPORT`, so that several processes share one port (Linux). */
+  reusePort?: boolean;
+  /** Aborting shuts the server down, as `shutdown()` does. */
+  signal?: AbortSignal;
+  /**
+   * Limits of each connection. `handshakeTimeout` bounds the time from the
+   * connection to a complete request (a slow or silent client is dropped);
+   * `closeTimeout` the wait for the peer's close.
+   */
+  limits?: Partial<Limits>;
+  /**
+   * Milliseconds between heartbeat pings on each open connection; 0 (the
+   * default) sends none.
+   */
+  pingInterval?: number;
+  /**
+   * Milliseconds a peer has to send anything (its pong) after a heartbeat
+   * ping; after that the connection is dropped without a closing handshake
+   * (a peer that does not answer pings would not answer a close either) and
+   * `closed` gives 1006 with the reason `"Ping timeout"`. Default 20 000.
+   */
+  pongTimeout?: number;
+  /**
+   * Accept permessage-deflate (RFC 7692) when a client offers it: `true`
+   * for the defaults, or the options. A fresh extension is made for every
+   * connection; its decompressed-size limit is `limits.maxMessageSize`
+   * unless the options say otherwise.
+   */
+  deflate?: boolean | PerMessageDeflateOptions;
+  /** Called once listening, with the address (the real port when `port` is 0). */
+  onListen?: (addr: Deno.NetAddr) => void;
+  /** Called with errors a handler threw, and errors accepting connections. Default: `console.error`. */
+  onError?: (error: unknown) => void;
+}
+
+/** A running server, as {@linkcode serve} returns it. */
+export interface Server extends AsyncDisposable {
+  /** The address listened on. */
+  readonly addr: Deno.NetAddr;
+  /**
+   * Stop accepting, close every open socket with 1001 (and drop those still
+   * in the handshake), and wait until every connection is over and every
+   * handler returned.
+   */
+  shutdown(): Promise<void>;
+  /** Resolves once the server has shut down and every handler returned. */
+  readonly finished: Promise<void>;
+}
+
+/**
+ * Serve WebSockets on raw TCP, or TLS when `cert` and `key` are given.
+ * `handler(socket, request)` runs for each valid handshake request; the
+ * socket waits for `accept()` or `reject()` (using it, or returning,
+ * accepts). An invalid handshake is answered with the HTTP status the
+ * handshake chose (400, 405, 426, 431, ...) without calling the handler.
+ *
+ * @param options Address, TLS, limits, heartbeat, deflate and callbacks.
+ * @param handler Called for each connection.
+ * @returns The running server.
+ *
+ * @example An echo server with permessage-deflate
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { connect } from "./client.ts";
+ * const server = serve({ hostname: "127.0.0.1", port: 0, deflate: true }, async (socket) => {
+ *   for await (const message of socket) await socket.send(message);
+ * });
+ * const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`, { deflate: true });
+ * console.assert(socket.extensions[0] === "permessage-deflate");
+ * await socket.send("hello ".repeat(100));
+ * console.assert((await socket.receive()) === "hello ".repeat(100));
+ * await server.shutdown(); // closes the socket with 1001
+ * console.assert((await socket.closed).code === 1001);
+ * ```
+ */
+export function serve(options: ServeOptions, handler: Handler): Server {
+  return new WebSocketServer(options, handler);
+}
+
+class WebSocketServer implements Server {
+  readonly #listener: Deno.Listener;
+  readonly #handler: Handler;
+  readonly #limits: Limits;
+  readonly #extensions: (() => PerMessageDeflate[]) | undefined;
+  readonly #onError: (error: unknown) => void;
+  readonly #sockets = new Set<RawSocket>();
+  readonly #tasks = new Set<Promise<void>>();
+  readonly #finished: Promise<void>;
+  readonly #signal: AbortSignal | undefined;
+  readonly #onAbort = (): void => void this.shutdown();
+  #heartbeat: ReturnType<typeof setInterval> | undefined;
+  #closing = false;
+  #shutdown: Promise<void> | null = null;
+
+  constructor(options: ServeOptions, handler: Handler) {
+    this.#handler = handler;
+    this.#limits = resolveLimits(options.limits);
+    // deno-lint-ignore no-console
+    this.#onError = options.onError ?? ((error) => console.error(error));
+    const deflate = options.deflate ?? false;
+    if (deflate !== false) {
+      const deflateOptions: PerMessageDeflateOptions = {
+        maxMessageSize: this.#limits.maxMessageSize,
+        ...(deflate === true ? {} : deflate),
+      };
+      // Validate once, up front, rather than on the first connection.
+      new PerMessageDeflate(deflateOptions);
+      this.#extensions = () => [new PerMessageDeflate(deflateOptions)];
+    }
+    const hostname = options.hostname ?? "0.0.0.0";
+    const tls = options.cert !== undefined || options.key !== undefined;
+    if (tls && (options.cert === undefined || options.key === undefined)) {
+      throw new TypeError("TLS needs both cert and key");
+    }
+    const reusePort = options.reusePort ?? false;
+    this.#listener = tls
+      ? Deno.listenTls({
+        hostname,
+        port: options.port ?? 8000,
+        cert: options.cert!,
+        key: options.key!,
+        reusePort,
+      })
+      : Deno.listen({ hostname, port: options.port ?? 8000, reusePort, transport: "tcp" });
+
+    const pingInterval = options.pingInterval ?? 0;
+    const pongTimeout = options.pongTimeout ?? 20_000;
+    if (pingInterval > 0) {
+      // One timer for every connection, not one each.
+      const tick = Math.max(1, Math.min(pingInterval, pongTimeout));
+      this.#heartbeat = setInterval(() => {
+        const now = Date.now();
+        for (const socket of this.#sockets) socket.heartbeat(now, pingInterval, pongTimeout);
+      }, tick);
+    }
+    this.#signal = options.signal;
+    this.#finished = this.#run();
+    if (options.signal?.aborted) void this.shutdown();
+    else options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    options.onListen?.(this.addr);
+  }
+
+  get addr(): Deno.NetAddr {
+    return this.#listener.addr as Deno.NetAddr;
+  }
+
+  get finished(): Promise<void> {
+    return this.#finished;
+  }
+
+  shutdown(): Promise<void> {
+    this.#shutdown ??= (async () => {
+      this.#closing = true;
+      try {
+        this.#listener.close();
+      } catch {
+        // already closed
+      }
+      for (const socket of this.#sockets) socket.shutdown();
+      await this.#finished;
+    })();
+    return this.#shutdown;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.shutdown();
+  }
+
+  async #run(): Promise<void> {
+    await this.#acceptLoop();
+    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
+    this.#signal?.removeEventListener("abort", this.#onAbort);
+  }
+
+  async #acceptLoop(): Promise<void> {
+    while (!this.#closing) {
+      let conn: Deno.Conn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (this.#closing || error instanceof Deno.errors.BadResource) break;
+        // Out of file descriptors and the like: report, and go on accepting.
+        this.#onError(error);
+        continue;
+      }
+      if (this.#closing) {
+        conn.close();
+        break;
+      }
+      this.#handle(conn);
+    }
+  }
+
+  #handle(conn: Deno.Conn): void {
+    if ("setNoDelay" in conn && typeof conn.setNoDelay === "function") {
+      try {
+        // Frames are written whole; Nagle would only add latency.
+        (conn as Deno.TcpConn).setNoDelay(true);
+      } catch {
+        // the peer is already gone; the read loop will see it
+      }
+    }
+    const socket = new RawSocket(conn, {
+      type: ConnectionType.SERVER,
+      limits: this.#limits,
+      ...(this.#extensions === undefined ? {} : { extensions: this.#extensions }),
+      onRequest: (socket, request) => this.#runHandler(socket, request),
+    });
+    this.#sockets.add(socket);
+    this.#track(socket.closed.then(() => void this.#sockets.delete(socket)));
+  }
+
+  #runHandler(socket: RawSocket, request: Parameters<Handler>[1]): void {
+    if (this.#closing) {
+      socket.shutdown();
+      return;
+    }
+    const task = (async () => {
+      try {
+        await this.#handler(socket, request);
+      } catch (error) {
+        this.#onError(error);
+        socket.handlerDone(error, true);
+        return;
+      }
+      socket.handlerDone(undefined, false);
+    })();
+    this.#track(task.catch((error) => this.#onError(error)));
+  }
+
+  #track(task: Promise<void>): void {
+    this.#tasks.add(task);
+    task.finally(() => this.#tasks.delete(task));
+  }
+}

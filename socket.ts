@@ -1,0 +1,1151 @@
+/**
+ * The high-level socket: whole messages in and out, pings, the closing
+ * handshake and a `closed` promise, over one of three transports. `serve()`
+ * and `connect()` run a {@linkcode WSConnection} on a `Deno.Conn`; the
+ * `Deno.serve` helper wraps Deno's native `WebSocket`. The application sees
+ * one interface, {@linkcode Socket}, whichever it is.
+ *
+ * @module
+ */
+
+import { WSConnection } from "./connection.ts";
+import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
+import {
+  AcceptConnection,
+  BytesMessage,
+  CloseConnection,
+  type Headers,
+  Ping,
+  Pong,
+  RejectConnection,
+  RejectData,
+  type Request,
+  TextMessage,
+} from "./events.ts";
+import type { Extension } from "./extensions.ts";
+import { type Limits, resolveLimits } from "./limits.ts";
+import { ConnectionState, ConnectionType } from "./state.ts";
+
+/** A whole message: a `string` for text, a `Uint8Array` for binary. */
+export type MessageData = string | Uint8Array;
+
+/** How a connection ended: the close code and reason. */
+export interface CloseInfo {
+  /**
+   * The close code: the peer's (or the one we sent on a protocol error),
+   * 1005 when the close frame had none, 1006 when the connection ended
+   * without a closing handshake.
+   */
+  readonly code: number;
+  /** The close reason, possibly empty. */
+  readonly reason: string;
+}
+
+/** Options of {@linkcode Socket.receive}. */
+export interface ReceiveOptions {
+  /** Milliseconds to wait; then the promise rejects with a `TimeoutError` `DOMException`. */
+  timeout?: number;
+  /** Aborting rejects the promise with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Where a socket stands: `connecting` until the opening handshake is done,
+ * `open`, `closing` once a close frame went either way, `closed` once the
+ * transport is released.
+ */
+export type SocketState = "connecting" | "open" | "closing" | "closed";
+
+/**
+ * A WebSocket connection seen as whole messages. `serve()`, `connect()` and
+ * the `Deno.serve` helper all hand out this interface.
+ *
+ * Errors never escape as unhandled rejections: a peer that breaks the
+ * protocol gets the close the engine chose (1002, 1007, 1009) and
+ * `closed` reports it; a `send()` or `ping()` left unawaited on a
+ * connection that dies rejects quietly.
+ *
+ * @example An echo round trip on a raw TCP server
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { connect } from "./client.ts";
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+ *   for await (const message of socket) await socket.send(message);
+ * });
+ * const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+ * await socket.send("hello");
+ * console.assert(await socket.receive({ timeout: 1000 }) === "hello");
+ * const { code } = await socket.close(1000, "done");
+ * console.assert(code === 1000);
+ * ```
+ */
+export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
+  /** The subprotocol the server chose, or `null`. */
+  readonly subprotocol: string | null;
+  /** The names of the extensions negotiated, such as `permessage-deflate` (empty until the handshake is done). */
+  readonly extensions: readonly string[];
+  /** The peer's address, when known. */
+  readonly remoteAddr: Deno.Addr | null;
+  /** Where the socket stands. */
+  readonly state: SocketState;
+  /** Bytes given to `send()` (and control frames) not yet written to the transport. */
+  readonly bufferedAmount: number;
+  /** Resolves (never rejects) once the connection is over and its transport released. */
+  readonly closed: Promise<CloseInfo>;
+  /**
+   * The next whole message. Rejects with {@linkcode ConnectionClosedError}
+   * once the connection is over and every message received was taken.
+   */
+  receive(options?: ReceiveOptions): Promise<MessageData>;
+  /**
+   * Send a message; resolves once its bytes are written to the transport,
+   * so awaiting it makes a fast sender wait for a slow reader. Rejects with
+   * {@linkcode ConnectionClosedError} when the connection is closing or over.
+   */
+  send(data: MessageData): Promise<void>;
+  /** Send a ping (at most 125 bytes); resolves when the matching pong arrives. */
+  ping(payload?: Uint8Array): Promise<void>;
+  /**
+   * Start the closing handshake (if no close went out yet) and wait for its
+   * end; the transport is dropped after `closeTimeout` if the peer never
+   * answers.
+   */
+  close(code?: number, reason?: string): Promise<CloseInfo>;
+  /** Iterate over whole messages; iteration ends when the connection is over. */
+  [Symbol.asyncIterator](): AsyncIterator<MessageData, undefined>;
+}
+
+/** Options of {@linkcode ServerSocket.accept}. */
+export interface AcceptOptions {
+  /** The subprotocol chosen, one the client offered, or `null` (the default). */
+  subprotocol?: string | null;
+  /** Headers to add to the 101 response. */
+  extraHeaders?: Headers;
+}
+
+/** Options of {@linkcode ServerSocket.reject}. */
+export interface RejectOptions {
+  /** The HTTP status, from 200 to 599: 403 unless given. */
+  status?: number;
+  /** A body to send with its `Content-Length`. */
+  body?: string | Uint8Array;
+  /** Response headers. */
+  headers?: Headers;
+}
+
+/**
+ * The socket a server's handler receives while the opening handshake still
+ * waits for an answer. Call `accept()` or `reject()`; a handler that sends,
+ * receives, pings or closes without either accepts with no subprotocol,
+ * and one that returns without deciding accepts too (one that throws is
+ * answered with 500).
+ *
+ * @example Choosing a subprotocol
+ * ```ts
+ * import { serve } from "./server.ts";
+ * import { connect } from "./client.ts";
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 }, (socket, request) => {
+ *   if (!request.subprotocols.includes("chat")) return socket.reject({ status: 400 });
+ *   socket.accept({ subprotocol: "chat" });
+ * });
+ * const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`, { subprotocols: ["chat"] });
+ * console.assert(socket.subprotocol === "chat");
+ * await socket.close();
+ * ```
+ */
+export interface ServerSocket extends Socket {
+  /**
+   * Accept the handshake.
+   *
+   * @throws {LocalProtocolError} When the subprotocol was not offered, or the handshake was answered already.
+   */
+  accept(options?: AcceptOptions): void;
+  /**
+   * Refuse the handshake with an HTTP response; `closed` then resolves with 1006.
+   *
+   * @throws {LocalProtocolError} When the handshake was answered already.
+   */
+  reject(options?: RejectOptions): void;
+}
+
+/**
+ * A server's handler, for `serve()` and the `Deno.serve` helper alike.
+ *
+ * @example An echo handler
+ * ```ts
+ * import type { Handler } from "./socket.ts";
+ * const echo: Handler = async (socket) => {
+ *   for await (const message of socket) await socket.send(message);
+ * };
+ * console.assert(typeof echo === "function");
+ * ```
+ */
+export type Handler = (socket: ServerSocket, request: Request) => void | Promise<unknown>;
+
+/**
+ * A `receive()`, `send()` or `ping()` on a connection that is closing or
+ * over. `code` and `reason` are those of the close, once known (1006 until
+ * then).
+ *
+ * @example
+ * ```ts
+ * import { ConnectionClosedError } from "./socket.ts";
+ * const error = new ConnectionClosedError({ code: 1001, reason: "bye" });
+ * console.assert(error.code === 1001 && error.message.includes("1001"));
+ * ```
+ */
+export class ConnectionClosedError extends Error {
+  /** The close code. */
+  readonly code: number;
+  /** The close reason. */
+  readonly reason: string;
+
+  /**
+   * Make the error.
+   *
+   * @param info The close, when known.
+   */
+  constructor(info: CloseInfo = ABNORMAL) {
+    super(
+      `The WebSocket connection is closed (code ${info.code}${
+        info.reason === "" ? "" : `, reason ${JSON.stringify(info.reason)}`
+      })`,
+    );
+    this.name = "ConnectionClosedError";
+    this.code = info.code;
+    this.reason = info.reason;
+  }
+}
+
+const ABNORMAL: CloseInfo = Object.freeze({ code: 1006, reason: "" });
+const NOOP = (): void => {};
+
+// A reader that stops taking messages pauses reading (TCP backpressure)
+// once this much is queued; each message also counts a fixed overhead so
+// that a flood of empty messages is bounded too.
+const INBOX_HIGH_WATER = 1 << 20;
+const MESSAGE_OVERHEAD = 64;
+
+/**
+ * Check a close code and reason an application wants to send.
+ *
+ * @param code The close code.
+ * @param reason The close reason.
+ * @throws {RangeError} For codes that may not be sent (RFC 6455 §7.4) or a reason over 123 bytes.
+ */
+export function checkClose(code: number, reason: string): void {
+  const sendable = code === 1000 || (code >= 1001 && code <= 1003) ||
+    (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+  if (!Number.isInteger(code) || !sendable) {
+    throw new RangeError(
+      `Close code ${code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999`,
+    );
+  }
+  if (new TextEncoder().encode(reason).length > 123) {
+    throw new RangeError("A close reason is at most 123 bytes of UTF-8");
+  }
+}
+
+type Waiter = (item: MessageData | null) => void;
+
+/**
+ * The queue of whole messages between a transport and the application,
+ * shared by the socket implementations.
+ */
+export class Inbox {
+  #items: MessageData[] = [];
+  #head = 0;
+  #size = 0;
+  #waiters: Waiter[] = [];
+  #end: CloseInfo | null = null;
+  #drained: PromiseWithResolvers<void> | null = null;
+
+  /** Whether the reader fell behind: the transport should stop reading. */
+  get full(): boolean {
+    return this.#size >= INBOX_HIGH_WATER;
+  }
+
+  /** Bytes queued (with a per-message overhead). */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * Resolves once the reader took enough to resume reading, or the inbox ended.
+   *
+   * @returns A promise.
+   */
+  drained(): Promise<void> {
+    if (!this.full || this.#end !== null) return Promise.resolve();
+    this.#drained ??= Promise.withResolvers<void>();
+    return this.#drained.promise;
+  }
+
+  /**
+   * Queue a message, or hand it straight to a waiting reader.
+   *
+   * @param item The message.
+   */
+  push(item: MessageData): void {
+    const waiter = this.#waiters.shift();
+    if (waiter !== undefined) {
+      waiter(item);
+      return;
+    }
+    this.#items.push(item);
+    this.#size += item.length + MESSAGE_OVERHEAD;
+  }
+
+  /**
+   * No more messages will come; readers get the queued ones, then the end.
+   *
+   * @param info How the connection ended.
+   */
+  end(info: CloseInfo): void {
+    if (this.#end !== null) return;
+    this.#end = info;
+    for (const waiter of this.#waiters.splice(0)) waiter(null);
+    this.#drained?.resolve();
+    this.#drained = null;
+  }
+
+  /**
+   * The next message, or `null` once the inbox ended and is empty.
+   *
+   * @returns A promise of the message.
+   */
+  next(): Promise<MessageData | null> {
+    const item = this.#shift();
+    if (item !== undefined) return Promise.resolve(item);
+    if (this.#end !== null) return Promise.resolve(null);
+    return new Promise<MessageData | null>((resolve) => this.#waiters.push(resolve));
+  }
+
+  /**
+   * The next message, as `Socket.receive()` gives it.
+   *
+   * @param options Timeout and signal.
+   * @returns A promise of the message.
+   */
+  receive(options: ReceiveOptions = {}): Promise<MessageData> {
+    const item = this.#shift();
+    if (item !== undefined) return Promise.resolve(item);
+    if (this.#end !== null) return Promise.reject(new ConnectionClosedError(this.#end));
+    const { timeout, signal } = options;
+    signal?.throwIfAborted();
+    return new Promise<MessageData>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const settle = (): void => {
+        if (timer !== undefined) clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const waiter: Waiter = (received) => {
+        settle();
+        if (received === null) reject(new ConnectionClosedError(this.#end ?? ABNORMAL));
+        else resolve(received);
+      };
+      const drop = (): void => {
+        const at = this.#waiters.indexOf(waiter);
+        if (at >= 0) this.#waiters.splice(at, 1);
+        settle();
+      };
+      const onAbort = (): void => {
+        drop();
+        reject(signal?.reason);
+      };
+      this.#waiters.push(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      if (timeout !== undefined) {
+        timer = setTimeout(() => {
+          drop();
+          reject(new DOMException(`No message within ${timeout} ms`, "TimeoutError"));
+        }, timeout);
+      }
+    });
+  }
+
+  #shift(): MessageData | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head]!;
+    this.#items[this.#head++] = "";
+    // Compact now and then, so a long queue is not shifted one by one.
+    if (this.#head === this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    this.#size -= item.length + MESSAGE_OVERHEAD;
+    if (this.#drained !== null && this.#size < INBOX_HIGH_WATER / 2) {
+      this.#drained.resolve();
+      this.#drained = null;
+    }
+    return item;
+  }
+}
+
+/**
+ * An async iterator over an inbox's messages, ending when the inbox ends.
+ *
+ * @param inbox The inbox.
+ * @param before Called before each read (a pending server socket accepts).
+ * @returns The iterator.
+ */
+export function iterateInbox(
+  inbox: Inbox,
+  before: () => void,
+): AsyncIterator<MessageData, undefined> {
+  const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+  return {
+    next: () => {
+      before();
+      return inbox.next().then((item) => item === null ? done : { done: false, value: item });
+    },
+    return: () => Promise.resolve(done),
+  };
+}
+
+/** The outcome of a client's opening handshake. */
+export type OpenResult =
+  | { ok: true }
+  | {
+    ok: false;
+    message: string;
+    status: number | null;
+    headers: Headers;
+    body: Uint8Array;
+    cause?: unknown;
+  };
+
+/** Options of {@linkcode RawSocket}. */
+export interface RawSocketOptions {
+  /** Which end this is. */
+  type: ConnectionType;
+  /** Limits; `handshakeTimeout` and `closeTimeout` are kept here. */
+  limits?: Partial<Limits>;
+  /** Server: called (from a microtask) with the request once it arrived. */
+  onRequest?: (socket: RawSocket, request: Request) => void;
+  /** Server: makes the extensions to offer in the accept, fresh for this connection. */
+  extensions?: () => Extension[];
+  /** Client: the request to send. */
+  request?: Request;
+}
+
+// Read buffers start small (an idle connection holds one while its read is
+// pending) and double while reads fill them.
+const MIN_READ = 4096;
+const MAX_READ = 256 * 1024;
+// Reads up to this size are copied out so that the buffer is reused.
+const SMALL_READ = 2048;
+// Writes coalesce frames up to this size; larger frames go out alone, uncopied.
+const COALESCE = 64 * 1024;
+// The body of a refused handshake kept for the error.
+const MAX_REJECT_BODY = 64 * 1024;
+
+/**
+ * The socket over a `Deno.Conn`, running a {@linkcode WSConnection}: what
+ * `serve()` and `connect()` hand out. Not exported from `mod.ts`: users see
+ * {@linkcode ServerSocket} and {@linkcode Socket}.
+ *
+ * One read loop feeds the engine; everything written while handling one
+ * read (pongs, the close answer) and every frame sent while a write is in
+ * flight goes out in one `write`.
+ *
+ * @example A client socket on a connection made by hand
+ * ```ts
+ * import { ConnectionType, Request } from "./mod.ts";
+ * import { RawSocket } from "./socket.ts";
+ * import { serve } from "./server.ts";
+ * await using server = serve({ hostname: "127.0.0.1", port: 0 }, (socket) => socket.close(4000));
+ * const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+ * const socket = new RawSocket(conn, {
+ *   type: ConnectionType.CLIENT,
+ *   request: new Request({ host: "127.0.0.1", target: "/" }),
+ * });
+ * console.assert((await socket.opened).ok);
+ * console.assert((await socket.closed).code === 4000);
+ * ```
+ */
+export class RawSocket implements ServerSocket {
+  readonly #conn: Deno.Conn;
+  readonly #ws: WSConnection;
+  readonly #type: ConnectionType;
+  readonly #limits: Limits;
+  readonly #onRequest: ((socket: RawSocket, request: Request) => void) | undefined;
+  readonly #makeExtensions: (() => Extension[]) | undefined;
+  readonly #inbox = new Inbox();
+  readonly #closed = Promise.withResolvers<CloseInfo>();
+  readonly #opened = Promise.withResolvers<OpenResult>();
+
+  #state: SocketState = "connecting";
+  #subprotocol: string | null = null;
+  #extensions: readonly string[] = [];
+  // Server: the request waits for accept() or reject(); reading pauses.
+  #decision: PromiseWithResolvers<void> | null = null;
+  #answered = false;
+  // Client: a refusal being read.
+  #refusal: { status: number; headers: Headers; body: Uint8Array[]; size: number } | null = null;
+
+  // Output: frames queued behind the write in flight, and the promise the
+  // senders of this batch wait on.
+  #out: Uint8Array[] = [];
+  #outBytes = 0;
+  #batch: PromiseWithResolvers<void> | null = null;
+  #writing = false;
+  #pump: Promise<void> = Promise.resolve();
+  #closeAfterFlush = false;
+
+  // Input: a message arriving in pieces.
+  #parts: MessageData[] = [];
+  #pings: { payload: Uint8Array; resolve: () => void; reject: (error: Error) => void }[] = [];
+  #pingCounter = 0;
+
+  #closeInfo: CloseInfo | null = null;
+  // Resolved when the closing handshake starts: reading must then go on
+  // past a full inbox, or the peer's answer would never be seen.
+  #closing = Promise.withResolvers<void>();
+  #connClosed = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #readLoop: Promise<void>;
+
+  // Heartbeat: when the driver's ping went out (0: none outstanding), and
+  // whether anything arrived since.
+  #heartbeatAt = 0;
+  #heard = false;
+
+  /**
+   * Start running a connection: a server waits for the request, a client
+   * sends `options.request`.
+   *
+   * @param conn The transport, now owned by the socket.
+   * @param options Which end, limits, and the end's own options.
+   */
+  constructor(conn: Deno.Conn, options: RawSocketOptions) {
+    this.#conn = conn;
+    this.#type = options.type;
+    this.#limits = resolveLimits(options.limits);
+    this.#ws = new WSConnection(options.type, { limits: this.#limits });
+    this.#onRequest = options.onRequest;
+    this.#makeExtensions = options.extensions;
+    this.#closed.promise.catch(NOOP);
+    if (this.#limits.handshakeTimeout > 0) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#abort({ code: 1006, reason: "Handshake timeout" });
+      }, this.#limits.handshakeTimeout);
+    }
+    if (options.type === ConnectionType.CLIENT) {
+      if (options.request === undefined) throw new TypeError("A client socket needs a request");
+      this.#write(this.#ws.send(options.request));
+    }
+    this.#readLoop = this.#read();
+  }
+
+  /** Client: resolves once the handshake succeeded or failed (never rejects). */
+  get opened(): Promise<OpenResult> {
+    return this.#opened.promise;
+  }
+
+  /** The subprotocol chosen, or `null`. */
+  get subprotocol(): string | null {
+    return this.#subprotocol;
+  }
+
+  /** The names of the negotiated extensions. */
+  get extensions(): readonly string[] {
+    return this.#extensions;
+  }
+
+  /** The peer's address. */
+  get remoteAddr(): Deno.Addr | null {
+    return this.#conn.remoteAddr;
+  }
+
+  /** Where the socket stands. */
+  get state(): SocketState {
+    return this.#state;
+  }
+
+  /** Bytes queued or being written. */
+  get bufferedAmount(): number {
+    return this.#outBytes;
+  }
+
+  /** Resolves once the connection is over and the transport closed. */
+  get closed(): Promise<CloseInfo> {
+    return this.#closed.promise;
+  }
+
+  /**
+   * Server: accept the handshake.
+   *
+   * @param options Subprotocol and extra headers.
+   */
+  accept(options: AcceptOptions = {}): void {
+    if (this.#type !== ConnectionType.SERVER || this.#answered) {
+      throw new LocalProtocolError("The handshake was already answered");
+    }
+    if (this.#connClosed) {
+      this.#answered = true;
+      return;
+    }
+    const bytes = this.#ws.send(
+      new AcceptConnection({
+        subprotocol: options.subprotocol ?? null,
+        extensions: this.#makeExtensions?.() ?? [],
+        extraHeaders: options.extraHeaders ?? [],
+      }),
+    );
+    this.#answered = true;
+    this.#subprotocol = options.subprotocol ?? null;
+    this.#extensions = this.#ws.extensions.map((extension) => extension.name);
+    this.#state = "open";
+    this.#write(bytes);
+    this.#decision?.resolve();
+  }
+
+  /**
+   * Server: refuse the handshake with an HTTP response.
+   *
+   * @param options Status, body and headers.
+   */
+  reject(options: RejectOptions = {}): void {
+    if (this.#type !== ConnectionType.SERVER || this.#answered) {
+      throw new LocalProtocolError("The handshake was already answered");
+    }
+    this.#answered = true;
+    if (this.#connClosed) return;
+    const bytes = this.#ws.send(
+      new RejectConnection({
+        statusCode: options.status ?? 403,
+        headers: options.headers ?? [],
+        ...(options.body === undefined ? {} : { body: options.body }),
+      }),
+    );
+    this.#state = "closing";
+    this.#write(bytes);
+    this.#closeAfterFlush = true;
+    this.#decision?.resolve();
+  }
+
+  /**
+   * The next whole message.
+   *
+   * @param options Timeout and signal.
+   * @returns The message.
+   */
+  receive(options?: ReceiveOptions): Promise<MessageData> {
+    this.#acceptIfPending();
+    return this.#inbox.receive(options);
+  }
+
+  /**
+   * Iterate over whole messages.
+   *
+   * @returns The iterator.
+   */
+  [Symbol.asyncIterator](): AsyncIterator<MessageData, undefined> {
+    return iterateInbox(this.#inbox, () => this.#acceptIfPending());
+  }
+
+  /**
+   * Send a whole message.
+   *
+   * @param data Text or bytes.
+   * @returns Resolves once written.
+   */
+  send(data: MessageData): Promise<void> {
+    this.#acceptIfPending();
+    if (this.#ws.state !== ConnectionState.OPEN || this.#connClosed) return this.#closedRejection();
+    const bytes = this.#ws.send(
+      typeof data === "string" ? new TextMessage({ data }) : new BytesMessage({ data }),
+    );
+    return this.#write(bytes);
+  }
+
+  /**
+   * Send a ping; resolves when the matching pong arrives.
+   *
+   * @param payload Up to 125 bytes; 4 bytes of a counter unless given.
+   * @returns Resolves on the pong.
+   */
+  ping(payload?: Uint8Array): Promise<void> {
+    this.#acceptIfPending();
+    if (this.#ws.state !== ConnectionState.OPEN || this.#connClosed) return this.#closedRejection();
+    const data = payload?.slice() ?? counterPayload(++this.#pingCounter);
+    let bytes: Uint8Array;
+    try {
+      bytes = this.#ws.send(new Ping({ payload: data }));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    promise.catch(NOOP);
+    this.#pings.push({ payload: data, resolve, reject });
+    this.#write(bytes);
+    return promise;
+  }
+
+  /**
+   * Run the closing handshake.
+   *
+   * @param code The close code, 1000 unless given.
+   * @param reason The reason, at most 123 bytes of UTF-8.
+   * @returns How the connection ended.
+   */
+  close(code = 1000, reason = ""): Promise<CloseInfo> {
+    try {
+      checkClose(code, reason);
+      this.#acceptIfPending();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    if (this.#ws.state === ConnectionState.OPEN && !this.#connClosed) {
+      this.#write(this.#ws.send(new CloseConnection({ code, reason })));
+      this.#state = "closing";
+      this.#closing.resolve();
+      this.#armCloseTimer();
+    } else if (this.#ws.state === ConnectionState.CONNECTING && !this.#connClosed) {
+      this.#abort(ABNORMAL);
+    }
+    return this.#closed.promise;
+  }
+
+  /**
+   * Close with 1001, as when the process goes away.
+   *
+   * @returns Resolves once closed.
+   */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close(1001);
+  }
+
+  /**
+   * Driver: a server going away. Open sockets close with 1001; sockets
+   * still in the handshake are dropped.
+   */
+  shutdown(): void {
+    if (this.#state === "open" && this.#ws.state === ConnectionState.OPEN) {
+      this.close(1001, "Server shutting down").catch(NOOP);
+    } else if (this.#state === "connecting") {
+      this.#abort(ABNORMAL);
+    }
+  }
+
+  /**
+   * Driver: the handler returned (`error` undefined) or threw. A pending
+   * socket accepts, or is refused with 500; an open one closes with 1011
+   * after an error.
+   *
+   * @param error What the handler threw, if it did.
+   * @param threw Whether it threw.
+   */
+  handlerDone(error: unknown, threw: boolean): void {
+    if (!this.#answered && !this.#connClosed) {
+      if (threw) this.reject({ status: 500 });
+      else this.accept();
+      return;
+    }
+    if (threw && this.#ws.state === ConnectionState.OPEN) {
+      const reason = error instanceof Error ? error.name : "Internal error";
+      this.close(1011, reason.slice(0, 100)).catch(NOOP);
+    }
+  }
+
+  /**
+   * Driver: one heartbeat tick. Sends a ping when none is outstanding and
+   * `pingInterval` passed since the last; drops the connection when a ping
+   * went unanswered (nothing at all received) for `pongTimeout`.
+   *
+   * @param now `Date.now()`.
+   * @param pingInterval Milliseconds between pings.
+   * @param pongTimeout Milliseconds to wait for an answer.
+   */
+  heartbeat(now: number, pingInterval: number, pongTimeout: number): void {
+    if (this.#state !== "open" || this.#ws.state !== ConnectionState.OPEN) return;
+    if (this.#heartbeatAt !== 0) {
+      if (this.#heard) this.#heartbeatAt = -now; // answered; next ping measured from here
+      else if (now - this.#heartbeatAt >= pongTimeout) {
+        this.#abort({ code: 1006, reason: "Ping timeout" });
+        return;
+      }
+    }
+    if (this.#heartbeatAt <= 0 && now + this.#heartbeatAt >= pingInterval) {
+      this.#heard = false;
+      this.#heartbeatAt = now;
+      this.ping().catch(NOOP);
+    }
+  }
+
+  #acceptIfPending(): void {
+    if (this.#type === ConnectionType.SERVER && !this.#answered) this.accept();
+  }
+
+  #closedRejection(): Promise<never> {
+    const promise = Promise.reject(new ConnectionClosedError(this.#closeInfo ?? ABNORMAL));
+    promise.catch(NOOP);
+    return promise;
+  }
+
+  // ---- Output ----
+
+  #write(bytes: Uint8Array): Promise<void> {
+    if (this.#connClosed) return this.#closedRejection();
+    this.#out.push(bytes);
+    this.#outBytes += bytes.length;
+    if (this.#batch === null) {
+      this.#batch = Promise.withResolvers<void>();
+      // Senders may leave the promise unawaited; a dead connection then
+      // shows in `closed`, not as an unhandled rejection.
+      this.#batch.promise.catch(NOOP);
+    }
+    if (!this.#writing) {
+      this.#writing = true;
+      // A microtask later, so that every frame made in this turn (the
+      // answers to one read, a burst of sends) goes out in one write.
+      this.#pump = Promise.resolve().then(() => this.#flush());
+    }
+    return this.#batch.promise;
+  }
+
+  async #flush(): Promise<void> {
+    try {
+      while (this.#out.length > 0 && !this.#connClosed) {
+        const chunks = this.#out;
+        const batch = this.#batch!;
+        const size = this.#outBytes;
+        this.#out = [];
+        this.#batch = null;
+        try {
+          await writeChunks(this.#conn, chunks);
+        } catch {
+          batch.reject(new ConnectionClosedError(this.#closeInfo ?? ABNORMAL));
+          this.#abort(ABNORMAL);
+          return;
+        }
+        this.#outBytes = Math.max(0, this.#outBytes - size);
+        batch.resolve();
+      }
+    } finally {
+      this.#writing = false;
+    }
+    if (this.#closeAfterFlush && this.#out.length === 0) this.#closeConn();
+  }
+
+  // ---- Input ----
+
+  async #read(): Promise<void> {
+    let size = MIN_READ;
+    let buffer: Uint8Array | null = null;
+    while (!this.#connClosed) {
+      if (this.#inbox.full && this.#state === "open") {
+        await Promise.race([this.#inbox.drained(), this.#closing.promise]);
+      }
+      if (this.#decision !== null) {
+        await this.#decision.promise;
+        this.#decision = null;
+        if (this.#connClosed || this.#closeAfterFlush) break;
+        this.#process(); // frames that came in behind the request
+        continue;
+      }
+      if (this.#connClosed) break;
+      buffer ??= new Uint8Array(size);
+      let n: number | null;
+      try {
+        n = await this.#conn.read(buffer);
+      } catch {
+        n = null;
+      }
+      if (this.#connClosed) break;
+      this.#heard = true;
+      let data: Uint8Array | null = null;
+      if (n !== null) {
+        if (n <= SMALL_READ) {
+          // The engine keeps what it is given: copy, and reuse the buffer.
+          data = buffer.slice(0, n);
+          if (size > MIN_READ) {
+            size = MIN_READ;
+            buffer = null;
+          }
+        } else {
+          data = buffer.subarray(0, n);
+          buffer = null;
+          if (n === size && size < MAX_READ) size *= 2;
+        }
+      }
+      this.#receive(data);
+      if (data === null) {
+        this.#abort(ABNORMAL);
+        break;
+      }
+    }
+  }
+
+  #receive(data: Uint8Array | null): void {
+    const state = this.#ws.state;
+    // After the closing handshake or a refusal we only wait for the end.
+    if (state === ConnectionState.CLOSED && data !== null) return;
+    try {
+      this.#ws.receiveData(data);
+    } catch (error) {
+      this.#engineError(error);
+      return;
+    }
+    this.#process();
+  }
+
+  #process(): void {
+    try {
+      for (const event of this.#ws.events()) {
+        if (event instanceof TextMessage) this.#onData(event.data, event.messageFinished);
+        else if (event instanceof BytesMessage) this.#onData(event.data, event.messageFinished);
+        else if (event instanceof Ping) {
+          if (this.#ws.state === ConnectionState.OPEN) this.#write(this.#ws.send(event.response()));
+        } else if (event instanceof Pong) this.#onPong(event.payload);
+        else if (event instanceof CloseConnection) this.#onClose(event);
+        else if (event instanceof AcceptConnection) this.#onAccept(event);
+        else if (event instanceof RejectConnection) this.#onRefusal(event);
+        else if (event instanceof RejectData) this.#onRefusalData(event);
+        else this.#onRequestEvent(event);
+      }
+    } catch (error) {
+      this.#engineError(error);
+    }
+  }
+
+  #onData(data: MessageData, finished: boolean): void {
+    // Once we sent our close, what the peer still sends may be dropped
+    // (RFC 6455 §1.4); keep it only while the reader has room.
+    if (this.#state !== "open" && this.#inbox.full) {
+      this.#parts = [];
+      return;
+    }
+    if (!finished) {
+      this.#parts.push(data);
+      return;
+    }
+    if (this.#parts.length === 0) {
+      this.#inbox.push(data);
+      return;
+    }
+    this.#parts.push(data);
+    const parts = this.#parts;
+    this.#parts = [];
+    this.#inbox.push(
+      typeof data === "string" ? parts.join("") : concatBytes(parts as Uint8Array[]),
+    );
+  }
+
+  #onPong(payload: Uint8Array): void {
+    const at = this.#pings.findIndex((ping) => equalBytes(ping.payload, payload));
+    if (at < 0) return; // unsolicited, or not ours
+    // A pong answers the ping it echoes and, implicitly, every earlier one.
+    for (const ping of this.#pings.splice(0, at + 1)) ping.resolve();
+  }
+
+  #onClose(event: CloseConnection): void {
+    const info = { code: event.code, reason: event.reason };
+    if (this.#ws.state === ConnectionState.REMOTE_CLOSING) {
+      // The peer's close, or a protocol error the engine turned into one:
+      // either way the answer is the event's response (RFC 6455 §5.5.1).
+      this.#write(this.#ws.send(event.response()));
+    }
+    this.#closeInfo ??= info;
+    this.#state = "closing";
+    this.#inbox.end(this.#closeInfo);
+    this.#rejectPings();
+    if (event.code === 1006) return; // end of stream: the read loop ends it
+    if (this.#type === ConnectionType.SERVER) {
+      // RFC 6455 §7.1.1: the server closes the TCP connection first.
+      this.#closeAfterFlush = true;
+      if (!this.#writing && this.#out.length === 0) this.#closeConn();
+    } else {
+      // The client waits for the server to close TCP, but not forever.
+      this.#armCloseTimer();
+    }
+  }
+
+  #onRequestEvent(request: Request): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#decision = Promise.withResolvers<void>();
+    const onRequest = this.#onRequest;
+    if (onRequest === undefined) {
+      this.accept();
+      return;
+    }
+    queueMicrotask(() => onRequest(this, request));
+  }
+
+  #onAccept(event: AcceptConnection): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#subprotocol = event.subprotocol;
+    this.#extensions = this.#ws.extensions.map((extension) => extension.name);
+    this.#state = "open";
+    this.#opened.resolve({ ok: true });
+  }
+
+  #onRefusal(event: RejectConnection): void {
+    this.#refusal = { status: event.statusCode, headers: event.headers, body: [], size: 0 };
+    if (!event.hasBody) this.#refused();
+  }
+
+  #onRefusalData(event: RejectData): void {
+    const refusal = this.#refusal;
+    if (refusal === null) return;
+    if (refusal.size < MAX_REJECT_BODY) {
+      const piece = event.data.subarray(0, MAX_REJECT_BODY - refusal.size);
+      refusal.body.push(piece.slice());
+      refusal.size += piece.length;
+    }
+    if (event.bodyFinished) this.#refused();
+  }
+
+  #refused(): void {
+    const refusal = this.#refusal!;
+    this.#opened.resolve({
+      ok: false,
+      message: `The server refused the WebSocket handshake with HTTP ${refusal.status}`,
+      status: refusal.status,
+      headers: refusal.headers,
+      body: concatBytes(refusal.body),
+    });
+    this.#abort(ABNORMAL);
+  }
+
+  #engineError(error: unknown): void {
+    if (error instanceof RemoteProtocolError && error.eventHint instanceof RejectConnection) {
+      // A bad handshake request: answer with the status it carries (400,
+      // 405, 426, 431, ...) and close.
+      if (this.#timer !== undefined) clearTimeout(this.#timer);
+      this.#timer = undefined;
+      this.#answered = true;
+      this.#state = "closing";
+      try {
+        this.#write(this.#ws.send(error.eventHint));
+        this.#closeAfterFlush = true;
+        return;
+      } catch {
+        // fall through to dropping the connection
+      }
+    }
+    if (this.#type === ConnectionType.CLIENT && this.#state === "connecting") {
+      this.#opened.resolve({
+        ok: false,
+        message: error instanceof Error ? error.message : String(error),
+        status: null,
+        headers: [],
+        body: new Uint8Array(0),
+        cause: error,
+      });
+    }
+    this.#abort({
+      code: 1006,
+      reason: error instanceof Error ? error.message.slice(0, 123) : "",
+    });
+  }
+
+  // ---- Ending ----
+
+  #armCloseTimer(): void {
+    if (this.#timer !== undefined || this.#connClosed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#abort(ABNORMAL);
+    }, this.#limits.closeTimeout);
+  }
+
+  #rejectPings(): void {
+    const error = new ConnectionClosedError(this.#closeInfo ?? ABNORMAL);
+    for (const ping of this.#pings.splice(0)) ping.reject(error);
+  }
+
+  #abort(info: CloseInfo): void {
+    this.#closeInfo ??= info;
+    this.#closeConn();
+  }
+
+  #closeConn(): void {
+    if (this.#connClosed) return;
+    this.#connClosed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const info = this.#closeInfo ??= ABNORMAL;
+    this.#state = "closed";
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by the peer's reset
+    }
+    this.#inbox.end(info);
+    this.#rejectPings();
+    this.#batch?.reject(new ConnectionClosedError(info));
+    this.#batch = null;
+    this.#out = [];
+    this.#outBytes = 0;
+    this.#decision?.resolve();
+    if (this.#type === ConnectionType.CLIENT) {
+      this.#opened.resolve({
+        ok: false,
+        message: info.reason === ""
+          ? "The connection closed during the WebSocket handshake"
+          : `The WebSocket handshake failed: ${info.reason}`,
+        status: null,
+        headers: [],
+        body: new Uint8Array(0),
+      });
+    }
+    // `closed` waits for the read loop and the write in flight, so that no
+    // operation is left pending on the closed resource.
+    Promise.all([this.#readLoop, this.#pump]).then(
+      () => this.#closed.resolve(info),
+      () => this.#closed.resolve(info),
+    );
+  }
+}
+
+async function writeChunks(conn: Deno.Conn, chunks: Uint8Array[]): Promise<void> {
+  let group: Uint8Array[] = [];
+  let groupSize = 0;
+  for (const chunk of chunks) {
+    if (groupSize > 0 && groupSize + chunk.length > COALESCE) {
+      await writeAll(conn, group.length === 1 ? group[0]! : concatBytes(group, groupSize));
+      group = [];
+      groupSize = 0;
+    }
+    group.push(chunk);
+    groupSize += chunk.length;
+  }
+  if (groupSize > 0) {
+    await writeAll(conn, group.length === 1 ? group[0]! : concatBytes(group, groupSize));
+  }
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < data.length) written += await conn.write(data.subarray(written));
+}
+
+function concatBytes(parts: Uint8Array[], size?: number): Uint8Array {
+  const out = new Uint8Array(size ?? parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function counterPayload(count: number): Uint8Array {
+  const payload = new Uint8Array(4);
+  new DataView(payload.buffer).setUint32(0, count >>> 0);
+  return payload;
+}

@@ -1,0 +1,443 @@
+// How the drivers behave at the edges: abrupt ends, slow and bad handshakes,
+// protocol errors, limits, backpressure, heartbeats, write coalescing and
+// shutdown.
+import assert from "node:assert/strict";
+import * as ws from "../mod.ts";
+import { connect, HandshakeError } from "../client.ts";
+import { serve } from "../server.ts";
+import { type CloseInfo, ConnectionClosedError, RawSocket, type ServerSocket } from "../socket.ts";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+// Read until the peer closes (or `limit` bytes), within a time bound.
+async function readToEnd(conn: Deno.Conn, limit = 1 << 20, ms = 3000): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const deadline = Date.now() + ms;
+  const buffer = new Uint8Array(16384);
+  while (size < limit && Date.now() < deadline) {
+    const n = await withTimeout(conn.read(buffer), deadline - Date.now(), "read").catch(() => null);
+    if (n === null) break;
+    chunks.push(buffer.slice(0, n));
+    size += n;
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, at);
+    at += chunk.length;
+  }
+  return out;
+}
+
+// A client on a bare TCP connection driven by the engine, so the test
+// controls every byte (and may stop reading, or misbehave).
+async function rawClient(port: number) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const engine = new ws.WSConnection(ws.ConnectionType.CLIENT);
+  await conn.write(engine.send(new ws.Request({ host: "127.0.0.1", target: "/" })));
+  const buffer = new Uint8Array(4096);
+  const events: ws.Event[] = [];
+  for (let i = 0; i < 100 && !events.some((e) => e instanceof ws.AcceptConnection); i++) {
+    const n = await withTimeout(conn.read(buffer), 2000, "handshake response");
+    if (n === null) throw new Error("closed during the handshake");
+    engine.receiveData(buffer.slice(0, n));
+    events.push(...engine.events());
+  }
+  return { conn, engine, events };
+}
+
+Deno.test("a peer that drops TCP without a close frame ends the server socket with 1006", async () => {
+  const closed = Promise.withResolvers<CloseInfo>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    const messages = [];
+    for await (const message of socket) messages.push(message);
+    assert.deepEqual(messages, ["before the drop"]);
+    closed.resolve(await socket.closed);
+  });
+  const { conn, engine } = await rawClient(server.addr.port);
+  await conn.write(engine.send(new ws.TextMessage({ data: "before the drop" })));
+  conn.close();
+  assert.equal((await withTimeout(closed.promise, 2000, "closed")).code, 1006);
+});
+
+Deno.test("a server that drops TCP ends the client socket with 1006", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    const conn = await listener.accept();
+    const engine = new ws.WSConnection(ws.ConnectionType.SERVER);
+    const buffer = new Uint8Array(4096);
+    while (engine.state === ws.ConnectionState.CONNECTING) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      engine.receiveData(buffer.slice(0, n));
+      for (const event of engine.events()) {
+        if (event instanceof ws.Request) await conn.write(engine.send(new ws.AcceptConnection()));
+      }
+    }
+    conn.close();
+  })();
+  try {
+    const socket = await connect(`ws://127.0.0.1:${listener.addr.port}/`);
+    assert.deepEqual(await withTimeout(socket.closed, 2000, "closed"), { code: 1006, reason: "" });
+    await assert.rejects(socket.receive(), ConnectionClosedError);
+    await assert.rejects(socket.send("too late"), ConnectionClosedError);
+  } finally {
+    await serving;
+    listener.close();
+  }
+});
+
+Deno.test("a client that sends half a request is cut after handshakeTimeout", async () => {
+  let called = false;
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, limits: { handshakeTimeout: 150 } },
+    () => void (called = true),
+  );
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  await conn.write(encoder.encode("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"));
+  const started = Date.now();
+  const rest = await readToEnd(conn, 1 << 16, 2000);
+  const elapsed = Date.now() - started;
+  conn.close();
+  assert.equal(rest.length, 0, "dropped without an answer");
+  assert.ok(elapsed >= 100 && elapsed < 1500, `cut after ${elapsed} ms`);
+  assert.equal(called, false);
+});
+
+Deno.test("invalid handshakes are answered with 405, 426 and 431 and closed", async () => {
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, limits: { maxHeaderBytes: 1024 } },
+    () => assert.fail("the handler must not run"),
+  );
+  const cases: [string, number][] = [
+    ["POST / HTTP/1.1\r\nHost: x\r\n\r\n", 405],
+    ["GET / HTTP/1.1\r\nHost: x\r\n\r\n", 426],
+    [`GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(2000)}\r\n\r\n`, 431],
+  ];
+  for (const [request, status] of cases) {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    await conn.write(encoder.encode(request)).catch(() => 0);
+    const response = decoder.decode(await readToEnd(conn));
+    conn.close();
+    assert.match(response, new RegExp(`^HTTP/1.1 ${status} `), request.slice(0, 20));
+  }
+});
+
+Deno.test("a handler's reject() reaches connect() as a HandshakeError with status and body", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, (socket) => {
+    socket.reject({ status: 403, body: "members only", headers: [["X-Why", "test"]] });
+  });
+  try {
+    await connect(`ws://127.0.0.1:${server.addr.port}/`);
+    assert.fail("connect() should fail");
+  } catch (error) {
+    assert.ok(error instanceof HandshakeError, String(error));
+    assert.equal(error.status, 403);
+    assert.equal(error.text(), "members only");
+    assert.ok(
+      error.headers.some(([name, value]) => name.toLowerCase() === "x-why" && value === "test"),
+    );
+  }
+});
+
+Deno.test("a handler that throws before deciding answers 500; after accepting, closes with 1011", async () => {
+  const errors: unknown[] = [];
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, onError: (e) => errors.push(e) },
+    async (socket, request) => {
+      if (request.target === "/early") throw new Error("boom");
+      await socket.receive();
+      throw new TypeError("late boom");
+    },
+  );
+  try {
+    await connect(`ws://127.0.0.1:${server.addr.port}/early`);
+    assert.fail("connect() should fail");
+  } catch (error) {
+    assert.ok(error instanceof HandshakeError && error.status === 500);
+  }
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/late`);
+  await socket.send("go");
+  assert.deepEqual(await withTimeout(socket.closed, 2000, "closed"), {
+    code: 1011,
+    reason: "TypeError",
+  });
+  assert.equal(errors.length, 2);
+});
+
+Deno.test("an unmasked frame from a client is a protocol error: close 1002 on both ends", async () => {
+  const closed = Promise.withResolvers<CloseInfo>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    socket.accept();
+    closed.resolve(await socket.closed);
+  });
+  const { conn } = await rawClient(server.addr.port);
+  await conn.write(new Uint8Array([0x81, 0x02, 0x68, 0x69])); // "hi", no mask
+  const answer = await readToEnd(conn);
+  conn.close();
+  assert.equal(answer[0], 0x88, "a close frame");
+  assert.equal((answer[2]! << 8) | answer[3]!, 1002);
+  assert.equal((await closed.promise).code, 1002);
+});
+
+Deno.test("a message over maxMessageSize closes with 1009", async () => {
+  const closed = Promise.withResolvers<CloseInfo>();
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, limits: { maxMessageSize: 1000 } },
+    async (socket) => {
+      for await (const message of socket) await socket.send(message);
+      closed.resolve(await socket.closed);
+    },
+  );
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  await socket.send("x".repeat(1000));
+  assert.equal(await socket.receive({ timeout: 2000 }), "x".repeat(1000));
+  await socket.send("x".repeat(1001));
+  assert.equal((await withTimeout(socket.closed, 2000, "closed")).code, 1009);
+  assert.equal((await closed.promise).code, 1009);
+});
+
+Deno.test("frames pipelined behind the handshake request are not lost", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) await socket.send(message);
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  const engine = new ws.WSConnection(ws.ConnectionType.CLIENT);
+  const request = engine.send(new ws.Request({ host: "127.0.0.1", target: "/" }));
+  // The client cannot frame before the 101, so encode the frame by hand.
+  const frame = new ws.FrameEncoder(ws.ConnectionType.CLIENT).encodeData("early", true);
+  const both = new Uint8Array(request.length + frame.length);
+  both.set(request);
+  both.set(frame, request.length);
+  await conn.write(both);
+  const events: ws.Event[] = [];
+  const buffer = new Uint8Array(4096);
+  for (let i = 0; i < 20 && !events.some((e) => e instanceof ws.TextMessage); i++) {
+    const n = await withTimeout(conn.read(buffer), 2000, "echo");
+    if (n === null) break;
+    engine.receiveData(buffer.slice(0, n));
+    events.push(...engine.events());
+  }
+  conn.close();
+  const text = events.find((e) => e instanceof ws.TextMessage);
+  assert.equal(text?.data, "early");
+});
+
+Deno.test("receive() times out, and the socket stays usable", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) await socket.send(message);
+  });
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  await assert.rejects(
+    socket.receive({ timeout: 30 }),
+    (e: unknown) => e instanceof DOMException && e.name === "TimeoutError",
+  );
+  await socket.send(new Uint8Array([1]));
+  assert.deepEqual(await socket.receive({ timeout: 2000 }), new Uint8Array([1]));
+  await socket.close();
+  await assert.rejects(socket.receive(), ConnectionClosedError);
+  await assert.rejects(socket.ping(), ConnectionClosedError);
+});
+
+Deno.test("close() drops TCP after closeTimeout when the peer never answers", async () => {
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, limits: { closeTimeout: 100 } },
+    async (socket) => void await socket.close(1000, "bye"),
+  );
+  const { conn, events } = await rawClient(server.addr.port);
+  // Never answer the close: the server gives up after 100 ms.
+  const started = Date.now();
+  const bytes = await readToEnd(conn);
+  conn.close();
+  assert.ok(events.some((e) => e instanceof ws.CloseConnection) || bytes[0] === 0x88);
+  assert.ok(Date.now() - started < 1500);
+});
+
+Deno.test("a sender facing a reader that does not read waits, with bounded memory", async () => {
+  const report = Promise.withResolvers<{ pending: boolean; buffered: number; sent: number }>();
+  const chunk = new Uint8Array(64 * 1024);
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    let sent = 0;
+    const deadline = Date.now() + 3000;
+    // Await each send: once the TCP buffers are full a send stays pending.
+    while (Date.now() < deadline && sent < 4096) {
+      const sending = socket.send(chunk);
+      const done = await Promise.race([sending.then(() => true), delay(200).then(() => false)]);
+      if (!done) {
+        report.resolve({ pending: true, buffered: socket.bufferedAmount, sent });
+        break;
+      }
+      sent++;
+    }
+    report.resolve({ pending: false, buffered: socket.bufferedAmount, sent });
+    await socket.closed;
+  });
+  const { conn } = await rawClient(server.addr.port); // and never read again
+  const { pending, buffered, sent } = await report.promise;
+  conn.close();
+  assert.ok(pending, `every send resolved (${sent} of 64 KiB)`);
+  assert.ok(buffered <= chunk.length + 14, `${buffered} bytes queued in the socket`);
+  assert.ok(sent < 4096);
+});
+
+Deno.test("a reader that stops taking messages pauses reading, so the peer's sends wait", async () => {
+  const stop = Promise.withResolvers<void>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    socket.accept();
+    await stop.promise; // never receive
+    await socket.close();
+  });
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  const chunk = new Uint8Array(64 * 1024);
+  let sent = 0;
+  let pending = false;
+  const deadline = Date.now() + 4000;
+  while (Date.now() < deadline && sent < 4096) {
+    const done = await Promise.race([
+      socket.send(chunk).then(() => true),
+      delay(200).then(() => false),
+    ]);
+    if (!done) {
+      pending = true;
+      break;
+    }
+    sent++;
+  }
+  stop.resolve();
+  assert.ok(pending, `all ${sent} sends of 64 KiB went through`);
+  // The server's inbox (1 MiB) plus the TCP buffers bound what got through.
+  assert.ok(sent * chunk.length < 32 << 20, `${sent} chunks accepted`);
+  assert.equal((await withTimeout(socket.closed, 3000, "closed")).code, 1000);
+});
+
+Deno.test("a peer that stops answering heartbeat pings is dropped; one that answers stays", async () => {
+  const results: CloseInfo[] = [];
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, pingInterval: 50, pongTimeout: 300 },
+    async (socket) => {
+      socket.accept();
+      results.push(await socket.closed);
+    },
+  );
+  const alive = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  const { conn } = await rawClient(server.addr.port); // silent: never answers
+  const bytes = await readToEnd(conn, 1 << 16, 2000);
+  conn.close();
+  assert.equal(bytes[0], 0x89, "a ping came first");
+  assert.equal(alive.state, "open");
+  await delay(50);
+  assert.deepEqual(results, [{ code: 1006, reason: "Ping timeout" }]);
+  await alive.close();
+});
+
+Deno.test("shutdown() closes every open socket with 1001 and waits for them", async () => {
+  const server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) await socket.send(message);
+  });
+  const sockets = await Promise.all(
+    [0, 1, 2].map(() => connect(`ws://127.0.0.1:${server.addr.port}/`)),
+  );
+  const native = new WebSocket(`ws://127.0.0.1:${server.addr.port}/`);
+  const nativeClosed = new Promise<CloseEvent>((resolve) => native.onclose = resolve);
+  await new Promise((resolve) => native.onopen = resolve);
+  const half = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }); // mid-handshake
+  await half.write(encoder.encode("GET / HTTP/1.1\r\n"));
+  await withTimeout(server.shutdown(), 3000, "shutdown");
+  for (const socket of sockets) assert.equal((await socket.closed).code, 1001);
+  assert.equal((await nativeClosed).code, 1001);
+  assert.equal((await readToEnd(half)).length, 0);
+  half.close();
+  await server.finished;
+  await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }));
+});
+
+Deno.test("an aborted signal shuts the server down", async () => {
+  const controller = new AbortController();
+  let listened: Deno.NetAddr | null = null;
+  const server = serve(
+    {
+      hostname: "127.0.0.1",
+      port: 0,
+      signal: controller.signal,
+      onListen: (addr) => (listened = addr),
+    },
+    () => {},
+  );
+  assert.equal(listened!.port, server.addr.port);
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  controller.abort();
+  await withTimeout(server.finished, 3000, "finished");
+  assert.equal((await socket.closed).code, 1001);
+});
+
+Deno.test("frames made in one turn go out in one write", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    let count = 0;
+    for await (const _ of socket) if (++count === 100) break;
+    await socket.send(String(count));
+    await socket.closed;
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  const writes: number[] = [];
+  // A Deno.Conn that counts writes; everything else passes through.
+  const counting = new Proxy(conn, {
+    get(target, key) {
+      if (key === "write") {
+        return (data: Uint8Array) => {
+          writes.push(data.length);
+          return target.write(data);
+        };
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const socket = new RawSocket(counting, {
+    type: ws.ConnectionType.CLIENT,
+    request: new ws.Request({ host: "127.0.0.1", target: "/" }),
+  });
+  assert.ok((await socket.opened).ok);
+  const sends = [];
+  for (let i = 0; i < 100; i++) sends.push(socket.send(`message ${i}`));
+  sends.push(socket.ping());
+  await Promise.all(sends);
+  assert.equal(await socket.receive({ timeout: 2000 }), "100");
+  assert.equal(writes.length, 2, `writes: ${writes.join(", ")}`); // the request, then one batch
+  await socket.close();
+});
+
+Deno.test("a server socket's fields describe the connection", async () => {
+  const seen = Promise.withResolvers<ServerSocket>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket, request) => {
+    assert.equal(request.target, "/room?id=7");
+    assert.equal(socket.state, "connecting");
+    socket.accept();
+    assert.equal(socket.state, "open");
+    seen.resolve(socket);
+    await socket.closed;
+  });
+  const client = await connect(`ws://127.0.0.1:${server.addr.port}/room?id=7`);
+  const socket = await seen.promise;
+  assert.equal((socket.remoteAddr as Deno.NetAddr).hostname, "127.0.0.1");
+  assert.equal(socket.subprotocol, null);
+  assert.deepEqual(socket.extensions, []);
+  await client.close(3000, "x".repeat(123));
+  assert.deepEqual(await socket.closed, { code: 3000, reason: "x".repeat(123) });
+  await assert.rejects(client.close(1005), RangeError);
+});
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,139 @@
+// The Deno.serve helper: one handler, the same one serve() runs, behind
+// Deno's native WebSocket, with Deno's native client and an npm:ws client.
+import assert from "node:assert/strict";
+// deno-lint-ignore no-import-prefix -- deno.json has no "ws" mapping; tests pin it here
+import { WebSocket as WsClient } from "npm:ws@8.18.3";
+import { connect } from "../client.ts";
+import { upgrade } from "../deno_serve.ts";
+import { serve } from "../server.ts";
+import type { CloseInfo, Handler } from "../socket.ts";
+
+// Echoes, with a command or two, and records how each connection ended.
+function makeHandler(ended: CloseInfo[]): Handler {
+  return async (socket, request) => {
+    if (request.target === "/private") return socket.reject({ status: 403, body: "no" });
+    socket.accept(request.subprotocols.includes("echo") ? { subprotocol: "echo" } : {});
+    for await (const message of socket) {
+      if (message === "close please") await socket.close(4000, "as asked");
+      else await socket.send(message);
+    }
+    ended.push(await socket.closed);
+  };
+}
+
+function denoServe(handler: Handler) {
+  return Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) => upgrade(request, handler, { info }),
+  );
+}
+
+function nextMessage(socket: WebSocket): Promise<string | Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no message within 3 s")), 3000);
+    socket.addEventListener("message", (event) => {
+      clearTimeout(timer);
+      resolve(typeof event.data === "string" ? event.data : new Uint8Array(event.data));
+    }, { once: true });
+  });
+}
+
+Deno.test("one handler serves Deno's native client on both serve() and Deno.serve", async () => {
+  const ended: CloseInfo[] = [];
+  const handler = makeHandler(ended);
+  await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+  const native = denoServe(handler);
+  try {
+    for (const port of [raw.addr.port, native.addr.port]) {
+      const client = new WebSocket(`ws://127.0.0.1:${port}/`, ["x", "echo"]);
+      client.binaryType = "arraybuffer";
+      const closed = new Promise<CloseEvent>((resolve) => client.onclose = resolve);
+      await new Promise((resolve) => client.onopen = resolve);
+      assert.equal(client.protocol, "echo");
+      client.send("hello");
+      assert.equal(await nextMessage(client), "hello");
+      client.send(new Uint8Array([1, 2, 3]));
+      assert.deepEqual(await nextMessage(client), new Uint8Array([1, 2, 3]));
+      const big = "z".repeat(1 << 20);
+      client.send(big);
+      assert.equal(await nextMessage(client), big);
+      client.send("close please");
+      const event = await closed;
+      assert.equal(event.code, 4000);
+      assert.equal(event.reason, "as asked");
+    }
+  } finally {
+    await native.shutdown();
+  }
+  assert.deepEqual(ended, [{ code: 4000, reason: "as asked" }, { code: 4000, reason: "as asked" }]);
+});
+
+Deno.test("the Deno.serve helper serves an npm:ws client and our connect()", async () => {
+  const ended: CloseInfo[] = [];
+  const server = denoServe(makeHandler(ended));
+  try {
+    const client = new WsClient(`ws://127.0.0.1:${server.addr.port}/`);
+    await new Promise((resolve, reject) => {
+      client.once("open", resolve);
+      client.once("error", reject);
+    });
+    const reply = new Promise<string>((resolve) =>
+      client.once("message", (data: Buffer) => resolve(`${data}`))
+    );
+    client.send("from npm:ws");
+    assert.equal(await reply, "from npm:ws");
+    const closed = new Promise<number>((resolve) => client.once("close", resolve));
+    client.close(3003, "npm done");
+    assert.equal(await closed, 3003);
+
+    const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`, { subprotocols: ["echo"] });
+    assert.equal(socket.subprotocol, "echo");
+    await socket.send(new Uint8Array(70_000).fill(9));
+    assert.deepEqual(await socket.receive({ timeout: 3000 }), new Uint8Array(70_000).fill(9));
+    assert.deepEqual(await socket.close(3004, "ours done"), { code: 3004, reason: "ours done" });
+  } finally {
+    await server.shutdown();
+  }
+  assert.deepEqual(ended, [{ code: 3003, reason: "npm done" }, {
+    code: 3004,
+    reason: "ours done",
+  }]);
+});
+
+Deno.test("the Deno.serve helper returns the handler's refusal and the handshake's own", async () => {
+  const server = denoServe(makeHandler([]));
+  try {
+    const plain = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+    assert.equal(plain.status, 426);
+    await plain.body?.cancel();
+    try {
+      await connect(`ws://127.0.0.1:${server.addr.port}/private`);
+      assert.fail("connect() should fail");
+    } catch (error) {
+      assert.equal((error as { status?: number }).status, 403);
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("on Deno.serve, ping() is refused and close() takes only 1000 and 3000-4999", async () => {
+  const checked = Promise.withResolvers<void>();
+  const server = denoServe(async (socket) => {
+    socket.accept();
+    assert.equal(await socket.receive(), "go");
+    await assert.rejects(socket.ping(), Deno.errors.NotSupported);
+    await assert.rejects(socket.close(1001), RangeError);
+    assert.equal(socket.extensions.length, 0);
+    checked.resolve();
+    await socket.close(1000, "ok");
+  });
+  try {
+    const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+    await socket.send("go");
+    await checked.promise;
+    assert.equal((await socket.closed).code, 1000);
+  } finally {
+    await server.shutdown();
+  }
+});
