@@ -28,11 +28,11 @@ const SMALL_COPY = 32;
  * const buffer = new ByteBuffer();
  * buffer.push(new Uint8Array([0x81]));
  * buffer.push(new Uint8Array([0x02, 0x68, 0x69]));
- * console.assert(buffer.byteAt(1) === 0x02);
+ * if (buffer.byteAt(1) !== 0x02) throw new Error("Example failed");
  * buffer.skip(2);
  * const payload = buffer.consume(2);
- * console.assert(new TextDecoder().decode(payload) === "hi");
- * console.assert(buffer.length === 0);
+ * if (new TextDecoder().decode(payload) !== "hi") throw new Error("Example failed");
+ * if (buffer.length !== 0) throw new Error("Example failed");
  * ```
  */
 export class ByteBuffer {
@@ -54,7 +54,7 @@ export class ByteBuffer {
    * import { ByteBuffer } from "./byte_buffer.ts";
    * const buffer = new ByteBuffer();
    * buffer.push(new Uint8Array(3));
-   * console.assert(buffer.length === 3);
+   * if (buffer.length !== 3) throw new Error("Example failed");
    * ```
    */
   get length(): number {
@@ -75,7 +75,7 @@ export class ByteBuffer {
    * const buffer = new ByteBuffer();
    * buffer.push(new Uint8Array([1, 2]));
    * buffer.push(new Uint8Array([3]));
-   * console.assert(buffer.length === 3);
+   * if (buffer.length !== 3) throw new Error("Example failed");
    * ```
    */
   push(chunk: Uint8Array): void {
@@ -97,8 +97,8 @@ export class ByteBuffer {
    * import { ByteBuffer } from "./byte_buffer.ts";
    * const buffer = new ByteBuffer();
    * buffer.push(new Uint8Array([0x81, 0x85]));
-   * console.assert((buffer.byteAt(1) & 0x80) !== 0); // the MASK bit
-   * console.assert(buffer.length === 2);
+   * if ((buffer.byteAt(1) & 0x80) === 0) throw new Error("Example failed"); // the MASK bit
+   * if (buffer.length !== 2) throw new Error("Example failed");
    * ```
    */
   byteAt(index: number): number {
@@ -131,9 +131,9 @@ export class ByteBuffer {
    * const buffer = new ByteBuffer();
    * buffer.push(new Uint8Array([1, 2, 3]));
    * buffer.push(new Uint8Array([4, 5]));
-   * console.assert(buffer.consume(2).join() === "1,2");
-   * console.assert(buffer.consume(2).join() === "3,4"); // spans two chunks: copied
-   * console.assert(buffer.length === 1);
+   * if (buffer.consume(2).join() !== "1,2") throw new Error("Example failed");
+   * if (buffer.consume(2).join() !== "3,4") throw new Error("Example failed"); // spans two chunks: copied
+   * if (buffer.length !== 1) throw new Error("Example failed");
    * ```
    */
   consume(n: number): Uint8Array {
@@ -180,8 +180,8 @@ export class ByteBuffer {
    * import { ByteBuffer } from "./byte_buffer.ts";
    * const buffer = new ByteBuffer();
    * buffer.push(new Uint8Array([1, 2, 3]));
-   * console.assert(buffer.consumeAtMost(10).length === 3);
-   * console.assert(buffer.consumeAtMost(10).length === 0);
+   * if (buffer.consumeAtMost(10).length !== 3) throw new Error("Example failed");
+   * if (buffer.consumeAtMost(10).length !== 0) throw new Error("Example failed");
    * ```
    */
   consumeAtMost(n: number): Uint8Array {
@@ -201,7 +201,7 @@ export class ByteBuffer {
    * const buffer = new ByteBuffer();
    * buffer.push(new Uint8Array([0x82, 0x01, 0x2a]));
    * buffer.skip(2);
-   * console.assert(buffer.byteAt(0) === 0x2a);
+   * if (buffer.byteAt(0) !== 0x2a) throw new Error("Example failed");
    * ```
    */
   skip(n: number): void {
@@ -228,7 +228,7 @@ export class ByteBuffer {
    * const buffer = new ByteBuffer();
    * buffer.push(new Uint8Array(8));
    * buffer.clear();
-   * console.assert(buffer.length === 0);
+   * if (buffer.length !== 0) throw new Error("Example failed");
    * ```
    */
   clear(): void {

@@ -67,8 +67,8 @@ export interface HandshakeErrorOptions {
  * try {
  *   await connect(`ws://127.0.0.1:${server.addr.port}/`);
  * } catch (error) {
- *   console.assert(error instanceof HandshakeError && error.status === 403);
- *   console.assert(error instanceof HandshakeError && error.text() === "no entry");
+ *   if (!(error instanceof HandshakeError && error.status === 403)) throw new Error("Example failed");
+ *   if (!(error instanceof HandshakeError && error.text() === "no entry")) throw new Error("Example failed");
  * }
  * ```
  */
@@ -127,7 +127,7 @@ export class HandshakeError extends Error {
  *   subprotocols: ["v1"],
  *   headers: { "X-Token": "secret" },
  * });
- * console.assert(socket.subprotocol === "v1");
+ * if (socket.subprotocol !== "v1") throw new Error("Example failed");
  * await socket.close();
  * ```
  */

@@ -64,7 +64,7 @@ export interface ConnectionOptions {
  * for (const event of server.events()) {
  *   if (event instanceof TextMessage) {
  *     const reply = server.send(new TextMessage({ data: event.data }));
- *     console.assert(reply[0] === 0x81 && reply[1] === 5);
+ *     if (!(reply[0] === 0x81 && reply[1] === 5)) throw new Error("Example failed");
  *   }
  * }
  * ```
@@ -255,10 +255,10 @@ export interface WSConnectionOptions {
  * for (const event of server.events()) {
  *   if (event instanceof ws.Request) client.receiveData(server.send(new ws.AcceptConnection()));
  * }
- * console.assert([...client.events()][0] instanceof ws.AcceptConnection);
+ * if (!([...client.events()][0] instanceof ws.AcceptConnection)) throw new Error("Example failed");
  * server.receiveData(client.send(new ws.TextMessage({ data: "hello" })));
  * const [message] = server.events();
- * console.assert(message instanceof ws.TextMessage && message.data === "hello");
+ * if (!(message instanceof ws.TextMessage && message.data === "hello")) throw new Error("Example failed");
  * ```
  */
 export class WSConnection {

@@ -77,7 +77,7 @@ export interface UpgradeOptions {
  *   client.onopen = () => client.send("hello");
  *   client.onmessage = (event) => resolve(event.data);
  * });
- * console.assert(reply === "hello");
+ * if (reply !== "hello") throw new Error("Example failed");
  * const closed = new Promise((resolve) => client.onclose = resolve);
  * client.close();
  * await closed;

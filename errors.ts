@@ -18,7 +18,7 @@ import { CloseConnection, type RejectConnection } from "./events.ts";
  * try {
  *   conn.send(new TextMessage({ data: "too early" }));
  * } catch (error) {
- *   console.assert(error instanceof LocalProtocolError);
+ *   if (!(error instanceof LocalProtocolError)) throw new Error("Example failed");
  * }
  * ```
  */
@@ -56,7 +56,7 @@ export interface RemoteProtocolErrorOptions {
  * } catch (error) {
  *   if (!(error instanceof RemoteProtocolError) || error.eventHint === null) throw error;
  *   const answer = server.send(error.eventHint); // an HTTP 405 response
- *   console.assert(new TextDecoder().decode(answer).startsWith("HTTP/1.1 405"));
+ *   if (!(new TextDecoder().decode(answer).startsWith("HTTP/1.1 405"))) throw new Error("Example failed");
  * }
  * ```
  */
@@ -89,7 +89,7 @@ export class RemoteProtocolError extends Error {
  * ```ts
  * import { failConnection } from "./errors.ts";
  * const error = failConnection(1002, "Reserved opcode 0x3");
- * console.assert(error.eventHint?.code === 1002);
+ * if (error.eventHint?.code !== 1002) throw new Error("Example failed");
  * ```
  */
 export function failConnection(

@@ -39,7 +39,7 @@ export interface RequestOptions {
  * import { ConnectionType, Request, WSConnection } from "./mod.ts";
  * const client = new WSConnection(ConnectionType.CLIENT);
  * const bytes = client.send(new Request({ host: "example.com", target: "/chat" }));
- * console.assert(new TextDecoder().decode(bytes).startsWith("GET /chat HTTP/1.1\r\n"));
+ * if (!(new TextDecoder().decode(bytes).startsWith("GET /chat HTTP/1.1\r\n"))) throw new Error("Example failed");
  * ```
  */
 export class Request {
@@ -86,7 +86,7 @@ export interface AcceptConnectionOptions {
  * ```ts
  * import { AcceptConnection } from "./mod.ts";
  * const accept = new AcceptConnection({ subprotocol: "chat" });
- * console.assert(accept.subprotocol === "chat");
+ * if (accept.subprotocol !== "chat") throw new Error("Example failed");
  * ```
  */
 export class AcceptConnection {
@@ -136,7 +136,7 @@ export interface RejectConnectionOptions {
  * ```ts
  * import { RejectConnection } from "./mod.ts";
  * const reject = new RejectConnection({ statusCode: 403, body: "Forbidden\n" });
- * console.assert(reject.hasBody && reject.statusCode === 403);
+ * if (!(reject.hasBody && reject.statusCode === 403)) throw new Error("Example failed");
  * ```
  */
 export class RejectConnection {
@@ -179,7 +179,7 @@ export interface RejectDataOptions {
  * ```ts
  * import { RejectData } from "./mod.ts";
  * const piece = new RejectData({ data: new TextEncoder().encode("Go away") });
- * console.assert(piece.bodyFinished);
+ * if (!piece.bodyFinished) throw new Error("Example failed");
  * ```
  */
 export class RejectData {
@@ -216,7 +216,7 @@ export interface CloseConnectionOptions {
  * ```ts
  * import { CloseConnection } from "./mod.ts";
  * const received = new CloseConnection({ code: 1001, reason: "bye" });
- * console.assert(received.response().code === 1001);
+ * if (received.response().code !== 1001) throw new Error("Example failed");
  * ```
  */
 export class CloseConnection {
@@ -267,7 +267,7 @@ export interface MessageOptions<T> {
  * ```ts
  * import { TextMessage } from "./mod.ts";
  * const part = new TextMessage({ data: "hel", messageFinished: false });
- * console.assert(!part.messageFinished && part.frameFinished);
+ * if (!(!part.messageFinished && part.frameFinished)) throw new Error("Example failed");
  * ```
  */
 export abstract class Message<T extends string | Uint8Array> {
@@ -297,7 +297,7 @@ export abstract class Message<T extends string | Uint8Array> {
  * ```ts
  * import { TextMessage } from "./mod.ts";
  * const message = new TextMessage({ data: "hello" });
- * console.assert(message.data === "hello");
+ * if (message.data !== "hello") throw new Error("Example failed");
  * ```
  */
 export class TextMessage extends Message<string> {}
@@ -309,7 +309,7 @@ export class TextMessage extends Message<string> {}
  * ```ts
  * import { BytesMessage } from "./mod.ts";
  * const message = new BytesMessage({ data: new Uint8Array([1, 2, 3]) });
- * console.assert(message.data.length === 3);
+ * if (message.data.length !== 3) throw new Error("Example failed");
  * ```
  */
 export class BytesMessage extends Message<Uint8Array> {}
@@ -327,7 +327,7 @@ export interface ControlOptions {
  * ```ts
  * import { Ping } from "./mod.ts";
  * const ping = new Ping({ payload: new Uint8Array([7]) });
- * console.assert(ping.response().payload[0] === 7);
+ * if (ping.response().payload[0] !== 7) throw new Error("Example failed");
  * ```
  */
 export class Ping {
@@ -359,7 +359,7 @@ export class Ping {
  * @example An empty pong
  * ```ts
  * import { Pong } from "./mod.ts";
- * console.assert(new Pong().payload.length === 0);
+ * if (new Pong().payload.length !== 0) throw new Error("Example failed");
  * ```
  */
 export class Pong {

@@ -12,8 +12,8 @@
  * @example Telling control frames from data frames
  * ```ts
  * import { isControlOpcode, Opcode } from "./frame.ts";
- * console.assert(isControlOpcode(Opcode.PING));
- * console.assert(!isControlOpcode(Opcode.TEXT));
+ * if (!isControlOpcode(Opcode.PING)) throw new Error("Example failed");
+ * if (isControlOpcode(Opcode.TEXT)) throw new Error("Example failed");
  * ```
  */
 export enum Opcode {
@@ -41,7 +41,7 @@ export enum Opcode {
  * @example Control opcodes
  * ```ts
  * import { isControlOpcode, Opcode } from "./frame.ts";
- * console.assert(isControlOpcode(Opcode.CLOSE));
+ * if (!isControlOpcode(Opcode.CLOSE)) throw new Error("Example failed");
  * ```
  */
 export function isControlOpcode(opcode: Opcode): boolean {
@@ -55,7 +55,7 @@ export function isControlOpcode(opcode: Opcode): boolean {
  * @example Answering a protocol error
  * ```ts
  * import { CloseReason } from "./frame.ts";
- * console.assert(CloseReason.PROTOCOL_ERROR === 1002);
+ * if (CloseReason.PROTOCOL_ERROR !== 1002) throw new Error("Example failed");
  * ```
  */
 export enum CloseReason {
@@ -102,8 +102,8 @@ export enum CloseReason {
  * @example Codes a peer may and may not send
  * ```ts
  * import { isValidCloseCode } from "./frame.ts";
- * console.assert(isValidCloseCode(1000) && isValidCloseCode(4000));
- * console.assert(!isValidCloseCode(1005) && !isValidCloseCode(2999));
+ * if (!(isValidCloseCode(1000) && isValidCloseCode(4000))) throw new Error("Example failed");
+ * if (!(!isValidCloseCode(1005) && !isValidCloseCode(2999))) throw new Error("Example failed");
  * ```
  */
 export function isValidCloseCode(code: number): boolean {

@@ -56,8 +56,8 @@ const MAX_TWO_BYTE_PAYLOAD = 0xffff;
  *   0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
  * ]));
  * const frame = decoder.processBuffer();
- * console.assert(frame?.opcode === Opcode.TEXT);
- * console.assert(new TextDecoder().decode(frame?.payload) === "Hello");
+ * if (frame?.opcode !== Opcode.TEXT) throw new Error("Example failed");
+ * if (new TextDecoder().decode(frame?.payload) !== "Hello") throw new Error("Example failed");
  * ```
  */
 export class FrameDecoder {

@@ -54,7 +54,7 @@ const textEncoder = new TextEncoder();
  * import { encodeFrame } from "./frame_encoder.ts";
  * import { NO_RSV, Opcode } from "./frame.ts";
  * const bytes = encodeFrame(Opcode.TEXT, new TextEncoder().encode("Hello"), true, NO_RSV, false);
- * console.assert(bytes.join() === [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f].join());
+ * if (bytes.join() !== [0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f].join()) throw new Error("Example failed");
  * ```
  */
 export function encodeFrame(
@@ -115,7 +115,7 @@ export interface FrameEncoderOptions {
  * import { ConnectionType } from "./state.ts";
  * const encoder = new FrameEncoder(ConnectionType.CLIENT);
  * const bytes = encoder.encodeData("hi", true);
- * console.assert(bytes[0] === 0x81 && bytes[1] === (0x80 | 2) && bytes.length === 8);
+ * if (!(bytes[0] === 0x81 && bytes[1] === (0x80 | 2) && bytes.length === 8)) throw new Error("Example failed");
  * ```
  */
 export class FrameEncoder {

@@ -119,7 +119,7 @@ export interface HandshakeOptions {
  * @example The example of RFC 6455 §1.3
  * ```ts
  * import { acceptToken } from "./handshake.ts";
- * console.assert(acceptToken("dGhlIHNhbXBsZSBub25jZQ==") === "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+ * if (acceptToken("dGhlIHNhbXBsZSBub25jZQ==") !== "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=") throw new Error("Example failed");
  * ```
  */
 export function acceptToken(key: string): string {
@@ -150,11 +150,11 @@ export function acceptToken(key: string): string {
  * const server = new Handshake(ConnectionType.SERVER);
  * server.receiveData(client.send(new Request({ host: "example.com", target: "/chat" })));
  * const [request] = [...server.events()];
- * console.assert(request instanceof Request && request.target === "/chat");
+ * if (!(request instanceof Request && request.target === "/chat")) throw new Error("Example failed");
  * client.receiveData(server.send(new AcceptConnection()));
  * const [accept] = [...client.events()];
- * console.assert(accept instanceof AcceptConnection);
- * console.assert(client.state === ConnectionState.OPEN && server.state === ConnectionState.OPEN);
+ * if (!(accept instanceof AcceptConnection)) throw new Error("Example failed");
+ * if (!(client.state === ConnectionState.OPEN && server.state === ConnectionState.OPEN)) throw new Error("Example failed");
  * ```
  */
 export class Handshake {
@@ -636,7 +636,7 @@ export type UpgradeCheck =
  * ```ts
  * import { checkUpgradeRequest } from "./handshake.ts";
  * const check = checkUpgradeRequest(new Request("http://localhost/chat"));
- * console.assert(!check.ok && check.response.status === 426);
+ * if (!(!check.ok && check.response.status === 426)) throw new Error("Example failed");
  * if (!check.ok) await check.response.body?.cancel();
  * ```
  */
@@ -682,7 +682,7 @@ export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
  * import { AcceptConnection, Request } from "./events.ts";
  * const request = new Request({ host: "h", target: "/", subprotocols: ["chat", "v2"] });
  * const options = upgradeOptions(request, new AcceptConnection({ subprotocol: "v2" }));
- * console.assert(options.protocol === "v2");
+ * if (options.protocol !== "v2") throw new Error("Example failed");
  * ```
  */
 export function upgradeOptions(

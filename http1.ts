@@ -38,7 +38,7 @@ const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
  * ```ts
  * import { HttpError } from "./http1.ts";
  * const error = new HttpError(431, "Header block over 16384 bytes");
- * console.assert(error.status === 431);
+ * if (error.status !== 431) throw new Error("Example failed");
  * ```
  */
 export class HttpError extends Error {
@@ -84,9 +84,9 @@ export interface HeadBytes {
  * import { HeadReader } from "./http1.ts";
  * const reader = new HeadReader({ maxHeaderBytes: 1024, maxHeaderCount: 10 });
  * const bytes = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: a\r\n\r\nab");
- * console.assert(reader.push(bytes.subarray(0, 10)) === null);
+ * if (reader.push(bytes.subarray(0, 10)) !== null) throw new Error("Example failed");
  * const done = reader.push(bytes.subarray(10));
- * console.assert(done !== null && done.head.length === 27 && done.rest.length === 2);
+ * if (!(done !== null && done.head.length === 27 && done.rest.length === 2)) throw new Error("Example failed");
  * ```
  */
 export class HeadReader {
@@ -215,7 +215,7 @@ export interface ResponseHead {
  * ```ts
  * import { parseRequestHead } from "./http1.ts";
  * const head = parseRequestHead(new TextEncoder().encode("GET /a HTTP/1.1\r\nHost:  x \r\n\r\n"));
- * console.assert(head.target === "/a" && head.headers[0]?.[1] === "x");
+ * if (!(head.target === "/a" && head.headers[0]?.[1] === "x")) throw new Error("Example failed");
  * ```
  */
 export function parseRequestHead(head: Uint8Array): RequestHead {
@@ -244,7 +244,7 @@ export function parseRequestHead(head: Uint8Array): RequestHead {
  * ```ts
  * import { parseResponseHead } from "./http1.ts";
  * const head = parseResponseHead(new TextEncoder().encode("HTTP/1.1 404 Not Found\r\n\r\n"));
- * console.assert(head.statusCode === 404 && head.reason === "Not Found");
+ * if (!(head.statusCode === 404 && head.reason === "Not Found")) throw new Error("Example failed");
  * ```
  */
 export function parseResponseHead(head: Uint8Array): ResponseHead {
@@ -351,7 +351,7 @@ function latin1(bytes: Uint8Array): string {
  * @example
  * ```ts
  * import { isToken } from "./http1.ts";
- * console.assert(isToken("permessage-deflate") && !isToken("a b"));
+ * if (!(isToken("permessage-deflate") && !isToken("a b"))) throw new Error("Example failed");
  * ```
  */
 export function isToken(value: string): boolean {
@@ -368,7 +368,7 @@ export function isToken(value: string): boolean {
  * @example
  * ```ts
  * import { isRequestTarget } from "./http1.ts";
- * console.assert(isRequestTarget("/chat?room=1") && !isRequestTarget("/a b"));
+ * if (!(isRequestTarget("/chat?room=1") && !isRequestTarget("/a b"))) throw new Error("Example failed");
  * ```
  */
 export function isRequestTarget(value: string): boolean {
@@ -385,7 +385,7 @@ export function isRequestTarget(value: string): boolean {
  * @example
  * ```ts
  * import { isFieldValue } from "./http1.ts";
- * console.assert(isFieldValue("a b") && !isFieldValue("a\r\nX-Evil: 1"));
+ * if (!(isFieldValue("a b") && !isFieldValue("a\r\nX-Evil: 1"))) throw new Error("Example failed");
  * ```
  */
 export function isFieldValue(value: string): boolean {
@@ -406,7 +406,7 @@ export function isFieldValue(value: string): boolean {
  * ```ts
  * import { splitList } from "./http1.ts";
  * const elements = splitList('foo; a="1,2", , bar');
- * console.assert(elements.length === 2 && elements[0] === 'foo; a="1,2"');
+ * if (!(elements.length === 2 && elements[0] === 'foo; a="1,2"')) throw new Error("Example failed");
  * ```
  */
 export function splitList(value: string): string[] {
@@ -454,7 +454,7 @@ export type BodyFraming =
  * ```ts
  * import { responseBodyFraming } from "./http1.ts";
  * const framing = responseBodyFraming(403, [["Content-Length", "9"]]);
- * console.assert(framing.kind === "length" && framing.length === 9);
+ * if (!(framing.kind === "length" && framing.length === 9)) throw new Error("Example failed");
  * ```
  */
 export function responseBodyFraming(statusCode: number, headers: Headers): BodyFraming {
@@ -513,7 +513,7 @@ enum Chunked {
  * const encode = (text: string) => new TextEncoder().encode(text);
  * const first = reader.push(encode("3\r\nabc\r"));
  * const second = reader.push(encode("\n0\r\n\r\n"));
- * console.assert(first.length === 1 && second.length === 0 && reader.done);
+ * if (!(first.length === 1 && second.length === 0 && reader.done)) throw new Error("Example failed");
  * ```
  */
 export class BodyReader {

@@ -31,7 +31,7 @@ export interface Limits {
  * ```ts
  * import { DEFAULT_LIMITS } from "./limits.ts";
  * const limits = { ...DEFAULT_LIMITS, maxMessageSize: 1 << 30 };
- * console.assert(limits.maxFrameSize === 64 * 1024 * 1024);
+ * if (limits.maxFrameSize !== 64 * 1024 * 1024) throw new Error("Example failed");
  * ```
  */
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -54,7 +54,7 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
  * @example
  * ```ts
  * import { resolveLimits } from "./limits.ts";
- * console.assert(resolveLimits({ maxFragments: 4 }).maxFragments === 4);
+ * if (resolveLimits({ maxFragments: 4 }).maxFragments !== 4) throw new Error("Example failed");
  * ```
  */
 export function resolveLimits(options: Partial<Limits> = {}): Limits {

@@ -53,7 +53,7 @@ let cachedView: BigUint64Array<ArrayBufferLike> = new BigUint64Array(0);
  * const key = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
  * const payload = new Uint8Array([0x7f, 0x9f, 0x4d, 0x51, 0x58]);
  * mask(payload, key);
- * console.assert(new TextDecoder().decode(payload) === "Hello");
+ * if (new TextDecoder().decode(payload) !== "Hello") throw new Error("Example failed");
  * ```
  *
  * @example Unmasking a payload that arrives in two pieces
@@ -64,7 +64,7 @@ let cachedView: BigUint64Array<ArrayBufferLike> = new BigUint64Array(0);
  * const second = new Uint8Array([0x51, 0x58]);
  * mask(first, key);
  * mask(second, key, first.length);
- * console.assert(new TextDecoder().decode(second) === "lo");
+ * if (new TextDecoder().decode(second) !== "lo") throw new Error("Example failed");
  * ```
  */
 export function mask(data: Uint8Array, key: Uint8Array, offset = 0): void {

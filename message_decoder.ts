@@ -56,7 +56,7 @@ export interface MessageDecoderOptions {
  * const second = decoder.processFrame({
  *   opcode: Opcode.CONTINUATION, payload: new Uint8Array([0xa9]), frameFinished: true, messageFinished: true,
  * });
- * console.assert(first.data === "" && second.data === "é" && second.messageFinished);
+ * if (!(first.data === "" && second.data === "é" && second.messageFinished)) throw new Error("Example failed");
  * ```
  */
 export class MessageDecoder {
@@ -148,7 +148,7 @@ export class MessageDecoder {
  * ```ts
  * import { parseClosePayload } from "./message_decoder.ts";
  * const close = parseClosePayload(new Uint8Array([0x03, 0xe8, 0x6f, 0x6b]));
- * console.assert(close.code === 1000 && close.reason === "ok");
+ * if (!(close.code === 1000 && close.reason === "ok")) throw new Error("Example failed");
  * ```
  */
 export function parseClosePayload(payload: Uint8Array): ClosePayload {

@@ -31,7 +31,7 @@
  * for (const bytes of handle(server, client.send(new ws.Request({ host: "h", target: "/" })))) {
  *   client.receiveData(bytes);
  * }
- * console.assert([...client.events()][0] instanceof ws.AcceptConnection);
+ * if (!([...client.events()][0] instanceof ws.AcceptConnection)) throw new Error("Example failed");
  * ```
  *
  * @module

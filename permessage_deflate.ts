@@ -124,18 +124,18 @@ interface DeflateParams {
  * const client = new PerMessageDeflate({ threshold: 0 });
  * const server = new PerMessageDeflate({ serverNoContextTakeover: true });
  * const answer = server.accept(client.offer());
- * console.assert(answer === "permessage-deflate; server_no_context_takeover");
+ * if (answer !== "permessage-deflate; server_no_context_takeover") throw new Error("Example failed");
  * client.finalize(answer!);
  *
  * const hello = new TextEncoder().encode("Hello");
  * const frame = client.frameOutbound(Opcode.TEXT, NO_RSV, hello, true);
- * console.assert(frame.rsv.rsv1);
+ * if (!frame.rsv.rsv1) throw new Error("Example failed");
  *
  * server.frameInboundHeader(Opcode.TEXT, frame.rsv, frame.data.length);
  * const head = server.frameInboundPayloadData(frame.data);
  * const tail = server.frameInboundComplete(true) ?? new Uint8Array(0);
  * const text = new TextDecoder().decode(new Uint8Array([...head, ...tail]));
- * console.assert(text === "Hello");
+ * if (text !== "Hello") throw new Error("Example failed");
  * ```
  */
 export class PerMessageDeflate implements Extension {
@@ -179,7 +179,7 @@ export class PerMessageDeflate implements Extension {
    * ```ts
    * import { PerMessageDeflate } from "./permessage_deflate.ts";
    * const ext = new PerMessageDeflate({ serverMaxWindowBits: 10 });
-   * console.assert(ext.offer() === "permessage-deflate; client_max_window_bits; server_max_window_bits=10");
+   * if (ext.offer() !== "permessage-deflate; client_max_window_bits; server_max_window_bits=10") throw new Error("Example failed");
    * ```
    */
   constructor(options: PerMessageDeflateOptions = {}) {
@@ -211,9 +211,9 @@ export class PerMessageDeflate implements Extension {
    * ```ts
    * import { PerMessageDeflate } from "./permessage_deflate.ts";
    * const ext = new PerMessageDeflate();
-   * console.assert(!ext.enabled());
+   * if (ext.enabled()) throw new Error("Example failed");
    * ext.accept("permessage-deflate");
-   * console.assert(ext.enabled());
+   * if (!ext.enabled()) throw new Error("Example failed");
    * ```
    */
   enabled(): boolean {
@@ -231,9 +231,7 @@ export class PerMessageDeflate implements Extension {
    * ```ts
    * import { PerMessageDeflate } from "./permessage_deflate.ts";
    * const ext = new PerMessageDeflate({ clientNoContextTakeover: true });
-   * console.assert(
-   *   ext.offer() === "permessage-deflate; client_max_window_bits; client_no_context_takeover",
-   * );
+   * if (ext.offer() !== "permessage-deflate; client_max_window_bits; client_no_context_takeover") throw new Error("Example failed");
    * ```
    */
   offer(): string {
@@ -266,8 +264,8 @@ export class PerMessageDeflate implements Extension {
    * import { PerMessageDeflate } from "./permessage_deflate.ts";
    * const ext = new PerMessageDeflate();
    * const answer = ext.accept("permessage-deflate; server_max_window_bits=10");
-   * console.assert(answer === "permessage-deflate; server_max_window_bits=10");
-   * console.assert(ext.accept("permessage-deflate; x_foo") === null);
+   * if (answer !== "permessage-deflate; server_max_window_bits=10") throw new Error("Example failed");
+   * if (ext.accept("permessage-deflate; x_foo") !== null) throw new Error("Example failed");
    * ```
    */
   accept(offer: string): string | null {
@@ -328,9 +326,9 @@ export class PerMessageDeflate implements Extension {
    * try {
    *   ext.finalize("permessage-deflate; server_max_window_bits=12");
    * } catch (error) {
-   *   console.assert(error instanceof RemoteProtocolError);
+   *   if (!(error instanceof RemoteProtocolError)) throw new Error("Example failed");
    * }
-   * console.assert(!ext.enabled());
+   * if (ext.enabled()) throw new Error("Example failed");
    * ```
    */
   finalize(answer: string): void {
@@ -387,7 +385,7 @@ export class PerMessageDeflate implements Extension {
    * try {
    *   ext.frameInboundHeader(Opcode.PING, { rsv1: true, rsv2: false, rsv3: false }, 0);
    * } catch (error) {
-   *   console.assert((error as { eventHint: { code: number } }).eventHint.code === 1002);
+   *   if ((error as { eventHint: { code: number } }).eventHint.code !== 1002) throw new Error("Example failed");
    * }
    * ```
    */
@@ -429,7 +427,7 @@ export class PerMessageDeflate implements Extension {
    * try {
    *   ext.frameInboundPayloadData(new Uint8Array([0xff])); // reserved block type 11
    * } catch (error) {
-   *   console.assert((error as { eventHint: { code: number } }).eventHint.code === 1007);
+   *   if ((error as { eventHint: { code: number } }).eventHint.code !== 1007) throw new Error("Example failed");
    * }
    * ```
    */
@@ -461,7 +459,7 @@ export class PerMessageDeflate implements Extension {
    *   const tail = ext.frameInboundComplete(true) ?? new Uint8Array(0);
    *   texts.push(new TextDecoder().decode(new Uint8Array([...head, ...tail])));
    * }
-   * console.assert(texts.join() === "Hello,Hello");
+   * if (texts.join() !== "Hello,Hello") throw new Error("Example failed");
    * ```
    */
   frameInboundComplete(fin: boolean): Uint8Array | null {
@@ -502,7 +500,7 @@ export class PerMessageDeflate implements Extension {
    * const ext = new PerMessageDeflate({ threshold: 0 });
    * ext.accept("permessage-deflate");
    * const { rsv, data } = ext.frameOutbound(Opcode.TEXT, NO_RSV, new TextEncoder().encode("Hello"), true);
-   * console.assert(rsv.rsv1 && data.join() === [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00].join());
+   * if (!(rsv.rsv1 && data.join() === [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00].join())) throw new Error("Example failed");
    * ```
    */
   frameOutbound(opcode: Opcode, rsv: RsvBits, data: Uint8Array, fin: boolean): OutboundFrame {

@@ -91,11 +91,11 @@ export interface Server extends AsyncDisposable {
  *   for await (const message of socket) await socket.send(message);
  * });
  * const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`, { deflate: true });
- * console.assert(socket.extensions[0] === "permessage-deflate");
+ * if (socket.extensions[0] !== "permessage-deflate") throw new Error("Example failed");
  * await socket.send("hello ".repeat(100));
- * console.assert((await socket.receive()) === "hello ".repeat(100));
+ * if ((await socket.receive()) !== "hello ".repeat(100)) throw new Error("Example failed");
  * await server.shutdown(); // closes the socket with 1001
- * console.assert((await socket.closed).code === 1001);
+ * if ((await socket.closed).code !== 1001) throw new Error("Example failed");
  * ```
  */
 export function serve(options: ServeOptions, handler: Handler): Server {

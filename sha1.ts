@@ -80,7 +80,7 @@ function block(bytes: Uint8Array, offset: number): void {
  * import { sha1 } from "./sha1.ts";
  * const digest = sha1(new TextEncoder().encode("abc"));
  * const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
- * console.assert(hex === "a9993e364706816aba3e25717850c26c9cd0d89d");
+ * if (hex !== "a9993e364706816aba3e25717850c26c9cd0d89d") throw new Error("Example failed");
  * ```
  */
 export function sha1(data: Uint8Array): Uint8Array {

@@ -74,9 +74,9 @@ export type SocketState = "connecting" | "open" | "closing" | "closed";
  * });
  * const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
  * await socket.send("hello");
- * console.assert(await socket.receive({ timeout: 1000 }) === "hello");
+ * if (await socket.receive({ timeout: 1000 }) !== "hello") throw new Error("Example failed");
  * const { code } = await socket.close(1000, "done");
- * console.assert(code === 1000);
+ * if (code !== 1000) throw new Error("Example failed");
  * ```
  */
 export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
@@ -149,7 +149,7 @@ export interface RejectOptions {
  *   socket.accept({ subprotocol: "chat" });
  * });
  * const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`, { subprotocols: ["chat"] });
- * console.assert(socket.subprotocol === "chat");
+ * if (socket.subprotocol !== "chat") throw new Error("Example failed");
  * await socket.close();
  * ```
  */
@@ -177,7 +177,7 @@ export interface ServerSocket extends Socket {
  * const echo: Handler = async (socket) => {
  *   for await (const message of socket) await socket.send(message);
  * };
- * console.assert(typeof echo === "function");
+ * if (typeof echo !== "function") throw new Error("Example failed");
  * ```
  */
 export type Handler = (socket: ServerSocket, request: Request) => void | Promise<unknown>;
@@ -191,7 +191,7 @@ export type Handler = (socket: ServerSocket, request: Request) => void | Promise
  * ```ts
  * import { ConnectionClosedError } from "./socket.ts";
  * const error = new ConnectionClosedError({ code: 1001, reason: "bye" });
- * console.assert(error.code === 1001 && error.message.includes("1001"));
+ * if (!(error.code === 1001 && error.message.includes("1001"))) throw new Error("Example failed");
  * ```
  */
 export class ConnectionClosedError extends Error {
@@ -463,8 +463,8 @@ const MAX_REJECT_BODY = 64 * 1024;
  *   type: ConnectionType.CLIENT,
  *   request: new Request({ host: "127.0.0.1", target: "/" }),
  * });
- * console.assert((await socket.opened).ok);
- * console.assert((await socket.closed).code === 4000);
+ * if (!((await socket.opened).ok)) throw new Error("Example failed");
+ * if ((await socket.closed).code !== 4000) throw new Error("Example failed");
  * ```
  */
 export class RawSocket implements ServerSocket {

@@ -13,7 +13,7 @@
  * ```ts
  * import { ConnectionType, WSConnection } from "./mod.ts";
  * const server = new WSConnection(ConnectionType.SERVER);
- * console.assert(server.type === ConnectionType.SERVER);
+ * if (server.type !== ConnectionType.SERVER) throw new Error("Example failed");
  * ```
  */
 export enum ConnectionType {
@@ -35,7 +35,7 @@ export enum ConnectionType {
  * @example
  * ```ts
  * import { ConnectionState, ConnectionType, WSConnection } from "./mod.ts";
- * console.assert(new WSConnection(ConnectionType.SERVER).state === ConnectionState.CONNECTING);
+ * if (new WSConnection(ConnectionType.SERVER).state !== ConnectionState.CONNECTING) throw new Error("Example failed");
  * ```
  */
 export enum ConnectionState {

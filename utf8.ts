@@ -42,16 +42,16 @@ const wholeDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
  * const decoder = new Utf8StreamDecoder();
  * const text = decoder.decode(bytes.subarray(0, 3), false)! +
  *   decoder.decode(bytes.subarray(3), true)!;
- * console.assert(text === "κόσμε");
+ * if (text !== "κόσμε") throw new Error("Example failed");
  * ```
  *
  * @example Failing at the first invalid byte
  * ```ts
  * import { Utf8StreamDecoder } from "./utf8.ts";
  * const decoder = new Utf8StreamDecoder();
- * console.assert(decoder.decode(new Uint8Array([0xf4]), false) === "");
+ * if (decoder.decode(new Uint8Array([0xf4]), false) !== "") throw new Error("Example failed");
  * // No code point above U+10FFFF can start f4 90, so fail now, not at the end.
- * console.assert(decoder.decode(new Uint8Array([0x90]), false) === null);
+ * if (decoder.decode(new Uint8Array([0x90]), false) !== null) throw new Error("Example failed");
  * ```
  */
 export class Utf8StreamDecoder {
@@ -75,8 +75,8 @@ export class Utf8StreamDecoder {
    * ```ts
    * import { Utf8StreamDecoder } from "./utf8.ts";
    * const decoder = new Utf8StreamDecoder();
-   * console.assert(decoder.decode(new Uint8Array([0x68, 0x69, 0xe2, 0x82]), false) === "hi");
-   * console.assert(decoder.decode(new Uint8Array(0), true) === null);
+   * if (decoder.decode(new Uint8Array([0x68, 0x69, 0xe2, 0x82]), false) !== "hi") throw new Error("Example failed");
+   * if (decoder.decode(new Uint8Array(0), true) !== null) throw new Error("Example failed");
    * ```
    */
   decode(chunk: Uint8Array, final: boolean): string | null {
@@ -109,9 +109,9 @@ export class Utf8StreamDecoder {
    * ```ts
    * import { Utf8StreamDecoder } from "./utf8.ts";
    * const decoder = new Utf8StreamDecoder();
-   * console.assert(decoder.decode(new Uint8Array([0xff]), true) === null);
+   * if (decoder.decode(new Uint8Array([0xff]), true) !== null) throw new Error("Example failed");
    * decoder.reset();
-   * console.assert(decoder.decode(new Uint8Array([0x6f, 0x6b]), true) === "ok");
+   * if (decoder.decode(new Uint8Array([0x6f, 0x6b]), true) !== "ok") throw new Error("Example failed");
    * ```
    */
   reset(): void {
@@ -135,8 +135,8 @@ export class Utf8StreamDecoder {
  * @example A close reason, valid and not
  * ```ts
  * import { decodeUtf8 } from "./utf8.ts";
- * console.assert(decodeUtf8(new TextEncoder().encode("going away ✓")) === "going away ✓");
- * console.assert(decodeUtf8(new Uint8Array([0xed, 0xa0, 0x80])) === null); // a surrogate
+ * if (decodeUtf8(new TextEncoder().encode("going away ✓")) !== "going away ✓") throw new Error("Example failed");
+ * if (decodeUtf8(new Uint8Array([0xed, 0xa0, 0x80])) !== null) throw new Error("Example failed"); // a surrogate
  * ```
  */
 export function decodeUtf8(bytes: Uint8Array): string | null {
