@@ -294,8 +294,15 @@ export class Handshake {
       this.#readBody(null);
       return;
     }
-    // As in wsproto: no error here; the connection reports close code 1006.
+    const truncated = this.#state === ConnectionState.CONNECTING && this.#head !== null &&
+      this.#head.bufferedLength > 0;
     this.#state = ConnectionState.CLOSED;
+    // A head cut short is an incomplete message (RFC 9112 §8), and a client
+    // must fail the connection on it (RFC 6455 §4.1), as wsproto does; a
+    // stream that ends between messages is just closed.
+    if (truncated) {
+      throw this.#fail(new HttpError(400, "The stream ended inside the handshake head"));
+    }
   }
 
   #readHead(data: Uint8Array): void {

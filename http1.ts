@@ -109,6 +109,11 @@ export class HeadReader {
     this.#limits = limits;
   }
 
+  /** Bytes of an incomplete head held so far. */
+  get bufferedLength(): number {
+    return this.#length;
+  }
+
   /**
    * Feed the next bytes.
    *

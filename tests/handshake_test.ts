@@ -573,13 +573,25 @@ Deno.test("A rejection with a Content-Length sends RejectData as is and checks t
   assert.equal(server.state, ConnectionState.CLOSED);
 });
 
-Deno.test("The end of the stream closes a waiting server without an error", () => {
+Deno.test("The end of the stream inside a request head is a 400", () => {
   const server = new Handshake(SERVER);
   server.receiveData(encode("GET / HTTP/1.1\r\n"));
-  server.receiveData(null);
+  assert.throws(
+    () => server.receiveData(null),
+    (error) =>
+      error instanceof RemoteProtocolError && error.eventHint instanceof RejectConnection &&
+      error.eventHint.statusCode === 400,
+  );
   assert.equal(server.state, ConnectionState.CLOSED);
   assert.deepEqual([...server.events()], []);
   assert.throws(() => server.send(new AcceptConnection()), LocalProtocolError);
+});
+
+Deno.test("The end of the stream before any request closes a server quietly", () => {
+  const server = new Handshake(SERVER);
+  server.receiveData(null);
+  assert.equal(server.state, ConnectionState.CLOSED);
+  assert.deepEqual([...server.events()], []);
 });
 
 // ------------------------------------------------------------------- client
@@ -820,10 +832,13 @@ Deno.test("A client fails a refusal whose body the stream cuts short", () => {
   assert.equal(client.state, ConnectionState.CLOSED);
 });
 
-Deno.test("The end of the stream closes a connecting client without an error", () => {
+Deno.test("The end of the stream inside a response head fails the client", () => {
   const { client } = clientRequest();
   client.receiveData(encode("HTTP/1.1 101 Swi"));
-  client.receiveData(null);
+  assert.throws(
+    () => client.receiveData(null),
+    (error) => error instanceof RemoteProtocolError && error.eventHint === null,
+  );
   assert.equal(client.state, ConnectionState.CLOSED);
   assert.deepEqual([...client.events()], []);
 });
