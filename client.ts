@@ -229,16 +229,13 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
 // (then the connection, should it still come, is closed).
 function raceAbort<T extends Deno.Conn>(connecting: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
+    // A connection that completes after the abort is closed once, below.
+    const onAbort = (): void => reject(signal.reason);
     if (signal.aborted) {
-      connecting.then((conn) => conn.close(), () => {});
-      reject(signal.reason);
-      return;
+      onAbort();
+    } else {
+      signal.addEventListener("abort", onAbort, { once: true });
     }
-    const onAbort = (): void => {
-      connecting.then((conn) => conn.close(), () => {});
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
     connecting.then(
       (conn) => {
         signal.removeEventListener("abort", onAbort);

@@ -626,6 +626,7 @@ export class RawSocket implements ServerSocket {
     this.#state = "closing";
     this.#write(bytes);
     this.#closeAfterFlush = true;
+    this.#armCloseTimer(); // a client that never reads the body must not hold the socket
     this.#decision?.resolve();
   }
 
@@ -960,6 +961,8 @@ export class RawSocket implements ServerSocket {
       // RFC 6455 §7.1.1: the server closes the TCP connection first.
       this.#closeAfterFlush = true;
       if (!this.#writing && this.#out.length === 0) this.#closeConn();
+      // A peer that stopped reading would hold the flush, and the socket, forever.
+      else this.#armCloseTimer();
     } else {
       // The client waits for the server to close TCP, but not forever.
       this.#armCloseTimer();
@@ -1026,6 +1029,7 @@ export class RawSocket implements ServerSocket {
       try {
         this.#write(this.#ws.send(error.eventHint));
         this.#closeAfterFlush = true;
+        this.#armCloseTimer();
         return;
       } catch {
         // fall through to dropping the connection
