@@ -167,7 +167,8 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   signal?.throwIfAborted();
   const started = Date.now();
   const deadline = new AbortController();
-  const timer = setTimeout(
+  // 0 disables the deadline, as it does for serve().
+  const timer = timeout === 0 ? undefined : setTimeout(
     () => deadline.abort(new HandshakeError(`The WebSocket handshake took over ${timeout} ms`)),
     timeout,
   );
@@ -191,7 +192,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       tcp.setNoDelay(true);
       conn = tcp;
     }
-    const remaining = Math.max(1, timeout - (Date.now() - started));
+    const remaining = timeout === 0 ? 0 : Math.max(1, timeout - (Date.now() - started));
     const socket = new RawSocket(conn, {
       type: ConnectionType.CLIENT,
       limits: { ...limits, handshakeTimeout: remaining },

@@ -18,9 +18,9 @@ export interface Limits {
   maxMessageSize: number;
   /** Frames in one fragmented message: 131072. Over it: close 1009. */
   maxFragments: number;
-  /** Drivers only: milliseconds for the opening handshake to complete: 10 s. */
+  /** Drivers only: milliseconds for the opening handshake to complete (0 waits forever): 10 s. */
   handshakeTimeout: number;
-  /** Drivers only: milliseconds to wait for the peer's close before dropping TCP: 5 s. */
+  /** Drivers only: milliseconds to wait for the peer's close before dropping TCP (0 does not wait): 5 s. */
   closeTimeout: number;
 }
 
