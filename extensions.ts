@@ -24,9 +24,14 @@ export interface OutboundFrame {
  * `eventHint` is a `CloseConnection` with the close code to send.
  *
  * The hooks are called in this order for every inbound frame:
- * `frameInboundHeader` once, `frameInboundPayloadData` for every piece of
- * payload as it arrives, then `frameInboundComplete` once the frame's payload
- * has all arrived.
+ * `frameInboundHeader` once, when the header has arrived;
+ * `frameInboundPayloadData` for every piece of payload as it arrives, once
+ * the frame is known to be in sequence (RFC 6455 §5.4); then
+ * `frameInboundComplete` once the frame's payload has all arrived. The
+ * bytes a payload hook returns are checked (UTF-8, message size) before the
+ * next hook runs, so an extension that finds an error after producing
+ * output should return that output and throw on its next call: the close
+ * code then does not depend on how the bytes were chopped.
  */
 export interface Extension {
   /** The extension token, as in `Sec-WebSocket-Extensions` (for example `permessage-deflate`). */

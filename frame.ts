@@ -134,7 +134,7 @@ export const MAX_CONTROL_PAYLOAD = 125;
 export interface Frame {
   /** The opcode; CONTINUATION for the later parts of a frame and later fragments. */
   readonly opcode: Opcode;
-  /** The unmasked payload (after inbound extension processing). */
+  /** The unmasked payload, as on the wire (before extensions rewrite it). */
   readonly payload: Uint8Array;
   /** `true` when this piece ends the frame's payload. */
   readonly frameFinished: boolean;

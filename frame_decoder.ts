@@ -23,7 +23,7 @@ import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode FrameDecoder}. */
 export interface FrameDecoderOptions {
-  /** The enabled extensions, in the order they were negotiated. */
+  /** The enabled extensions, asked which RSV bits each frame may carry. */
   extensions?: readonly Extension[];
   /** The largest frame payload accepted; over it is close code 1009. */
   maxFrameSize?: number;
@@ -35,7 +35,9 @@ const MAX_TWO_BYTE_PAYLOAD = 0xffff;
 
 /**
  * Decodes frames incrementally. Feed bytes with `receiveBytes()`, then call
- * `processBuffer()` until it returns `null`. Control frames come whole; a
+ * `processBuffer()` until it returns `null`. Extensions are asked at each
+ * header which RSV bits they account for; their payload hooks run in the
+ * message layer, after the fragmentation rules. Control frames come whole; a
  * data frame comes in pieces as its payload arrives (`frameFinished` false
  * until the last piece), so a large frame is never buffered whole. A piece
  * after the first carries the CONTINUATION opcode, as in wsproto.
@@ -114,15 +116,10 @@ export class FrameDecoder {
     if (isControlOpcode(this.#opcode) && this.#buffer.length < remaining) return null;
     if (remaining > 0 && this.#buffer.length === 0) return null;
 
-    let payload = this.#buffer.consumeAtMost(remaining);
+    const payload = this.#buffer.consumeAtMost(remaining);
     if (this.#masked) mask(payload, this.#maskKey, this.#payloadConsumed);
     this.#payloadConsumed += payload.length;
     const frameFinished = this.#payloadConsumed === this.#payloadLength;
-
-    for (const extension of this.#extensions) {
-      payload = extension.frameInboundPayloadData(payload);
-    }
-    if (frameFinished) payload = this.#completeWithExtensions(payload);
 
     const frame: Frame = {
       opcode: this.#opcode,
@@ -133,18 +130,6 @@ export class FrameDecoder {
     if (frameFinished) this.#inFrame = false;
     else this.#opcode = Opcode.CONTINUATION;
     return frame;
-  }
-
-  #completeWithExtensions(payload: Uint8Array): Uint8Array {
-    for (const extension of this.#extensions) {
-      const tail = extension.frameInboundComplete(this.#fin);
-      if (tail === null || tail.length === 0) continue;
-      const joined = new Uint8Array(payload.length + tail.length);
-      joined.set(payload);
-      joined.set(tail, payload.length);
-      payload = joined;
-    }
-    return payload;
   }
 
   // Reads a whole header or nothing: the bytes stay buffered until all of

@@ -594,6 +594,9 @@ export class Handshake {
       pieces = body.push(data);
     } catch (error) {
       this.#body = null;
+      if (error instanceof HttpError && error.bodyPieces.length > 0) {
+        this.#queue.push(new RejectData({ data: concat(error.bodyPieces), bodyFinished: false }));
+      }
       throw this.#fail(error);
     }
     if (pieces.length === 0 && !body.done) return;

@@ -44,17 +44,21 @@ const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
 export class HttpError extends Error {
   /** The HTTP status that answers this error. */
   readonly status: number;
+  /** Pieces of a body decoded before the error, to be delivered before it. */
+  readonly bodyPieces: readonly Uint8Array[];
 
   /**
    * Make the error.
    *
    * @param status The HTTP status to answer with.
    * @param message What was wrong, in a sentence.
+   * @param bodyPieces Body decoded before the error.
    */
-  constructor(status: number, message: string) {
+  constructor(status: number, message: string, bodyPieces: readonly Uint8Array[] = []) {
     super(message);
     this.name = "HttpError";
     this.status = status;
+    this.bodyPieces = bodyPieces;
   }
 }
 
@@ -586,6 +590,18 @@ export class BodyReader {
 
   #chunked(chunk: Uint8Array): Uint8Array[] {
     const pieces: Uint8Array[] = [];
+    try {
+      this.#readChunked(chunk, pieces);
+    } catch (error) {
+      // The pieces decoded before the error are handed out with it, so a
+      // body fed whole fails after the same data as one fed in pieces.
+      if (error instanceof HttpError) throw new HttpError(error.status, error.message, pieces);
+      throw error;
+    }
+    return pieces;
+  }
+
+  #readChunked(chunk: Uint8Array, pieces: Uint8Array[]): void {
     let i = 0;
     while (i < chunk.length && this.#state !== Chunked.DONE) {
       if (this.#state === Chunked.DATA) {
@@ -609,7 +625,6 @@ export class BodyReader {
         this.#done = true;
       }
     }
-    return pieces;
   }
 
   // RFC 9112 §7.1: chunk = chunk-size [ chunk-ext ] CRLF chunk-data CRLF.

@@ -8,6 +8,7 @@
  */
 
 import { failConnection } from "./errors.ts";
+import type { Extension } from "./extensions.ts";
 import { CloseReason, type Frame, isValidCloseCode, Opcode } from "./frame.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
 import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
@@ -34,6 +35,8 @@ export interface ClosePayload {
 
 /** Options of {@linkcode MessageDecoder}. */
 export interface MessageDecoderOptions {
+  /** The enabled extensions, in the order they were negotiated. */
+  extensions?: readonly Extension[];
   /** Bytes of one message (after extensions); over it is 1009. */
   maxMessageSize?: number;
   /** Frames of one message; over it is 1009. */
@@ -42,7 +45,8 @@ export interface MessageDecoderOptions {
 
 /**
  * Assembles data-frame pieces into message pieces and enforces the message
- * rules. Violations throw a `RemoteProtocolError` carrying the close code:
+ * rules, running the extensions' payload hooks once a frame is known to be
+ * in sequence. Violations throw a `RemoteProtocolError` carrying the close code:
  * 1002 for fragmentation errors, 1007 for invalid UTF-8, 1009 for limits.
  *
  * @example Text split inside a code point
@@ -62,6 +66,7 @@ export interface MessageDecoderOptions {
 export class MessageDecoder {
   readonly #maxMessageSize: number;
   readonly #maxFragments: number;
+  readonly #extensions: readonly Extension[];
   readonly #utf8 = new Utf8StreamDecoder();
   #opcode: Opcode.TEXT | Opcode.BINARY | null = null;
   #messageSize = 0;
@@ -73,11 +78,12 @@ export class MessageDecoder {
   /**
    * Make a decoder.
    *
-   * @param options The message limits.
+   * @param options The extensions and the message limits.
    */
   constructor(options: MessageDecoderOptions = {}) {
     this.#maxMessageSize = options.maxMessageSize ?? DEFAULT_LIMITS.maxMessageSize;
     this.#maxFragments = options.maxFragments ?? DEFAULT_LIMITS.maxFragments;
+    this.#extensions = options.extensions ?? [];
   }
 
   /**
@@ -88,6 +94,8 @@ export class MessageDecoder {
    */
   processFrame(frame: Frame): MessagePiece {
     const startsFrame = frame.opcode !== Opcode.CONTINUATION || this.#pieceEndedFrame;
+    // §5.4: the fragmentation rules are checked before any extension sees
+    // the payload, so a frame out of sequence is 1002 whatever it carries.
     if (this.#opcode === null) {
       if (frame.opcode !== Opcode.TEXT && frame.opcode !== Opcode.BINARY) {
         throw failConnection(CloseReason.PROTOCOL_ERROR, "Continuation frame without a message");
@@ -109,19 +117,44 @@ export class MessageDecoder {
     }
     this.#pieceEndedFrame = frame.frameFinished;
 
-    this.#messageSize += frame.payload.length;
-    if (this.#messageSize > this.#maxMessageSize) {
-      throw failConnection(
-        CloseReason.MESSAGE_TOO_BIG,
-        `Message over the limit of ${this.#maxMessageSize} bytes`,
-      );
-    }
-
     const opcode = this.#opcode;
     const messageFinished = frame.frameFinished && frame.messageFinished;
-    let data: string | Uint8Array = frame.payload;
-    if (opcode === Opcode.TEXT) {
-      const text = this.#utf8.decode(frame.payload, messageFinished);
+    let payload = frame.payload;
+    for (const extension of this.#extensions) {
+      payload = extension.frameInboundPayloadData(payload);
+    }
+    let data: string | Uint8Array;
+    if (!frame.frameFinished || this.#extensions.length === 0) {
+      data = this.#take(payload, messageFinished);
+    } else {
+      // What the payload hooks gave is judged before the completion hooks
+      // run: an error they raise then comes after those bytes, as it does
+      // when the frame arrives in pieces.
+      const head = this.#take(payload, false);
+      const tail = this.#take(this.#completeHooks(frame.messageFinished), messageFinished);
+      data = typeof head === "string"
+        ? head + (tail as string)
+        : joinBytes(head, tail as Uint8Array);
+    }
+    if (messageFinished) {
+      this.#opcode = null;
+      this.#utf8.reset();
+    }
+    return { opcode, data, frameFinished: frame.frameFinished, messageFinished };
+  }
+
+  // Counts bytes of the current message against the limit and decodes text.
+  // Chopping must not decide which error wins: the bytes within the limit
+  // are validated before the byte that breaks it is refused, exactly as when
+  // they arrive one at a time.
+  #take(bytes: Uint8Array, final: boolean): string | Uint8Array {
+    const room = this.#maxMessageSize - this.#messageSize;
+    const over = bytes.length > room;
+    const within = over ? bytes.subarray(0, room) : bytes;
+    this.#messageSize += within.length;
+    let data: string | Uint8Array = within;
+    if (this.#opcode === Opcode.TEXT) {
+      const text = this.#utf8.decode(within, final && !over);
       if (text === null) {
         throw failConnection(
           CloseReason.INVALID_FRAME_PAYLOAD_DATA,
@@ -130,11 +163,41 @@ export class MessageDecoder {
       }
       data = text;
     }
-    if (messageFinished) {
-      this.#opcode = null;
-      this.#utf8.reset();
+    if (over) {
+      throw failConnection(
+        CloseReason.MESSAGE_TOO_BIG,
+        `Message over the limit of ${this.#maxMessageSize} bytes`,
+      );
     }
-    return { opcode, data, frameFinished: frame.frameFinished, messageFinished };
+    return data;
+  }
+
+  /**
+   * Take a whole control frame: its payload passes through the extensions'
+   * payload hooks, as every frame's does (RFC 6455 §9).
+   *
+   * @param frame A PING, PONG or CLOSE frame.
+   * @returns Its payload after the extensions.
+   */
+  processControl(frame: Frame): Uint8Array {
+    return this.#applyExtensions(frame);
+  }
+
+  #applyExtensions(frame: Frame): Uint8Array {
+    let payload = frame.payload;
+    for (const extension of this.#extensions) {
+      payload = extension.frameInboundPayloadData(payload);
+    }
+    return joinBytes(payload, this.#completeHooks(frame.messageFinished));
+  }
+
+  #completeHooks(fin: boolean): Uint8Array {
+    let tail: Uint8Array = EMPTY;
+    for (const extension of this.#extensions) {
+      const more = extension.frameInboundComplete(fin);
+      if (more !== null) tail = joinBytes(tail, more);
+    }
+    return tail;
   }
 }
 
@@ -165,4 +228,15 @@ export function parseClosePayload(payload: Uint8Array): ClosePayload {
     throw failConnection(CloseReason.INVALID_FRAME_PAYLOAD_DATA, "Invalid UTF-8 in close reason");
   }
   return { code, reason };
+}
+
+const EMPTY = new Uint8Array(0);
+
+function joinBytes(head: Uint8Array, tail: Uint8Array): Uint8Array {
+  if (tail.length === 0) return head;
+  if (head.length === 0) return tail;
+  const joined = new Uint8Array(head.length + tail.length);
+  joined.set(head);
+  joined.set(tail, head.length);
+  return joined;
 }

@@ -167,6 +167,8 @@ export class PerMessageDeflate implements Extension {
   #inboundControlFrame = false;
   #inboundCompressed = false;
   #inboundSize = 0;
+  // An error found while inflating, raised once the bytes before it went up.
+  #pendingError: RemoteProtocolError | null = null;
   #inflateEnded = false;
   #outboundCompressed = false;
 
@@ -463,6 +465,7 @@ export class PerMessageDeflate implements Extension {
    * ```
    */
   frameInboundComplete(fin: boolean): Uint8Array | null {
+    if (this.#pendingError !== null) throw this.#pendingError;
     if (!this.#enabled || this.#inboundControlFrame || !fin) return null;
     if (!this.#inboundCompressed) return null;
     const output = this.#inflate(TAIL);
@@ -589,6 +592,7 @@ export class PerMessageDeflate implements Extension {
       if (status !== pako.Z_OK) throw new Error(`zlib inflateInit2 failed with ${status}`);
       this.#inflater = strm;
     }
+    if (this.#pendingError !== null) throw this.#pendingError;
     if (this.#inflateEnded) return EMPTY;
     strm.input = data;
     strm.next_in = 0;
@@ -604,15 +608,16 @@ export class PerMessageDeflate implements Extension {
       const status = pako.zlibInflate(strm, pako.Z_SYNC_FLUSH);
       const produced = strm.next_out;
       if (produced > 0) {
+        const allowed = Math.min(produced, this.#maxMessageSize - this.#inboundSize);
         this.#inboundSize += produced;
-        if (this.#inboundSize > this.#maxMessageSize) {
-          strm.input = EMPTY;
-          throw failConnection(
+        if (allowed > 0) chunks.push(scratch.slice(0, allowed));
+        if (allowed < produced) {
+          this.#pendingError = failConnection(
             1009,
             `Decompressed message exceeds the limit of ${this.#maxMessageSize} bytes`,
           );
+          break;
         }
-        chunks.push(scratch.slice(0, produced));
       }
       if (status === pako.Z_STREAM_END) {
         // A block with BFINAL set ends zlib's stream and, by §7.2.3.4, the
@@ -622,20 +627,25 @@ export class PerMessageDeflate implements Extension {
         break;
       }
       if (status !== pako.Z_OK && status !== pako.Z_BUF_ERROR) {
-        strm.input = EMPTY;
         // ws and Autobahn expect 1007 for data that does not inflate.
-        throw failConnection(
+        this.#pendingError = failConnection(
           1007,
           `Invalid compressed data: ${
             strm.msg || (status === pako.Z_DATA_ERROR ? "data error" : status)
           }`,
         );
+        break;
       }
       // zlib stops when input runs out or output space does; only the
       // latter leaves more to collect.
       if (strm.avail_out !== 0 || status === pako.Z_BUF_ERROR) break;
     }
     strm.input = EMPTY;
+    // The bytes inflated before an error go up first and the error comes
+    // with the next hook call, so the message layer judges them (invalid
+    // UTF-8, its own size limit) exactly as it would had they arrived one
+    // at a time: chopping never changes which close code wins.
+    if (this.#pendingError !== null && chunks.length === 0) throw this.#pendingError;
     return concat(chunks);
   }
 }
