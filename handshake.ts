@@ -12,6 +12,7 @@
  * @module
  */
 
+import { concatBytes } from "./_bytes.ts";
 import {
   AcceptConnection,
   type Headers,
@@ -216,7 +217,7 @@ export class Handshake {
   takeTrailingData(): Uint8Array {
     const chunks = this.#trailing;
     this.#trailing = [];
-    return chunks.length === 1 ? chunks[0]! : concat(chunks);
+    return concatBytes(chunks);
   }
 
   /**
@@ -401,7 +402,7 @@ export class Handshake {
       headers.push(["Content-Length", String(event.body.length)]);
       const head = writeHead(startLine, headers);
       this.#state = ConnectionState.CLOSED;
-      return concat([head, event.body]);
+      return concatBytes([head, event.body]);
     }
     if (!event.hasBody) {
       if (lengths.some(([, value]) => value !== "0")) {
@@ -435,7 +436,7 @@ export class Handshake {
         pieces.push(ascii(`${data.length.toString(16)}\r\n`), data, ascii("\r\n"));
       }
       if (event.bodyFinished) pieces.push(ascii("0\r\n\r\n"));
-      bytes = concat(pieces);
+      bytes = concatBytes(pieces);
     } else {
       if (data.length > this.#sendRemaining) {
         throw new LocalProtocolError(
@@ -595,12 +596,14 @@ export class Handshake {
     } catch (error) {
       this.#body = null;
       if (error instanceof HttpError && error.bodyPieces.length > 0) {
-        this.#queue.push(new RejectData({ data: concat(error.bodyPieces), bodyFinished: false }));
+        this.#queue.push(
+          new RejectData({ data: concatBytes(error.bodyPieces), bodyFinished: false }),
+        );
       }
       throw this.#fail(error);
     }
     if (pieces.length === 0 && !body.done) return;
-    const bytes = pieces.length === 1 ? pieces[0]! : concat(pieces);
+    const bytes = concatBytes(pieces);
     this.#queue.push(new RejectData({ data: bytes, bodyFinished: body.done }));
     if (body.done) {
       this.#body = null;
@@ -885,16 +888,4 @@ function base64(bytes: Uint8Array): string {
       (left === 2 ? BASE64[(n >>> 6) & 63]! : "=") + "=";
   }
   return text;
-}
-
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  let length = 0;
-  for (const chunk of chunks) length += chunk.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { concatBytes } from "./_bytes.ts";
 import { failConnection } from "./errors.ts";
 import type { Extension } from "./extensions.ts";
 import { CloseReason, type Frame, isValidCloseCode, Opcode } from "./frame.ts";
@@ -134,7 +135,7 @@ export class MessageDecoder {
       const tail = this.#take(this.#completeHooks(frame.messageFinished), messageFinished);
       data = typeof head === "string"
         ? head + (tail as string)
-        : joinBytes(head, tail as Uint8Array);
+        : concatBytes([head, tail as Uint8Array]);
     }
     if (messageFinished) {
       this.#opcode = null;
@@ -188,14 +189,14 @@ export class MessageDecoder {
     for (const extension of this.#extensions) {
       payload = extension.frameInboundPayloadData(payload);
     }
-    return joinBytes(payload, this.#completeHooks(frame.messageFinished));
+    return concatBytes([payload, this.#completeHooks(frame.messageFinished)]);
   }
 
   #completeHooks(fin: boolean): Uint8Array {
     let tail: Uint8Array = EMPTY;
     for (const extension of this.#extensions) {
       const more = extension.frameInboundComplete(fin);
-      if (more !== null) tail = joinBytes(tail, more);
+      if (more !== null) tail = concatBytes([tail, more]);
     }
     return tail;
   }
@@ -231,12 +232,3 @@ export function parseClosePayload(payload: Uint8Array): ClosePayload {
 }
 
 const EMPTY = new Uint8Array(0);
-
-function joinBytes(head: Uint8Array, tail: Uint8Array): Uint8Array {
-  if (tail.length === 0) return head;
-  if (head.length === 0) return tail;
-  const joined = new Uint8Array(head.length + tail.length);
-  joined.set(head);
-  joined.set(tail, head.length);
-  return joined;
-}

@@ -7,6 +7,7 @@
  */
 
 import * as pako from "pako";
+import { concatBytes } from "./_bytes.ts";
 import type { Extension, OutboundFrame } from "./extensions.ts";
 import { failConnection, RemoteProtocolError } from "./errors.ts";
 import { isControlOpcode, NO_RSV, Opcode, type RsvBits } from "./frame.ts";
@@ -576,7 +577,7 @@ export class PerMessageDeflate implements Extension {
       if (strm.next_out > 0) chunks.push(scratch.slice(0, strm.next_out));
     } while (strm.avail_out === 0);
     strm.input = EMPTY;
-    let output = concat(chunks);
+    let output = concatBytes(chunks);
     if (!fin) return output;
     if (endsWithTail(output)) output = output.subarray(0, output.length - TAIL.length);
     // Nothing new since the last flush: send an empty stored block's first
@@ -646,7 +647,7 @@ export class PerMessageDeflate implements Extension {
     // UTF-8, its own size limit) exactly as it would had they arrived one
     // at a time: chopping never changes which close code wins.
     if (this.#pendingError !== null && chunks.length === 0) throw this.#pendingError;
-    return concat(chunks);
+    return concatBytes(chunks);
   }
 }
 
@@ -725,20 +726,6 @@ function endsWithTail(data: Uint8Array): boolean {
   const n = data.length;
   return n >= 4 && data[n - 4] === 0x00 && data[n - 3] === 0x00 && data[n - 2] === 0xff &&
     data[n - 1] === 0xff;
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  if (chunks.length === 0) return EMPTY;
-  let length = 0;
-  for (const chunk of chunks) length += chunk.length;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
 }
 
 function checkWindowBits(name: string, value: number | null): number | null {

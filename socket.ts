@@ -8,6 +8,7 @@
  * @module
  */
 
+import { concatBytes } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
@@ -1115,7 +1116,7 @@ async function writeChunks(conn: Deno.Conn, chunks: Uint8Array[]): Promise<void>
   let groupSize = 0;
   for (const chunk of chunks) {
     if (groupSize > 0 && groupSize + chunk.length > COALESCE) {
-      await writeAll(conn, group.length === 1 ? group[0]! : concatBytes(group, groupSize));
+      await writeAll(conn, concatBytes(group, groupSize));
       group = [];
       groupSize = 0;
     }
@@ -1123,23 +1124,13 @@ async function writeChunks(conn: Deno.Conn, chunks: Uint8Array[]): Promise<void>
     groupSize += chunk.length;
   }
   if (groupSize > 0) {
-    await writeAll(conn, group.length === 1 ? group[0]! : concatBytes(group, groupSize));
+    await writeAll(conn, concatBytes(group, groupSize));
   }
 }
 
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let written = 0;
   while (written < data.length) written += await conn.write(data.subarray(written));
-}
-
-function concatBytes(parts: Uint8Array[], size?: number): Uint8Array {
-  const out = new Uint8Array(size ?? parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
