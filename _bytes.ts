@@ -4,18 +4,23 @@
 const EMPTY = new Uint8Array(0);
 
 /**
- * Join byte arrays into one. A single array comes back as it is, so callers
- * must not rely on getting a copy.
+ * Join byte arrays into one. When at most one of them holds bytes, it comes
+ * back as it is (no copy), so callers must not rely on getting a copy.
  *
  * @param chunks The arrays, in order.
- * @param size Their total length, when the caller already knows it.
  * @returns The joined bytes.
  */
-export function concatBytes(chunks: readonly Uint8Array[], size?: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0]!;
-  if (chunks.length === 0) return EMPTY;
-  let length = size ?? 0;
-  if (size === undefined) { for (const chunk of chunks) length += chunk.length; }
+export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+  let length = 0;
+  let filled = 0;
+  let last: Uint8Array = EMPTY;
+  for (const chunk of chunks) {
+    if (chunk.length === 0) continue;
+    length += chunk.length;
+    last = chunk;
+    filled++;
+  }
+  if (filled <= 1) return last;
   const out = new Uint8Array(length);
   let offset = 0;
   for (const chunk of chunks) {

@@ -181,10 +181,6 @@ export class MessageDecoder {
    * @returns Its payload after the extensions.
    */
   processControl(frame: Frame): Uint8Array {
-    return this.#applyExtensions(frame);
-  }
-
-  #applyExtensions(frame: Frame): Uint8Array {
     let payload = frame.payload;
     for (const extension of this.#extensions) {
       payload = extension.frameInboundPayloadData(payload);

@@ -1116,7 +1116,7 @@ async function writeChunks(conn: Deno.Conn, chunks: Uint8Array[]): Promise<void>
   let groupSize = 0;
   for (const chunk of chunks) {
     if (groupSize > 0 && groupSize + chunk.length > COALESCE) {
-      await writeAll(conn, concatBytes(group, groupSize));
+      await writeAll(conn, concatBytes(group));
       group = [];
       groupSize = 0;
     }
@@ -1124,7 +1124,7 @@ async function writeChunks(conn: Deno.Conn, chunks: Uint8Array[]): Promise<void>
     groupSize += chunk.length;
   }
   if (groupSize > 0) {
-    await writeAll(conn, concatBytes(group, groupSize));
+    await writeAll(conn, concatBytes(group));
   }
 }
 
