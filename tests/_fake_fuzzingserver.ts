@@ -7,6 +7,7 @@
 // driver would send.
 import * as ws from "../mod.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "../permessage_deflate.ts";
+import { concatAll } from "./_util.ts";
 
 /** What one case found. */
 export interface CaseResult {
@@ -76,7 +77,7 @@ class Peer {
         const parts = this.#parts;
         this.#parts = [];
         if (event instanceof ws.TextMessage) return { kind: "text", data: parts.join("") };
-        return { kind: "binary", data: concat(parts as Uint8Array[]) };
+        return { kind: "binary", data: concatAll(parts as Uint8Array[]) };
       }
       if (event instanceof ws.Ping) return { kind: "ping", payload: event.payload.slice() };
       if (event instanceof ws.Pong) return { kind: "pong", payload: event.payload.slice() };
@@ -232,7 +233,7 @@ export const CASES: readonly Case[] = [
       const { engine } = peer;
       const ping = encoder.encode("ping payload");
       await peer.write(
-        concat([
+        concatAll([
           engine.send(new ws.TextMessage({ data: "fragment1", messageFinished: false })),
           engine.send(new ws.Ping({ payload: ping })),
           engine.send(new ws.TextMessage({ data: "fragment2" })),
@@ -254,7 +255,7 @@ export const CASES: readonly Case[] = [
       const bytes = encoder.encode("Hello-µ@ßöäüàá-UTF-8!! κόσμε");
       const cut = bytes.length - 3;
       await peer.write(
-        concat([
+        concatAll([
           rawFrame(0x01, bytes.subarray(0, cut), false),
           rawFrame(0x00, bytes.subarray(cut), true),
         ]),
@@ -467,16 +468,6 @@ function rawFrame(opcode: number, payload: Uint8Array, fin: boolean): Uint8Array
 
 function hex(digits: string): Uint8Array {
   return new Uint8Array(digits.match(/../g)!.map((pair) => parseInt(pair, 16)));
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

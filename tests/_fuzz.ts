@@ -20,7 +20,7 @@
 import * as ws from "../mod.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "../permessage_deflate.ts";
 import { acceptToken } from "../handshake.ts";
-import { concat, prng, utf8 } from "./_util.ts";
+import { concat, prng, randomBytes, utf8, VALID_CLOSE_CODES } from "./_util.ts";
 
 export type Random = () => number;
 export type Role = "server" | "client";
@@ -96,12 +96,6 @@ export function encodeFrame(spec: FrameSpec): Uint8Array {
   return concat(new Uint8Array(head), body);
 }
 
-export function randomBytes(random: Random, length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = int(random, 256);
-  return out;
-}
-
 const TEXT_PIECES = [
   "a",
   "hello",
@@ -138,24 +132,6 @@ function payloadSize(random: Random): number {
   return pick(random, [0xffff, 0x10000, 70_000]);
 }
 
-export const VALID_CLOSE_CODES = [
-  1000,
-  1001,
-  1002,
-  1003,
-  1007,
-  1008,
-  1009,
-  1010,
-  1011,
-  1012,
-  1013,
-  1014,
-  3000,
-  3999,
-  4000,
-  4999,
-];
 export const INVALID_CLOSE_CODES = [
   0,
   1,
@@ -762,6 +738,22 @@ interface Receiver {
   readonly state: ws.ConnectionState;
 }
 
+/** Feed chunks (fresh copies) to a connection, adding its events to `events` and telling `onEvent`. */
+function receiveAll(
+  conn: Receiver,
+  chunks: readonly Uint8Array[],
+  events: ws.Event[],
+  onEvent?: (e: ws.Event) => void,
+): void {
+  for (const chunk of chunks) {
+    conn.receiveData(chunk.slice());
+    for (const event of conn.events()) {
+      events.push(event);
+      onEvent?.(event);
+    }
+  }
+}
+
 /** Feed chunks (fresh copies) to a connection, collecting events; stops at a thrown error. */
 function feedAll(
   conn: Receiver,
@@ -771,13 +763,7 @@ function feedAll(
 ): Outcome {
   const events: ws.Event[] = [];
   try {
-    for (const chunk of chunks) {
-      conn.receiveData(chunk.slice());
-      for (const event of conn.events()) {
-        events.push(event);
-        onEvent?.(event);
-      }
-    }
+    receiveAll(conn, chunks, events, onEvent);
   } catch (error) {
     return { events, error: describeError(error, input) };
   }
@@ -1588,13 +1574,7 @@ function feedAllCatching(
 ): Outcome {
   const events: ws.Event[] = [];
   try {
-    for (const chunk of chunks) {
-      conn.receiveData(chunk.slice());
-      for (const event of conn.events()) {
-        events.push(event);
-        onEvent(event);
-      }
-    }
+    receiveAll(conn, chunks, events, onEvent);
   } catch (error) {
     if (error instanceof FuzzFailure) throw error;
     const described = describeError(error, input);

@@ -82,28 +82,34 @@ async function withForge(): Promise<TestCertificate> {
   const { default: forge } = await import("npm:node-forge@1.3.1");
   const pki = forge.pki;
   const days = (n: number) => new Date(Date.now() + n * 86_400_000);
+  // A certificate for `commonName`, valid from yesterday to the day after
+  // tomorrow, issued by `issuer` (itself when null) and signed with `signingKey`.
+  const certificate = (
+    publicKey: unknown,
+    serialNumber: string,
+    commonName: string,
+    issuer: unknown[] | null,
+    extensions: unknown[],
+    signingKey: unknown,
+  ) => {
+    const cert = pki.createCertificate();
+    cert.publicKey = publicKey;
+    cert.serialNumber = serialNumber;
+    cert.validity.notBefore = days(-1);
+    cert.validity.notAfter = days(2);
+    cert.setSubject([{ name: "commonName", value: commonName }]);
+    cert.setIssuer(issuer ?? [{ name: "commonName", value: commonName }]);
+    cert.setExtensions(extensions);
+    cert.sign(signingKey, forge.md.sha256.create());
+    return cert;
+  };
   const caKeys = pki.rsa.generateKeyPair(2048);
-  const ca = pki.createCertificate();
-  ca.publicKey = caKeys.publicKey;
-  ca.serialNumber = "01";
-  ca.validity.notBefore = days(-1);
-  ca.validity.notAfter = days(2);
-  ca.setSubject([{ name: "commonName", value: "Test CA" }]);
-  ca.setIssuer([{ name: "commonName", value: "Test CA" }]);
-  ca.setExtensions([
+  const ca = certificate(caKeys.publicKey, "01", "Test CA", null, [
     { name: "basicConstraints", cA: true, critical: true },
     { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true },
-  ]);
-  ca.sign(caKeys.privateKey, forge.md.sha256.create());
+  ], caKeys.privateKey);
   const leafKeys = pki.rsa.generateKeyPair(2048);
-  const leaf = pki.createCertificate();
-  leaf.publicKey = leafKeys.publicKey;
-  leaf.serialNumber = "02";
-  leaf.validity.notBefore = days(-1);
-  leaf.validity.notAfter = days(2);
-  leaf.setSubject([{ name: "commonName", value: "localhost" }]);
-  leaf.setIssuer(ca.subject.attributes);
-  leaf.setExtensions([
+  const leaf = certificate(leafKeys.publicKey, "02", "localhost", ca.subject.attributes, [
     { name: "basicConstraints", cA: false, critical: true },
     { name: "keyUsage", digitalSignature: true, keyEncipherment: true, critical: true },
     { name: "extKeyUsage", serverAuth: true },
@@ -111,8 +117,7 @@ async function withForge(): Promise<TestCertificate> {
       name: "subjectAltName",
       altNames: [{ type: 7, ip: "127.0.0.1" }, { type: 2, value: "localhost" }],
     },
-  ]);
-  leaf.sign(caKeys.privateKey, forge.md.sha256.create());
+  ], caKeys.privateKey);
   const pkcs8 = pki.wrapRsaPrivateKey(pki.privateKeyToAsn1(leafKeys.privateKey));
   return {
     cert: pki.certificateToPem(leaf),

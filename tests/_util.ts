@@ -14,13 +14,18 @@ export function prng(seed: number): () => number {
   };
 }
 
-export function randomBytes(random: () => number, length: number): Uint8Array {
+export function randomBytes(random: () => number, length: number): Uint8Array<ArrayBuffer> {
   const bytes = new Uint8Array(length);
   for (let i = 0; i < length; i++) bytes[i] = Math.floor(random() * 256);
   return bytes;
 }
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
+  return concatAll(parts);
+}
+
+/** `concat` for a list of parts of any length (no spread into arguments). */
+export function concatAll(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const part of parts) {
@@ -30,8 +35,30 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-export const bytes = (...values: number[]): Uint8Array => new Uint8Array(values);
-export const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
+export const bytes = (...values: number[]): Uint8Array<ArrayBuffer> => new Uint8Array(values);
+export const utf8 = (text: string): Uint8Array<ArrayBuffer> => new TextEncoder().encode(text);
+/** UTF-8 bytes as text, with U+FFFD for what is not valid UTF-8. */
+export const fromUtf8 = (data: Uint8Array): string => new TextDecoder().decode(data);
+
+/** Close codes a peer may send (RFC 6455 §7.4.1, §7.4.2), the edges of each range. */
+export const VALID_CLOSE_CODES = [
+  1000,
+  1001,
+  1002,
+  1003,
+  1007,
+  1008,
+  1009,
+  1010,
+  1011,
+  1012,
+  1013,
+  1014,
+  3000,
+  3999,
+  4000,
+  4999,
+];
 
 /**
  * The ways every test stream is fed: whole, one byte at a time, and in
@@ -56,6 +83,33 @@ export function chopStyles(stream: Uint8Array, seed = 1): [string, Uint8Array[]]
     styles.push([`random split ${round}`, pieces]);
   }
   return styles;
+}
+
+/**
+ * The ways a byte stream may be chopped: whole, byte by byte, and for each
+ * seed random pieces of 1 to `maxPiece` bytes. "whole" is `stream` itself,
+ * the pieces are copies of its bytes.
+ */
+export function choppingsBy(
+  stream: Uint8Array,
+  seeds: readonly number[],
+  maxPiece: number,
+): [string, Uint8Array[]][] {
+  const ways: [string, Uint8Array[]][] = [
+    ["whole", [stream]],
+    ["byte by byte", Array.from(stream, (_, i) => stream.slice(i, i + 1))],
+  ];
+  for (const seed of seeds) {
+    const next = prng(seed);
+    const pieces: Uint8Array[] = [];
+    for (let i = 0; i < stream.length;) {
+      const size = 1 + Math.floor(next() * maxPiece);
+      pieces.push(stream.slice(i, i + size));
+      i += size;
+    }
+    ways.push([`random pieces (seed ${seed})`, pieces]);
+  }
+  return ways;
 }
 
 /** A plain-data view of an event, for deep equality. */

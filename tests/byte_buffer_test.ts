@@ -1,17 +1,6 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
-
-/** A small seeded PRNG so failures reproduce. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { bytes, prng } from "./_util.ts";
 
 /** The obvious buffer: one array, concatenated on every push. */
 class ReferenceBuffer {
@@ -24,13 +13,9 @@ class ReferenceBuffer {
   }
 }
 
-function bytes(...values: number[]): Uint8Array {
-  return new Uint8Array(values);
-}
-
 Deno.test("ByteBuffer agrees with a reference over random push and consume sequences", () => {
   for (let seed = 1; seed <= 20; seed++) {
-    const random = mulberry32(seed);
+    const random = prng(seed);
     const buffer = new ByteBuffer();
     const reference = new ReferenceBuffer();
     let counter = 0;

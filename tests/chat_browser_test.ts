@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import type { Socket } from "../socket.ts";
 import { startChat } from "../examples/chat/main.ts";
+import { delay, withTimeout } from "./_drivers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 // Every wait of the test comes out of this budget.
@@ -38,18 +39,6 @@ class Deadline {
     return ms;
   }
 }
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -131,7 +120,7 @@ class Cdp {
         last = error instanceof Error ? error.message : String(error);
       }
       deadline.left(`${expression}\n${last}\npage log:\n${this.log.join("\n")}`);
-      await sleep(100);
+      await delay(100);
     }
   }
 
@@ -161,7 +150,7 @@ async function readDevToolsPort(profile: string, deadline: Deadline): Promise<nu
       if (!(error instanceof Deno.errors.NotFound)) throw error;
     }
     deadline.left("Chromium's DevToolsActivePort file");
-    await sleep(100);
+    await delay(100);
   }
 }
 
@@ -177,7 +166,7 @@ async function pageTarget(port: number, pageUrl: string, deadline: Deadline): Pr
     }[];
     const page = targets.find((t) => t.type === "page" && t.url.startsWith(pageUrl));
     if (page?.webSocketDebuggerUrl !== undefined) return page.webSocketDebuggerUrl;
-    await sleep(100);
+    await delay(100);
   }
 }
 
@@ -320,6 +309,6 @@ async function removeProfile(profile: string): Promise<void> {
       if (attempt >= 30) throw error;
     }
     if (attempt >= 30) throw new Error(`${profile} keeps coming back`);
-    await sleep(100);
+    await delay(100);
   }
 }

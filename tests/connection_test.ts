@@ -1,6 +1,16 @@
 import assert from "node:assert/strict";
 import * as ws from "../mod.ts";
-import { bytes, chopStyles, concat, feed, normalize, type Plain, rawFrame, utf8 } from "./_util.ts";
+import {
+  bytes,
+  chopStyles,
+  concat,
+  feed,
+  normalize,
+  type Plain,
+  rawFrame,
+  utf8,
+  VALID_CLOSE_CODES,
+} from "./_util.ts";
 
 const { CLIENT, SERVER } = ws.ConnectionType;
 const { OPEN, REMOTE_CLOSING, LOCAL_CLOSING, CLOSED } = ws.ConnectionState;
@@ -122,26 +132,7 @@ Deno.test("Connection fails a message-rule violation with its close code", async
 });
 
 Deno.test("Connection accepts the close codes a peer may send", () => {
-  for (
-    const code of [
-      1000,
-      1001,
-      1002,
-      1003,
-      1007,
-      1008,
-      1009,
-      1010,
-      1011,
-      1012,
-      1013,
-      1014,
-      3000,
-      3999,
-      4000,
-      4999,
-    ]
-  ) {
+  for (const code of VALID_CLOSE_CODES) {
     assert.deepEqual(serverEvents(close(code, "why")), [{ type: "close", code, reason: "why" }]);
   }
   assert.deepEqual(serverEvents(rawFrame({ opcode: 8 })), [{

@@ -6,19 +6,11 @@ import * as ws from "../mod.ts";
 import { connect, HandshakeError } from "../client.ts";
 import { serve } from "../server.ts";
 import { type CloseInfo, ConnectionClosedError, RawSocket, type ServerSocket } from "../socket.ts";
+import { withTimeout } from "./_drivers.ts";
+import { concatAll } from "./_util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 // Read until the peer closes (or `limit` bytes), within a time bound.
 async function readToEnd(conn: Deno.Conn, limit = 1 << 20, ms = 3000): Promise<Uint8Array> {
@@ -32,13 +24,7 @@ async function readToEnd(conn: Deno.Conn, limit = 1 << 20, ms = 3000): Promise<U
     chunks.push(buffer.slice(0, n));
     size += n;
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
+  return concatAll(chunks);
 }
 
 // A client on a bare TCP connection driven by the engine, so the test

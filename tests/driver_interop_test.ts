@@ -8,20 +8,8 @@ import { WebSocket as WsClient, WebSocketServer } from "npm:ws@8.18.3";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import type { Handler, MessageData } from "../socket.ts";
+import { payloadsOfEverySize, Queue, withTimeout } from "./_drivers.ts";
 import { testCertificate } from "./_tls.ts";
-
-const SIZES = [0, 125, 126, 65535, 65536, 1 << 20];
-
-function payloads(): MessageData[] {
-  const out: MessageData[] = [];
-  for (const size of SIZES) {
-    out.push("é".repeat(Math.floor(size / 2)) + "x".repeat(size % 2)); // multi-byte UTF-8
-    const bytes = new Uint8Array(size);
-    for (let i = 0; i < size; i++) bytes[i] = (i * 31 + 7) & 0xff;
-    out.push(bytes);
-  }
-  return out;
-}
 
 function same(received: MessageData, sent: MessageData): void {
   assert.equal(typeof received, typeof sent);
@@ -33,27 +21,13 @@ const echo: Handler = async (socket) => {
   for await (const message of socket) await socket.send(message);
 };
 
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 // A promise-based view of a browser-style WebSocket (Deno's native client).
 function nativeClient(url: string, protocols?: string[]) {
   const socket = new WebSocket(url, protocols);
   socket.binaryType = "arraybuffer";
-  const queue: MessageData[] = [];
-  const waiters: ((data: MessageData) => void)[] = [];
+  const messages = new Queue<MessageData>(5000);
   socket.onmessage = (event) => {
-    const data = typeof event.data === "string" ? event.data : new Uint8Array(event.data);
-    const waiter = waiters.shift();
-    if (waiter) waiter(data);
-    else queue.push(data);
+    messages.push(typeof event.data === "string" ? event.data : new Uint8Array(event.data));
   };
   const opened = new Promise<void>((resolve, reject) => {
     socket.onopen = () => resolve();
@@ -64,27 +38,16 @@ function nativeClient(url: string, protocols?: string[]) {
     socket,
     opened,
     closed,
-    next: () =>
-      withTimeout(
-        queue.length > 0
-          ? Promise.resolve(queue.shift()!)
-          : new Promise<MessageData>((resolve) => waiters.push(resolve)),
-        5000,
-        "native client",
-      ),
+    next: () => messages.next("native client"),
   };
 }
 
 // The same for an npm:ws client.
 function wsClient(url: string, protocols: string[] = [], options: Record<string, unknown> = {}) {
   const socket = new WsClient(url, protocols, options);
-  const queue: MessageData[] = [];
-  const waiters: ((data: MessageData) => void)[] = [];
+  const messages = new Queue<MessageData>(5000);
   socket.on("message", (data: Buffer, isBinary: boolean) => {
-    const message = isBinary ? new Uint8Array(data) : data.toString("utf8");
-    const waiter = waiters.shift();
-    if (waiter) waiter(message);
-    else queue.push(message);
+    messages.push(isBinary ? new Uint8Array(data) : data.toString("utf8"));
   });
   const opened = new Promise<void>((resolve, reject) => {
     socket.once("open", () => resolve());
@@ -100,14 +63,7 @@ function wsClient(url: string, protocols: string[] = [], options: Record<string,
     socket,
     opened,
     closed,
-    next: () =>
-      withTimeout(
-        queue.length > 0
-          ? Promise.resolve(queue.shift()!)
-          : new Promise<MessageData>((resolve) => waiters.push(resolve)),
-        5000,
-        "npm:ws client",
-      ),
+    next: () => messages.next("npm:ws client"),
   };
 }
 
@@ -115,7 +71,7 @@ Deno.test("serve() echoes text and binary of every size to Deno's native WebSock
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, echo);
   const client = nativeClient(`ws://127.0.0.1:${server.addr.port}/`);
   await client.opened;
-  for (const payload of payloads()) {
+  for (const payload of payloadsOfEverySize()) {
     client.socket.send(payload);
     same(await client.next(), payload);
   }
@@ -134,7 +90,7 @@ Deno.test("serve() echoes every size to an npm:ws client and agrees on a subprot
   const client = wsClient(`ws://127.0.0.1:${server.addr.port}/`, ["a", "b"]);
   await client.opened;
   assert.equal(client.socket.protocol, "b");
-  for (const payload of payloads()) {
+  for (const payload of payloadsOfEverySize()) {
     client.socket.send(payload);
     same(await client.next(), payload);
   }
@@ -173,7 +129,7 @@ Deno.test("connect() exchanges every size with an npm:ws server, and closes with
   const port = (wss.address() as AddressInfo).port;
   try {
     const socket = await connect(`ws://127.0.0.1:${port}/`);
-    for (const payload of payloads()) {
+    for (const payload of payloadsOfEverySize()) {
       await socket.send(payload);
       same(await socket.receive({ timeout: 5000 }), payload);
     }
@@ -218,7 +174,7 @@ Deno.test("connect() talks to a Deno.serve server running Deno's native WebSocke
       subprotocols: ["v1", "v2"],
     });
     assert.equal(socket.subprotocol, "v2");
-    for (const payload of payloads()) {
+    for (const payload of payloadsOfEverySize()) {
       await socket.send(payload);
       same(await socket.receive({ timeout: 5000 }), payload);
     }
@@ -271,7 +227,7 @@ Deno.test("serve() over TLS talks to connect() and to npm:ws", async () => {
   await using server = serve({ hostname: "127.0.0.1", port: 0, cert, key }, echo);
   const url = `wss://localhost:${server.addr.port}/`;
   const ours = await connect(url, { caCerts: [ca] });
-  for (const payload of payloads()) {
+  for (const payload of payloadsOfEverySize()) {
     await ours.send(payload);
     same(await ours.receive({ timeout: 5000 }), payload);
   }
@@ -297,7 +253,7 @@ Deno.test("connect() over TLS talks to an npm:ws server on node:https", async ()
     const socket = await connect(`wss://localhost:${(https.address() as AddressInfo).port}/`, {
       caCerts: [ca],
     });
-    for (const payload of payloads()) {
+    for (const payload of payloadsOfEverySize()) {
       await socket.send(payload);
       same(await socket.receive({ timeout: 5000 }), payload);
     }

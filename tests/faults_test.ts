@@ -7,85 +7,22 @@ import assert from "node:assert/strict";
 import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import { type CloseInfo, ConnectionClosedError, type ServerSocket } from "../socket.ts";
+import {
+  clientFrame,
+  delay,
+  handshakeRequest,
+  hasHead,
+  rawOpen,
+  readUntil,
+  waitFor,
+  withTimeout,
+} from "./_drivers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 // How late a timer may fire on a loaded runner before we call it wrong.
 const SLACK = 1000;
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(condition: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!condition() && Date.now() < deadline) await delay(10);
-  return condition();
-}
-
-function handshakeRequest(port: number, target: string): Uint8Array {
-  return encoder.encode(
-    `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
-      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-      "Sec-WebSocket-Version: 13\r\n\r\n",
-  );
-}
-
-/** A masked client frame (RFC 6455 §5.2), payload under 126 bytes. */
-function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const key = [0xa1, 0x3e, 0x77, 0x08];
-  const frame = new Uint8Array(6 + payload.length);
-  frame.set([0x80 | opcode, 0x80 | payload.length, ...key]);
-  for (let i = 0; i < payload.length; i++) frame[6 + i] = payload[i]! ^ key[i & 3]!;
-  return frame;
-}
-
-/** Read until `enough(bytes)`, the peer's close (or reset), or `ms`. */
-async function readUntil(
-  conn: Deno.Conn,
-  enough: (bytes: Uint8Array) => boolean,
-  ms = 5000,
-): Promise<{ bytes: Uint8Array; ended: boolean }> {
-  let bytes = new Uint8Array(0);
-  const buffer = new Uint8Array(4096);
-  const deadline = Date.now() + ms;
-  for (let reads = 0; reads < 1000 && Date.now() < deadline; reads++) {
-    let n: number | null | "timeout";
-    try {
-      n = await withTimeout(conn.read(buffer), deadline - Date.now(), "read");
-    } catch (error) {
-      n = error instanceof Error && error.message.startsWith("read:") ? "timeout" : null;
-    }
-    if (n === "timeout") return { bytes, ended: false };
-    if (n === null) return { bytes, ended: true };
-    const grown = new Uint8Array(bytes.length + n);
-    grown.set(bytes);
-    grown.set(buffer.subarray(0, n), bytes.length);
-    bytes = grown;
-    if (enough(bytes)) break;
-  }
-  return { bytes, ended: false };
-}
-
-const hasHead = (bytes: Uint8Array): boolean => decoder.decode(bytes).includes("\r\n\r\n");
-
-/** Send the request and read the whole 101 response head. */
-async function rawOpen(port: number, target: string): Promise<Deno.Conn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(handshakeRequest(port, target));
-  const { bytes } = await readUntil(conn, hasHead);
-  assert.match(decoder.decode(bytes), /^HTTP\/1\.1 101 /, `handshake for ${target}`);
-  return conn;
-}
 
 // Keeps a few connect() clients echoing until `stop` resolves, to show the
 // server goes on serving others; returns how many round trips each made.

@@ -12,50 +12,13 @@ import type { Extension, OutboundFrame } from "../extensions.ts";
 import { NO_RSV, type Opcode, type RsvBits } from "../frame.ts";
 import { HeadReader, parseRequestHead, parseResponseHead } from "../http1.ts";
 import { ConnectionState, ConnectionType } from "../state.ts";
+import { withTimeout, writeAll } from "./_drivers.ts";
+import { choppingsBy, concatAll, feed, fromUtf8 as decode, prng, utf8 as encode } from "./_util.ts";
 
 const { CLIENT, SERVER } = ConnectionType;
-const encode = (text: string) => new TextEncoder().encode(text);
-const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // The ways a byte stream may be chopped: whole, byte by byte, random pieces.
-function choppings(bytes: Uint8Array, seeds = [1, 2, 3]): [string, Uint8Array[]][] {
-  const ways: [string, Uint8Array[]][] = [
-    ["whole", [bytes]],
-    ["byte by byte", Array.from(bytes, (_, i) => bytes.slice(i, i + 1))],
-  ];
-  for (const seed of seeds) {
-    const next = random(seed);
-    const pieces: Uint8Array[] = [];
-    for (let i = 0; i < bytes.length;) {
-      const size = 1 + Math.floor(next() * 40);
-      pieces.push(bytes.slice(i, i + size));
-      i += size;
-    }
-    ways.push([`random pieces (seed ${seed})`, pieces]);
-  }
-  return ways;
-}
-
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
+const choppings = (bytes: Uint8Array, seeds = [1, 2, 3]) => choppingsBy(bytes, seeds, 40);
 
 /** An extension that records the handshake calls made on it. */
 class FakeExtension implements Extension {
@@ -189,7 +152,7 @@ Deno.test("acceptToken reproduces the example of RFC 6455 §1.3", () => {
 });
 
 Deno.test("acceptToken matches crypto.subtle and btoa on random keys", async () => {
-  const next = random(13);
+  const next = prng(13);
   for (let i = 0; i < 50; i++) {
     const key = btoa(String.fromCharCode(...Array.from({ length: 16 }, () => next() * 256)));
     const digest = await crypto.subtle.digest(
@@ -316,13 +279,17 @@ Deno.test("A server sends no Sec-WebSocket-Extensions when it declines every off
 
 Deno.test("A frame pipelined behind the request comes out of takeTrailingData unchanged", () => {
   const frame = new Uint8Array([0x81, 0x85, 1, 2, 3, 4, 0x69, 0x67, 0x6f, 0x68, 0x6e]);
-  const bytes = concat([encode(requestText()), frame]);
+  const bytes = concatAll([encode(requestText()), frame]);
   for (const [how, pieces] of choppings(bytes)) {
     const { server, events } = serverEvents(pieces);
     assert.ok(events[0] instanceof WsRequest, how);
     server.send(new AcceptConnection());
     server.receiveData(new Uint8Array([0x88, 0x80]));
-    assert.deepEqual(server.takeTrailingData(), concat([frame, new Uint8Array([0x88, 0x80])]), how);
+    assert.deepEqual(
+      server.takeTrailingData(),
+      concatAll([frame, new Uint8Array([0x88, 0x80])]),
+      how,
+    );
     assert.deepEqual(server.takeTrailingData(), new Uint8Array(0), how);
   }
 });
@@ -551,7 +518,7 @@ Deno.test("A rejection with hasBody and no length streams RejectData as chunks",
     server.send(new RejectData({ data: encode("later") })),
   ];
   assert.equal(server.state, ConnectionState.CLOSED);
-  assert.equal(decode(concat(pieces)), "a\r\nTry again \r\n5\r\nlater\r\n0\r\n\r\n");
+  assert.equal(decode(concatAll(pieces)), "a\r\nTry again \r\n5\r\nlater\r\n0\r\n\r\n");
   assert.throws(() => server.send(new RejectData({ data: new Uint8Array(0) })), LocalProtocolError);
 });
 
@@ -645,13 +612,13 @@ Deno.test("A client's request carries a fresh 16-byte key, version 13 and its of
 Deno.test("A client opens on a valid 101 however it is chopped, keeping the bytes after it", () => {
   const { key } = clientRequest();
   const frame = new Uint8Array([0x81, 0x02, 0x68, 0x69]);
-  const bytes = concat([response101(key, [["X-Extra", "1"]]), frame]);
+  const bytes = concatAll([response101(key, [["X-Extra", "1"]]), frame]);
   for (const [how, pieces] of choppings(bytes)) {
     const client = new Handshake(CLIENT);
     // The key is random, so each run makes its own request and response.
     const sent = decode(client.send(new WsRequest({ host: "h", target: "/" })));
     const ownKey = /Sec-WebSocket-Key: (\S+)/.exec(sent)![1]!;
-    const own = concat([response101(ownKey, [["X-Extra", "1"]]), frame]);
+    const own = concatAll([response101(ownKey, [["X-Extra", "1"]]), frame]);
     const split: Uint8Array[] = [];
     let offset = 0;
     for (const piece of pieces) {
@@ -675,7 +642,7 @@ Deno.test("A client opens on a valid 101 however it is chopped, keeping the byte
 
 Deno.test("A client skips interim 1xx responses before the 101", () => {
   const { client, key } = clientRequest();
-  client.receiveData(concat([encode("HTTP/1.1 100 Continue\r\n\r\n"), response101(key)]));
+  client.receiveData(concatAll([encode("HTTP/1.1 100 Continue\r\n\r\n"), response101(key)]));
   const events = [...client.events()];
   assert.equal(events.length, 1);
   assert.ok(events[0] instanceof AcceptConnection);
@@ -755,16 +722,7 @@ Deno.test("A client fails a 101 that accepts one extension twice or two subproto
 
 function clientReads(pieces: Uint8Array[], end: boolean) {
   const { client } = clientRequest();
-  const events = [];
-  for (const piece of pieces) {
-    client.receiveData(piece);
-    events.push(...client.events());
-  }
-  if (end) {
-    client.receiveData(null);
-    events.push(...client.events());
-  }
-  return { client, events };
+  return { client, events: feed(client, pieces, end) };
 }
 
 function checkRejection(
@@ -781,7 +739,7 @@ function checkRejection(
     assert.equal(reject.hasBody, body !== "" || end, how);
     assert.ok(data.every((event) => event instanceof RejectData), how);
     const pieces2 = data as RejectData[];
-    assert.equal(decode(concat(pieces2.map((piece) => piece.data))), body, how);
+    assert.equal(decode(concatAll(pieces2.map((piece) => piece.data))), body, how);
     if (reject.hasBody) {
       assert.ok(pieces2.at(-1)?.bodyFinished, how);
       assert.ok(pieces2.slice(0, -1).every((piece) => !piece.bodyFinished), how);
@@ -912,7 +870,7 @@ Deno.test("A client and a server carry a refusal and its body in memory", () => 
   const events = [...client.events()];
   assert.ok(events[0] instanceof RejectConnection && events[0].statusCode === 401);
   const data = events.slice(1) as RejectData[];
-  assert.equal(decode(concat(data.map((event) => event.data))), "who are you?");
+  assert.equal(decode(concatAll(data.map((event) => event.data))), "who are you?");
   assert.ok(data.at(-1)!.bodyFinished);
   assert.equal(client.state, ConnectionState.CLOSED);
   assert.equal(server.state, ConnectionState.CLOSED);
@@ -977,21 +935,8 @@ Deno.test("upgradeOptions passes an offered subprotocol and refuses another", ()
 
 const TIMEOUT_MS = 5_000;
 
-async function within<T>(promise: Promise<T>, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out: ${what}`)), TIMEOUT_MS);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let offset = 0; offset < bytes.length;) offset += await conn.write(bytes.subarray(offset));
-}
+const within = <T>(promise: Promise<T>, what: string): Promise<T> =>
+  withTimeout(promise, TIMEOUT_MS, what);
 
 // Feeds a Handshake from a connection until it leaves CONNECTING, answering events.
 async function drive(

@@ -9,38 +9,12 @@ import {
   responseBodyFraming,
   splitList,
 } from "../http1.ts";
+import { choppingsBy, fromUtf8 as decode, utf8 as encode } from "./_util.ts";
 
-const encoder = new TextEncoder();
-const encode = (text: string) => encoder.encode(text);
-const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 const LIMITS = { maxHeaderBytes: 16 * 1024, maxHeaderCount: 100 };
 
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 // The ways a byte stream may be chopped: whole, byte by byte, random pieces.
-function choppings(bytes: Uint8Array, seed = 1): [string, Uint8Array[]][] {
-  const next = random(seed);
-  const pieces: Uint8Array[] = [];
-  for (let i = 0; i < bytes.length;) {
-    const size = 1 + Math.floor(next() * 17);
-    pieces.push(bytes.slice(i, i + size));
-    i += size;
-  }
-  return [
-    ["whole", [bytes]],
-    ["byte by byte", Array.from(bytes, (_, i) => bytes.slice(i, i + 1))],
-    [`random pieces (seed ${seed})`, pieces],
-  ];
-}
+const choppings = (bytes: Uint8Array, seed = 1) => choppingsBy(bytes, [seed], 17);
 
 // The head, and every byte after it: the rest of the completing piece and the pieces after.
 function readHead(pieces: Uint8Array[], limits = LIMITS) {

@@ -14,19 +14,10 @@ import { decodeInput } from "../tools/inspect/input.ts";
 import { type Direction, startProxy } from "../tools/inspect/proxy.ts";
 import { renderJson, renderText } from "../tools/inspect/render.ts";
 import { parseArguments } from "../tools/inspect.ts";
+import { withTimeout, writeAll } from "./_drivers.ts";
+import { concatAll, utf8 } from "./_util.ts";
 
 const hex = (text: string): Uint8Array => decodeInput(new TextEncoder().encode(text), "hex");
-const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}
 
 function frames(records: readonly InspectRecord[]): FrameRecord[] {
   return records.filter((record): record is FrameRecord => record.kind === "frame");
@@ -101,9 +92,9 @@ Deno.test("Inspector reads an unmasked frame as sent by a server", () => {
 });
 
 Deno.test("Inspector shows the 16-bit and 64-bit length forms of RFC 6455 §5.7", () => {
-  const short = concat([hex("82 7e 01 00"), new Uint8Array(256)]);
-  const long = concat([hex("82 7f 00 00 00 00 00 01 00 00"), new Uint8Array(65536)]);
-  const [sixteen, sixtyFour] = frames(explain(concat([short, long])));
+  const short = concatAll([hex("82 7e 01 00"), new Uint8Array(256)]);
+  const long = concatAll([hex("82 7f 00 00 00 00 00 01 00 00"), new Uint8Array(65536)]);
+  const [sixteen, sixtyFour] = frames(explain(concatAll([short, long])));
   assert.equal(sixteen?.lengthForm, 16);
   assert.equal(sixteen.payloadLength, 256);
   assert.equal(field(sixteen, "extended payload length").bits, "00000001 00000000");
@@ -135,10 +126,10 @@ Deno.test("Inspector explains a fragmented message with a ping between its fragm
 Deno.test("Inspector explains a close with a code and a reason, and what follows it", () => {
   // A client's close, 1001 "going away", masked, then a frame nobody reads.
   const key = new Uint8Array([1, 2, 3, 4]);
-  const payload = concat([new Uint8Array([0x03, 0xe9]), utf8("going away")]);
+  const payload = concatAll([new Uint8Array([0x03, 0xe9]), utf8("going away")]);
   const masked = payload.slice();
   ws.mask(masked, key);
-  const bytes = concat([
+  const bytes = concatAll([
     new Uint8Array([0x88, 0x80 | payload.length]),
     key,
     masked,
@@ -191,7 +182,7 @@ Deno.test("Inspector inflates messages when the handshake negotiated permessage-
   client.receiveData(response.slice());
   assert.ok([...client.events()][0] instanceof ws.AcceptConnection);
   const text = "Hello, deflate! ".repeat(8);
-  const clientFrames = concat([
+  const clientFrames = concatAll([
     client.send(new ws.TextMessage({ data: text })),
     client.send(new ws.CloseConnection({ code: 1000 })),
   ]);
@@ -201,7 +192,7 @@ Deno.test("Inspector inflates messages when the handshake negotiated permessage-
   const session = newSession();
   const up = new Explainer({ session });
   const down = new Explainer({ session });
-  const records = [...up.push(request), ...down.push(concat([response, serverFrames]))];
+  const records = [...up.push(request), ...down.push(concatAll([response, serverFrames]))];
   records.push(...up.push(clientFrames), ...up.end(), ...down.end());
 
   const [requestRecord, responseRecord] = records.filter((r) =>
@@ -265,7 +256,7 @@ Deno.test("Inspector finds an invalid byte in a masked text payload after valid 
   const payload = utf8("ok\u00e9!");
   payload[3] = 0x41; // é is c3 a9: a9 becomes "A", so c3 is not continued
   ws.mask(payload, key);
-  const bytes = concat([
+  const bytes = concatAll([
     hex("81 85 37 fa 21 3d 7f 9f 4d 51 58"),
     new Uint8Array([0x81, 0x85]),
     key,
@@ -334,7 +325,7 @@ Deno.test("Inspector derives the accept token of RFC 6455 §1.3 step by step", (
     received: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
     correct: true,
   });
-  const records = explain(concat([utf8(RFC_REQUEST), hex("81 85 37 fa 21 3d 7f 9f 4d 51 58")]));
+  const records = explain(concatAll([utf8(RFC_REQUEST), hex("81 85 37 fa 21 3d 7f 9f 4d 51 58")]));
   const request = handshake(records);
   assert.equal(request.from, "client");
   assert.equal(request.startLine, "GET /chat HTTP/1.1");
@@ -451,24 +442,6 @@ Deno.test("The inspect command prints plain text when piped, or JSON lines", asy
 
 // ---- Live mode ----
 
-/** Resolves with `promise`, or fails after `ms` milliseconds. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`Timed out: ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
-}
-
 /**
  * A plain TCP relay that records what it reads each way: put between the
  * proxy and the server, it sees exactly the bytes the proxy delivered.
@@ -551,29 +524,33 @@ Deno.test("The proxy relays a native client and the module's echo server unchang
     };
   });
   try {
-    await within(new Promise((resolve) => client.onopen = resolve), 5000, "the client opening");
+    await withTimeout(
+      new Promise((resolve) => client.onopen = resolve),
+      5000,
+      "the client opening",
+    );
     for (const message of sent) client.send(message);
-    await within(allEchoed, 5000, "the echoes");
+    await withTimeout(allEchoed, 5000, "the echoes");
     client.close(1000, "bye");
-    const close = await within(closed, 5000, "the closing handshake");
+    const close = await withTimeout(closed, 5000, "the closing handshake");
     assert.equal(close.code, 1000);
   } finally {
     if (client.readyState !== WebSocket.CLOSED) {
       client.close();
-      await within(closed, 5000, "the client closing");
+      await withTimeout(closed, 5000, "the client closing");
     }
-    await within(proxy.close(), 5000, "the proxy closing");
-    await within(tap.close(), 5000, "the tap closing");
-    await within(server.shutdown(), 5000, "the server shutting down");
+    await withTimeout(proxy.close(), 5000, "the proxy closing");
+    await withTimeout(tap.close(), 5000, "the tap closing");
+    await withTimeout(server.shutdown(), 5000, "the server shutting down");
   }
   assert.deepEqual(errors, []);
   assert.deepEqual(received, sent);
 
   // Every byte the proxy read was delivered, unchanged, in order.
-  const upstream = concat(read["client→server"]);
-  const downstream = concat(read["server→client"]);
-  assert.deepEqual(concat(tap.up), upstream);
-  assert.deepEqual(concat(tap.down), downstream);
+  const upstream = concatAll(read["client→server"]);
+  const downstream = concatAll(read["server→client"]);
+  assert.deepEqual(concatAll(tap.up), upstream);
+  assert.deepEqual(concatAll(tap.down), downstream);
 
   // And every byte is accounted for by a record.
   for (

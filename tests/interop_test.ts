@@ -13,24 +13,17 @@ import type { AddressInfo } from "node:net";
 // deno-lint-ignore no-import-prefix -- deno.json has no "ws" mapping; tests pin it here
 import { WebSocket as WsClient, WebSocketServer } from "npm:ws@8.18.3";
 import * as ws from "../mod.ts";
+import { payloadsOfEverySize, Queue, withTimeout, writeAll } from "./_drivers.ts";
+import { concatAll } from "./_util.ts";
 
-const SIZES = [0, 125, 126, 65535, 65536, 1 << 20];
 const TIMEOUT = 10_000;
 const HOST = "127.0.0.1";
 
-type Data = string | Uint8Array;
+/** Wait for a promise, at most `ms`; the timer is always cleared. */
+const within = <T>(promise: Promise<T>, what: string, ms = TIMEOUT): Promise<T> =>
+  withTimeout(promise, ms, what);
 
-/** Text (multi-byte, exactly `size` bytes of UTF-8) and binary payloads of every size. */
-function payloads(): Data[] {
-  const out: Data[] = [];
-  for (const size of SIZES) {
-    out.push("é".repeat(Math.floor(size / 2)) + "x".repeat(size % 2));
-    const bytes = new Uint8Array(size);
-    for (let i = 0; i < size; i++) bytes[i] = (i * 31 + 7) & 0xff;
-    out.push(bytes);
-  }
-  return out;
-}
+type Data = string | Uint8Array;
 
 function describe(data: Data): string {
   return typeof data === "string"
@@ -49,51 +42,6 @@ function sameData(actual: Data, expected: Data, what: string): void {
   }
 }
 
-/** Wait for a promise, at most `ms`; the timer is always cleared. */
-async function within<T>(promise: Promise<T>, what: string, ms = TIMEOUT): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Timed out waiting for ${what}`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** An unbounded queue whose `next()` waits (bounded) for the next item. */
-class Queue<T> {
-  #items: T[] = [];
-  #waiters: ((item: T) => void)[] = [];
-
-  push(item: T): void {
-    const waiter = this.#waiters.shift();
-    if (waiter !== undefined) waiter(item);
-    else this.#items.push(item);
-  }
-
-  next(what: string): Promise<T> {
-    if (this.#items.length > 0) return Promise.resolve(this.#items.shift()!);
-    const { promise, resolve } = Promise.withResolvers<T>();
-    this.#waiters.push(resolve);
-    return within(promise, what).catch((error) => {
-      this.#waiters.splice(this.#waiters.indexOf(resolve), 1);
-      throw error;
-    });
-  }
-
-  get size(): number {
-    return this.#items.length;
-  }
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
-}
-
 /**
  * One end driven by our engine over a socket: reads into a fresh buffer
  * each time (the engine keeps what it is given), answers pings and the
@@ -101,10 +49,10 @@ async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
  */
 class Engine {
   readonly wsc: ws.WSConnection;
-  readonly messages = new Queue<Data>();
-  readonly pongs = new Queue<Uint8Array>();
-  readonly pingsReceived = new Queue<Uint8Array>();
-  readonly closes = new Queue<ws.CloseConnection>();
+  readonly messages = new Queue<Data>(TIMEOUT);
+  readonly pongs = new Queue<Uint8Array>(TIMEOUT);
+  readonly pingsReceived = new Queue<Uint8Array>(TIMEOUT);
+  readonly closes = new Queue<ws.CloseConnection>(TIMEOUT);
   readonly opened = Promise.withResolvers<void>();
   readonly finished: Promise<void>;
   readonly #conn: Deno.Conn;
@@ -185,7 +133,7 @@ class Engine {
         if (event.messageFinished) this.messages.push(this.#text.splice(0).join(""));
       } else if (event instanceof ws.BytesMessage) {
         this.#binary.push(event.data);
-        if (event.messageFinished) this.messages.push(joinBytes(this.#binary.splice(0)));
+        if (event.messageFinished) this.messages.push(concatAll(this.#binary.splice(0)));
       } else if (event instanceof ws.Ping) {
         this.pingsReceived.push(event.payload.slice());
         if (this.wsc.state === ws.ConnectionState.OPEN) await this.send(event.response());
@@ -199,16 +147,6 @@ class Engine {
       }
     }
   }
-}
-
-function joinBytes(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** The other implementation, seen through what the test needs of it. */
@@ -227,7 +165,7 @@ interface Remote {
 /** Deno's native WebSocket: the client in a browser-like API, or a Deno.serve socket. */
 function denoRemote(name: string, socket: WebSocket): Remote {
   socket.binaryType = "arraybuffer";
-  const messages = new Queue<Data>();
+  const messages = new Queue<Data>(TIMEOUT);
   const closed = Promise.withResolvers<{ code: number; reason: string }>();
   socket.addEventListener("message", (event) => {
     const data = event.data;
@@ -251,8 +189,8 @@ function denoRemote(name: string, socket: WebSocket): Remote {
 
 /** An npm:ws socket, client or server side. */
 function nodeRemote(name: string, socket: WsClient): Remote {
-  const messages = new Queue<Data>();
-  const pongs = new Queue<Uint8Array>();
+  const messages = new Queue<Data>(TIMEOUT);
+  const pongs = new Queue<Uint8Array>(TIMEOUT);
   const closed = Promise.withResolvers<{ code: number; reason: string }>();
   socket.on("message", (data: Uint8Array, isBinary: boolean) => {
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
@@ -281,7 +219,7 @@ function nodeRemote(name: string, socket: WsClient): Remote {
 
 /** Every size both ways, then pings both ways. */
 async function exchange(engine: Engine, remote: Remote): Promise<void> {
-  for (const data of payloads()) {
+  for (const data of payloadsOfEverySize()) {
     const what = `${describe(data)} from ${remote.name}`;
     remote.send(data);
     sameData(await engine.messages.next(what), data, what);
@@ -399,7 +337,7 @@ interface TestServer {
 }
 
 function denoServer(): TestServer {
-  const sockets = new Queue<Remote>();
+  const sockets = new Queue<Remote>(TIMEOUT);
   const server = Deno.serve({ hostname: HOST, port: 0, onListen() {} }, (request) => {
     const { socket, response } = Deno.upgradeWebSocket(request);
     sockets.push(denoRemote("Deno.serve + upgradeWebSocket", socket));
@@ -409,7 +347,7 @@ function denoServer(): TestServer {
 }
 
 async function npmServer(): Promise<TestServer> {
-  const sockets = new Queue<Remote>();
+  const sockets = new Queue<Remote>(TIMEOUT);
   const server = new WebSocketServer({ host: HOST, port: 0 });
   server.on(
     "connection",

@@ -8,29 +8,21 @@ import { connect } from "../client.ts";
 import { serve } from "../server.ts";
 import type { CloseInfo, Socket } from "../socket.ts";
 import type { SoakReport } from "../tools/soak.ts";
+import {
+  clientFrame,
+  closePayload,
+  handshakeRequest,
+  openDescriptors,
+  rawOpen,
+  readUntil,
+  waitFor,
+  withTimeout,
+} from "./_drivers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 const WANTED = 1000;
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor(condition: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!condition() && Date.now() < deadline) await delay(10);
-  return condition();
-}
 
 // How many connections this process may hold: each costs two descriptors
 // here (the client's and the server's), and the runner needs some spare.
@@ -48,16 +40,6 @@ async function connectionBudget(): Promise<number> {
   return Math.max(10, Math.min(WANTED, budget));
 }
 
-// Descriptors open in this process (Linux), to see that every connection's
-// socket was released, on both ends.
-function openDescriptors(): number | null {
-  try {
-    return [...Deno.readDirSync("/proc/self/fd")].length;
-  } catch {
-    return null;
-  }
-}
-
 // Run `count` jobs with at most `width` at once, so that a burst of
 // connects never overflows the listen backlog (which would only measure
 // the kernel's SYN retries).
@@ -68,71 +50,6 @@ async function inBatches<T>(count: number, width: number, job: (i: number) => Pr
     results.push(...await Promise.all(batch));
   }
   return results;
-}
-
-// ---- Hand-built client bytes ----
-
-function handshakeRequest(port: number, target: string): Uint8Array {
-  return encoder.encode(
-    `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
-      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-      "Sec-WebSocket-Version: 13\r\n\r\n",
-  );
-}
-
-/** A masked client frame (RFC 6455 §5.2); payloads here stay under 126 bytes. */
-function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  assert.ok(payload.length <= 125);
-  const key = [0x0f, 0xa0, 0x5a, 0xc3];
-  const frame = new Uint8Array(6 + payload.length);
-  frame.set([0x80 | opcode, 0x80 | payload.length, ...key]);
-  for (let i = 0; i < payload.length; i++) frame[6 + i] = payload[i]! ^ key[i & 3]!;
-  return frame;
-}
-
-function closePayload(code: number, reason: string): Uint8Array {
-  const text = encoder.encode(reason);
-  const payload = new Uint8Array(2 + text.length);
-  payload.set([code >> 8, code & 0xff]);
-  payload.set(text, 2);
-  return payload;
-}
-
-/** Read what arrives until `enough(bytes)`, the peer's close, or `ms`. */
-async function readUntil(
-  conn: Deno.Conn,
-  enough: (bytes: Uint8Array) => boolean,
-  ms = 5000,
-): Promise<Uint8Array> {
-  let received = new Uint8Array(0);
-  const buffer = new Uint8Array(4096);
-  const deadline = Date.now() + ms;
-  for (let reads = 0; reads < 1000 && Date.now() < deadline; reads++) {
-    const n = await withTimeout(conn.read(buffer), deadline - Date.now(), "read")
-      .catch(() => null);
-    if (n === null) break;
-    const grown = new Uint8Array(received.length + n);
-    grown.set(received);
-    grown.set(buffer.subarray(0, n), received.length);
-    received = grown;
-    if (enough(received)) break;
-  }
-  return received;
-}
-
-function headLength(bytes: Uint8Array): number {
-  const at = decoder.decode(bytes).indexOf("\r\n\r\n");
-  return at < 0 ? -1 : at + 4;
-}
-
-/** Send the request and read the whole 101 response head. */
-async function rawOpen(port: number, target: string): Promise<Deno.Conn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(handshakeRequest(port, target));
-  const head = await readUntil(conn, (bytes) => headLength(bytes) >= 0);
-  assert.match(decoder.decode(head), /^HTTP\/1\.1 101 /, `handshake for ${target}`);
-  assert.equal(head.length, headLength(head), "nothing after the 101 yet");
-  return conn;
 }
 
 // ---- The tests ----
@@ -259,7 +176,7 @@ Deno.test("1,000 clients that vanish mid-frame, mid-handshake and mid-close end 
     },
     // One message echoed, then half of the next frame.
     async "mid-frame"(target: string) {
-      const conn = await rawOpen(port, target);
+      const conn = await rawOpen(port, target, { nothingAfter: true });
       await conn.write(clientFrame(0x1, encoder.encode("whole")));
       await readUntil(conn, (bytes) => bytes.length >= 7);
       const next = clientFrame(0x1, encoder.encode("never finished"));
@@ -268,21 +185,21 @@ Deno.test("1,000 clients that vanish mid-frame, mid-handshake and mid-close end 
     },
     // The server's close arrives and is never answered.
     async "server-close-unanswered"(target: string) {
-      const conn = await rawOpen(port, target);
+      const conn = await rawOpen(port, target, { nothingAfter: true });
       await conn.write(clientFrame(0x1, encoder.encode("close please")));
-      const close = await readUntil(conn, (bytes) => bytes.length >= 2);
+      const { bytes: close } = await readUntil(conn, (bytes) => bytes.length >= 2);
       assert.equal(close[0], 0x88, "a close frame");
       conn.close();
     },
     // The client's close, and gone before the server's answer.
     async "client-close-then-gone"(target: string) {
-      const conn = await rawOpen(port, target);
+      const conn = await rawOpen(port, target, { nothingAfter: true });
       await conn.write(clientFrame(0x8, closePayload(4001, "bye")));
       conn.close();
     },
     // Half a close frame.
     async "half-close-frame"(target: string) {
-      const conn = await rawOpen(port, target);
+      const conn = await rawOpen(port, target, { nothingAfter: true });
       await conn.write(clientFrame(0x8, closePayload(1000, "half")).subarray(0, 5));
       conn.close();
     },

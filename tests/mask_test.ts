@@ -1,29 +1,12 @@
 import assert from "node:assert/strict";
 import { mask } from "../mask.ts";
+import { prng, randomBytes } from "./_util.ts";
 
 /** The definition of RFC 6455 §5.3, one byte at a time. */
 function referenceMask(data: Uint8Array, key: Uint8Array, offset: number): Uint8Array {
   const out = data.slice();
   for (let i = 0; i < out.length; i++) out[i]! ^= key[(offset + i) % 4]!;
   return out;
-}
-
-/** A small seeded PRNG so failures reproduce. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomBytes(random: () => number, n: number): Uint8Array {
-  const bytes = new Uint8Array(n);
-  for (let i = 0; i < n; i++) bytes[i] = Math.floor(random() * 256);
-  return bytes;
 }
 
 const KEY = new Uint8Array([0x37, 0xfa, 0x21, 0x3d]);
@@ -37,7 +20,7 @@ Deno.test("mask unmasks the masked Hello frame of RFC 6455 §5.7", () => {
 });
 
 Deno.test("mask matches a byte-by-byte reference at every length, key offset and alignment", () => {
-  const random = mulberry32(1);
+  const random = prng(1);
   for (let length = 0; length <= 70; length++) {
     for (let offset = 0; offset < 4; offset++) {
       for (let alignment = 0; alignment < 8; alignment++) {
@@ -63,7 +46,7 @@ Deno.test("mask matches a byte-by-byte reference at every length, key offset and
 });
 
 Deno.test("mask matches the reference for random large lengths and positions", () => {
-  const random = mulberry32(2);
+  const random = prng(2);
   for (let round = 0; round < 40; round++) {
     const length = Math.floor(random() * 200_000);
     const alignment = Math.floor(random() * 64);
@@ -81,7 +64,7 @@ Deno.test("mask matches the reference for random large lengths and positions", (
 });
 
 Deno.test("mask continues the key across chunks when given the running offset", () => {
-  const random = mulberry32(3);
+  const random = prng(3);
   const payload = randomBytes(random, 5000);
   const expected = referenceMask(payload, KEY, 0);
   const pieces = payload.slice();
@@ -95,7 +78,7 @@ Deno.test("mask continues the key across chunks when given the running offset", 
 });
 
 Deno.test("mask is its own inverse", () => {
-  const random = mulberry32(4);
+  const random = prng(4);
   const original = randomBytes(random, 4096);
   const data = original.slice();
   mask(data.subarray(3), KEY, 1);
@@ -107,7 +90,7 @@ Deno.test("mask is its own inverse", () => {
 Deno.test("mask stays correct when it alternates between buffers and views of one buffer", async (t) => {
   // The word view is cached per buffer: switching buffers, and views of one
   // buffer at different places, must never reuse a stale view.
-  const random = mulberry32(5);
+  const random = prng(5);
   const buffers = [randomBytes(random, 4096), randomBytes(random, 300), randomBytes(random, 70)];
   await t.step("across three buffers", () => {
     for (let round = 0; round < 300; round++) {

@@ -3,6 +3,7 @@ import * as pako from "pako";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "../permessage_deflate.ts";
 import { RemoteProtocolError } from "../errors.ts";
 import { NO_RSV, Opcode, type RsvBits } from "../frame.ts";
+import { bytes, concatAll, prng, randomBytes } from "./_util.ts";
 
 // ---------------------------------------------------------------- helpers
 
@@ -10,18 +11,6 @@ const RSV1: RsvBits = { rsv1: true, rsv2: false, rsv3: false };
 const TAIL = [0x00, 0x00, 0xff, 0xff];
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** A small seeded generator (mulberry32), so failures reproduce. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = (
   "the of and to in is that it for on was with as by at websocket frame message deflate " +
@@ -33,27 +22,6 @@ function textLike(size: number, seed = 1): Uint8Array {
   let text = "";
   while (text.length < size) text += WORDS[Math.floor(random() * WORDS.length)] + " ";
   return encoder.encode(text.slice(0, size));
-}
-
-function randomBytes(size: number, seed = 2): Uint8Array {
-  const random = prng(seed);
-  const out = new Uint8Array(size);
-  for (let i = 0; i < size; i++) out[i] = Math.floor(random() * 256);
-  return out;
-}
-
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
-
-function bytes(...values: number[]): Uint8Array {
-  return new Uint8Array(values);
 }
 
 /** Run the handshake's extension steps; returns [client, server]. */
@@ -133,7 +101,7 @@ function receive(
       assert.equal(ext.frameInboundComplete(true), null);
     }
   }
-  return concat(out);
+  return concatAll(out);
 }
 
 function failure(fn: () => unknown): RemoteProtocolError {
@@ -180,7 +148,7 @@ function fitsWindow(bits: number, compressed: Uint8Array, expected: Uint8Array):
 
 /** The raw DEFLATE stream of one message as sent, tail restored. */
 function stream(frames: readonly WireFrame[]): Uint8Array {
-  return concat([...frames.map((f) => f.data), bytes(...TAIL)]);
+  return concatAll([...frames.map((f) => f.data), bytes(...TAIL)]);
 }
 
 // ------------------------------------------------------------ negotiation
@@ -532,7 +500,10 @@ Deno.test("PerMessageDeflate round-trips messages of every size both ways, fragm
     const random = prng(42);
     for (const size of sizes) {
       for (
-        const [kind, message] of [["text", textLike(size)], ["random", randomBytes(size)]] as const
+        const [kind, message] of [["text", textLike(size)], [
+          "random",
+          randomBytes(prng(2), size),
+        ]] as const
       ) {
         for (const pieces of [1, 4]) {
           for (const [from, to] of [[client, server], [server, client]]) {
@@ -590,7 +561,7 @@ Deno.test("PerMessageDeflate sends single-frame messages under the threshold unc
 
 Deno.test("PerMessageDeflate round-trips at compression level 0 and keeps RSV2 and RSV3", () => {
   const [client, server] = negotiate({ compressionLevel: 0, threshold: 0 }, {});
-  const message = randomBytes(70_000);
+  const message = randomBytes(prng(2), 70_000);
   const frames = send(client, Opcode.BINARY, message, 3);
   assert.deepEqual(receive(server, frames), message);
   const rsv = { rsv1: false, rsv2: true, rsv3: true };
@@ -668,7 +639,7 @@ Deno.test("PerMessageDeflate fails a decompression bomb with 1009 without inflat
     assert.equal(pako.zlibDeflate(strm, pako.Z_SYNC_FLUSH), pako.Z_OK);
     blocks.push(out.slice(0, strm.next_out));
   }
-  const bomb = concat([blocks[0]!, ...Array<Uint8Array>(1023).fill(blocks[1]!)]);
+  const bomb = concatAll([blocks[0]!, ...Array<Uint8Array>(1023).fill(blocks[1]!)]);
   assert.ok(bomb.length < 1.1 * 1024 * 1024);
 
   const limit = 1024 * 1024;

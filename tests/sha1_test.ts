@@ -1,23 +1,6 @@
 import assert from "node:assert/strict";
 import { sha1 } from "../sha1.ts";
-
-// A seeded generator (mulberry32) so a failure names inputs that can be rebuilt.
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomBytes(next: () => number, length: number): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(length);
-  for (let i = 0; i < length; i++) bytes[i] = Math.floor(next() * 256);
-  return bytes;
-}
+import { prng, randomBytes } from "./_util.ts";
 
 async function reference(data: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
   return new Uint8Array(await crypto.subtle.digest("SHA-1", data));
@@ -28,7 +11,7 @@ function hex(bytes: Uint8Array): string {
 }
 
 Deno.test("sha1 matches crypto.subtle for every length from 0 to 200", async () => {
-  const next = random(6455);
+  const next = prng(6455);
   for (let length = 0; length <= 200; length++) {
     const data = randomBytes(next, length);
     assert.deepEqual(sha1(data), await reference(data), `length ${length}`);
@@ -36,7 +19,7 @@ Deno.test("sha1 matches crypto.subtle for every length from 0 to 200", async () 
 });
 
 Deno.test("sha1 matches crypto.subtle on large inputs", async () => {
-  const next = random(42);
+  const next = prng(42);
   for (const length of [4095, 4096, 65_537, 1_000_003]) {
     const data = randomBytes(next, length);
     assert.deepEqual(sha1(data), await reference(data), `length ${length}`);
@@ -44,7 +27,7 @@ Deno.test("sha1 matches crypto.subtle on large inputs", async () => {
 });
 
 Deno.test("sha1 hashes a subarray by its own bytes, not its buffer", async () => {
-  const next = random(7);
+  const next = prng(7);
   const big = randomBytes(next, 300);
   const view = big.subarray(17, 217);
   assert.deepEqual(sha1(view), await reference(big.slice(17, 217)));

@@ -11,6 +11,15 @@ import { connect, HandshakeError } from "../client.ts";
 import { DEFAULT_LIMITS, resolveLimits } from "../limits.ts";
 import { serve } from "../server.ts";
 import type { CloseInfo } from "../socket.ts";
+import {
+  clientFrame,
+  closePayload,
+  delay,
+  handshakeRequest,
+  hasHead,
+  readUntil,
+  withTimeout,
+} from "./_drivers.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -21,75 +30,9 @@ const ABOVE = (T * 3) / 2;
 // How late a timer may fire on a loaded runner before we call it wrong.
 const SLACK = 1000;
 
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
-const delay = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 function assertAround(elapsed: number, at: number, what: string): void {
   assert.ok(elapsed >= at - 15 && elapsed < at + SLACK, `${what} after ${elapsed} ms, not ~${at}`);
 }
-
-function handshakeRequest(port: number, target = "/"): Uint8Array {
-  return encoder.encode(
-    `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\n` +
-      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-      "Sec-WebSocket-Version: 13\r\n\r\n",
-  );
-}
-
-/** A masked client frame (RFC 6455 §5.2), payload under 126 bytes. */
-function clientFrame(opcode: number, payload: Uint8Array): Uint8Array {
-  const key = [0x5c, 0x01, 0xe7, 0x3a];
-  const frame = new Uint8Array(6 + payload.length);
-  frame.set([0x80 | opcode, 0x80 | payload.length, ...key]);
-  for (let i = 0; i < payload.length; i++) frame[6 + i] = payload[i]! ^ key[i & 3]!;
-  return frame;
-}
-
-function closePayload(code: number, reason: string): Uint8Array {
-  const text = encoder.encode(reason);
-  const payload = new Uint8Array(2 + text.length);
-  payload.set([code >> 8, code & 0xff]);
-  payload.set(text, 2);
-  return payload;
-}
-
-/** Read until `enough(bytes)`, the peer's close (or reset), or `ms`. */
-async function readUntil(
-  conn: Deno.Conn,
-  enough: (bytes: Uint8Array) => boolean,
-  ms = 5000,
-): Promise<{ bytes: Uint8Array; ended: boolean }> {
-  let bytes = new Uint8Array(0);
-  const buffer = new Uint8Array(4096);
-  const deadline = Date.now() + ms;
-  for (let reads = 0; reads < 1000 && Date.now() < deadline; reads++) {
-    let n: number | null | "timeout";
-    try {
-      n = await withTimeout(conn.read(buffer), deadline - Date.now(), "read");
-    } catch (error) {
-      n = error instanceof Error && error.message.startsWith("read:") ? "timeout" : null;
-    }
-    if (n === "timeout") return { bytes, ended: false };
-    if (n === null) return { bytes, ended: true };
-    const grown = new Uint8Array(bytes.length + n);
-    grown.set(bytes);
-    grown.set(buffer.subarray(0, n), bytes.length);
-    bytes = grown;
-    if (enough(bytes)) break;
-  }
-  return { bytes, ended: false };
-}
-
-const hasHead = (bytes: Uint8Array): boolean => decoder.decode(bytes).includes("\r\n\r\n");
 
 /** Write `bytes` in pieces spread evenly over `ms`. */
 async function dribble(conn: Deno.Conn, bytes: Uint8Array, ms: number, pieces: number) {

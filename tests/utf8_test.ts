@@ -1,17 +1,6 @@
 import assert from "node:assert/strict";
 import { decodeUtf8, Utf8StreamDecoder } from "../utf8.ts";
-
-/** A small seeded PRNG so failures reproduce. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from "./_util.ts";
 
 /**
  * The length of the longest prefix of `bytes` that can begin valid UTF-8,
@@ -190,7 +179,7 @@ Deno.test("Utf8StreamDecoder decodes one message after another without a reset",
 });
 
 Deno.test("Utf8StreamDecoder agrees with a reference validator on random bytes", async (t) => {
-  const random = mulberry32(6455);
+  const random = prng(6455);
   // Bytes drawn mostly from the interesting ranges, so that valid sequences
   // and near misses are both common.
   const pool = [

@@ -84,6 +84,22 @@ interface Outcome {
 const toHex = (data: Uint8Array): string =>
   Array.from(data, (b) => b.toString(16).padStart(2, "0")).join("");
 
+/** What the wsproto peer reads of a case, one JSON line each. */
+function peerInput(c: Case) {
+  return {
+    id: c.id,
+    role: c.role,
+    mode: c.mode,
+    stream: toHex(c.stream),
+    cuts: c.cuts,
+    eof: c.eof,
+    answer: c.answer,
+    request: c.request,
+    subprotocol: c.subprotocol ?? null,
+    rawTrailing: c.rawTrailing ?? false,
+  };
+}
+
 async function runWsproto(cases: readonly Case[]): Promise<Map<number, Outcome>> {
   const child = new Deno.Command(PYTHON, {
     args: [PEER.pathname],
@@ -95,37 +111,10 @@ async function runWsproto(cases: readonly Case[]): Promise<Map<number, Outcome>>
   if (Deno.env.get("DUMP")) {
     Deno.writeTextFileSync(
       "/tmp/cases.jsonl",
-      cases.map((c) =>
-        JSON.stringify({
-          id: c.id,
-          role: c.role,
-          mode: c.mode,
-          stream: toHex(c.stream),
-          cuts: c.cuts,
-          eof: c.eof,
-          answer: c.answer,
-          request: c.request,
-          subprotocol: c.subprotocol ?? null,
-          rawTrailing: c.rawTrailing ?? false,
-          name: c.name,
-        })
-      ).join("\n"),
+      cases.map((c) => JSON.stringify({ ...peerInput(c), name: c.name })).join("\n"),
     );
   }
-  const input = cases.map((c) =>
-    JSON.stringify({
-      id: c.id,
-      role: c.role,
-      mode: c.mode,
-      stream: toHex(c.stream),
-      cuts: c.cuts,
-      eof: c.eof,
-      answer: c.answer,
-      request: c.request,
-      subprotocol: c.subprotocol ?? null,
-      rawTrailing: c.rawTrailing ?? false,
-    })
-  ).join("\n") + "\n";
+  const input = cases.map((c) => JSON.stringify(peerInput(c))).join("\n") + "\n";
   const [, output] = await Promise.all([
     writer.write(new TextEncoder().encode(input)).then(() => writer.close()),
     child.output(),
@@ -1219,37 +1208,29 @@ function handshakeCases(): Case[] {
   ];
   const cases: Case[] = [];
   let seed = 900;
-  for (const [name, stream, extra] of server) {
-    cases.push(...chopped(
-      {
-        name: `server handshake: ${name}`,
-        role: "server",
-        mode: "handshake",
-        stream,
-        eof: false,
-        answer: true,
-        ...extra,
-      },
-      seed++,
-      400,
-    ));
-  }
-  for (const [name, stream, extra] of client) {
-    cases.push(...chopped(
-      {
-        name: `client handshake: ${name}`,
-        role: "client",
-        mode: "handshake",
-        stream,
-        eof: false,
-        answer: true,
-        request: { host: "example.com", target: "/chat", subprotocols: ["chat", "superchat"] },
-        ...extra,
-      },
-      seed++,
-      400,
-    ));
-  }
+  // Every stream read by `role` as a handshake, in its chunkings.
+  const add = (role: Case["role"], streams: typeof server, common: Partial<Case>) => {
+    for (const [name, stream, extra] of streams) {
+      cases.push(...chopped(
+        {
+          name: `${role} handshake: ${name}`,
+          role,
+          mode: "handshake",
+          stream,
+          eof: false,
+          answer: true,
+          ...common,
+          ...extra,
+        },
+        seed++,
+        400,
+      ));
+    }
+  };
+  add("server", server, {});
+  add("client", client, {
+    request: { host: "example.com", target: "/chat", subprotocols: ["chat", "superchat"] },
+  });
   return cases;
 }
 
@@ -1283,7 +1264,7 @@ function randomHandshakeCases(count: number, seed: number): Case[] {
       [headers[i], headers[j]] = [headers[j]!, headers[i]!];
     }
     const target = random() < 0.5 ? "/" : `/path/${n}?q=${n}`;
-    let stream = crlf(`GET ${target} HTTP/1.1`, ...headers);
+    let stream: Uint8Array = crlf(`GET ${target} HTTP/1.1`, ...headers);
     if (random() < 0.3) {
       stream = concat(stream, encode("server", randomValidFrames(random), random));
     }
