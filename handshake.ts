@@ -108,6 +108,12 @@ const SENDABLE: Readonly<Record<ConnectionType, Partial<Record<ConnectionState, 
 export interface HandshakeOptions {
   /** Limits to change; `maxHeaderBytes` and `maxHeaderCount` apply here. */
   limits?: Partial<Limits>;
+  /**
+   * Client only: the 16 bytes of the `Sec-WebSocket-Key`, for replaying a
+   * recorded handshake. Leave it out anywhere else: RFC 6455 §4.1 wants a
+   * fresh random nonce per connection, which is the default.
+   */
+  key?: Uint8Array;
 }
 
 /**
@@ -161,6 +167,7 @@ export function acceptToken(key: string): string {
 export class Handshake {
   readonly #type: ConnectionType;
   readonly #limits: Limits;
+  readonly #chosenKey: Uint8Array | null;
   #state = ConnectionState.CONNECTING;
   #queue: HandshakeEvent[] = [];
   // Reads the head until it is complete; null once it is.
@@ -190,6 +197,10 @@ export class Handshake {
   constructor(type: ConnectionType, options: HandshakeOptions = {}) {
     this.#type = type;
     this.#limits = resolveLimits(options.limits);
+    if (options.key !== undefined && options.key.length !== 16) {
+      throw new RangeError(`A Sec-WebSocket-Key is 16 bytes, got ${options.key.length}`);
+    }
+    this.#chosenKey = options.key ?? null;
     this.#head = new HeadReader(this.#limits);
   }
 
@@ -477,7 +488,7 @@ export class Handshake {
       offered.push(extension);
       offers.push(offer);
     }
-    const key = base64(crypto.getRandomValues(new Uint8Array(16)));
+    const key = base64(this.#chosenKey ?? crypto.getRandomValues(new Uint8Array(16)));
     const headers: [string, string][] = [
       ["Host", event.host],
       ["Upgrade", "websocket"],

@@ -1102,3 +1102,11 @@ Deno.test("checkUpgradeRequest and upgradeOptions run a Deno.serve handler", asy
     await server.shutdown();
   }
 });
+
+Deno.test("A client replays a given Sec-WebSocket-Key and refuses one of the wrong size", () => {
+  const key = new Uint8Array(16).map((_, i) => i);
+  const client = new Handshake(CLIENT, { key });
+  const text = decode(client.send(new WsRequest({ host: "h", target: "/" })));
+  assert.match(text, /\r\nSec-WebSocket-Key: AAECAwQFBgcICQoLDA0ODw==\r\n/);
+  assert.throws(() => new Handshake(CLIENT, { key: new Uint8Array(15) }), RangeError);
+});

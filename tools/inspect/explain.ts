@@ -782,11 +782,10 @@ function checkResponse(
     ? headerValue(headers, "sec-websocket-extensions")
     : session.offeredExtensions;
   const extensions = deflateElements(offers).length > 0 ? [new PerMessageDeflate()] : [];
-  const handshake = new Handshake(ConnectionType.CLIENT);
-  sendWithKey(
-    handshake,
+  // The module's own client, replaying the recorded key.
+  const handshake = new Handshake(ConnectionType.CLIENT, { key: keyBytes });
+  handshake.send(
     new WsRequest({ host: "inspector.invalid", target: "/", subprotocols, extensions }),
-    keyBytes,
   );
   try {
     handshake.receiveData(head.slice());
@@ -819,28 +818,6 @@ function checkResponse(
       status: null,
       message: error instanceof Error ? error.message : String(error),
     };
-  }
-}
-
-// `Handshake` draws the client's key from crypto.getRandomValues inside
-// send() and has no option to set it, so the one call made there is
-// answered with the recorded key. The override lasts for that synchronous
-// call only.
-function sendWithKey(handshake: Handshake, request: WsRequest, key: Uint8Array): void {
-  const own = Object.getOwnPropertyDescriptor(crypto, "getRandomValues");
-  Object.defineProperty(crypto, "getRandomValues", {
-    configurable: true,
-    writable: true,
-    value: <T extends ArrayBufferView | null>(array: T): T => {
-      if (array !== null) new Uint8Array(array.buffer, array.byteOffset, array.byteLength).set(key);
-      return array;
-    },
-  });
-  try {
-    handshake.send(request);
-  } finally {
-    if (own === undefined) delete (crypto as { getRandomValues?: unknown }).getRandomValues;
-    else Object.defineProperty(crypto, "getRandomValues", own);
   }
 }
 
