@@ -13,20 +13,10 @@ import * as pako from "pako";
 import * as fflate from "fflate";
 import { PerMessageDeflate } from "../permessage_deflate.ts";
 import { NO_RSV, Opcode } from "../frame.ts";
+import { prng } from "../tests/_util.ts";
 
 const TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
 const RSV1 = { rsv1: true, rsv2: false, rsv3: false };
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** JSON-ish chat traffic: what permessage-deflate is usually asked to shrink. */
 function text(size: number): Uint8Array {
