@@ -148,11 +148,8 @@ export class Connection {
         ) {
           throw error;
         }
-        this.#inboundClosed = true;
-        // §7.1.7: fail the connection. If our close is already out, we are done.
-        this.#state = this.#state === ConnectionState.LOCAL_CLOSING
-          ? ConnectionState.CLOSED
-          : ConnectionState.REMOTE_CLOSING;
+        // §7.1.7: fail the connection, as if the peer had sent that close.
+        this.#endInbound();
         yield error.eventHint;
         return;
       }
@@ -182,15 +179,21 @@ export class Connection {
         return new Pong({ payload: this.#messages.processControl(frame) });
       case Opcode.CLOSE: {
         const { code, reason } = parseClosePayload(this.#messages.processControl(frame));
-        this.#inboundClosed = true;
-        this.#state = this.#state === ConnectionState.LOCAL_CLOSING
-          ? ConnectionState.CLOSED
-          : ConnectionState.REMOTE_CLOSING;
+        this.#endInbound();
         return new CloseConnection({ code, reason });
       }
       default:
         return assertNever(frame.opcode);
     }
+  }
+
+  // Nothing more is read after the peer's close (or a failure standing in
+  // for one); the closing handshake is over if our close is already out.
+  #endInbound(): void {
+    this.#inboundClosed = true;
+    this.#state = this.#state === ConnectionState.LOCAL_CLOSING
+      ? ConnectionState.CLOSED
+      : ConnectionState.REMOTE_CLOSING;
   }
 
   /**
