@@ -14,18 +14,6 @@ import { CloseReason, type Frame, isValidCloseCode, Opcode } from "./frame.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
 import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
 
-/** A piece of a data message, decoded: text as a string, binary as bytes. */
-export interface MessagePiece {
-  /** TEXT or BINARY: the opcode of the message this piece belongs to. */
-  readonly opcode: Opcode.TEXT | Opcode.BINARY;
-  /** The decoded data of this piece. */
-  readonly data: string | Uint8Array;
-  /** Whether this piece ends a frame. */
-  readonly frameFinished: boolean;
-  /** Whether this piece ends the message. */
-  readonly messageFinished: boolean;
-}
-
 /** A close frame's payload, decoded (RFC 6455 §5.5.1). */
 export interface ClosePayload {
   /** The status code; 1005 when the frame had none. */
@@ -61,7 +49,7 @@ export interface MessageDecoderOptions {
  * const second = decoder.processFrame({
  *   opcode: Opcode.CONTINUATION, payload: new Uint8Array([0xa9]), frameFinished: true, messageFinished: true,
  * });
- * if (!(first.data === "" && second.data === "é" && second.messageFinished)) throw new Error("Example failed");
+ * if (!(first === "" && second === "é")) throw new Error("Example failed");
  * ```
  */
 export class MessageDecoder {
@@ -91,9 +79,10 @@ export class MessageDecoder {
    * Take one piece of a data frame (TEXT, BINARY or CONTINUATION).
    *
    * @param frame The piece, as the frame decoder gave it.
-   * @returns The decoded piece of the message.
+   * @returns Its data: text as a string, binary as bytes. It ends the
+   *   message when `frame.frameFinished && frame.messageFinished`.
    */
-  processFrame(frame: Frame): MessagePiece {
+  processFrame(frame: Frame): string | Uint8Array {
     const startsFrame = frame.opcode !== Opcode.CONTINUATION || this.#pieceEndedFrame;
     // §5.4: the fragmentation rules are checked before any extension sees
     // the payload, so a frame out of sequence is 1002 whatever it carries.
@@ -118,7 +107,6 @@ export class MessageDecoder {
     }
     this.#pieceEndedFrame = frame.frameFinished;
 
-    const opcode = this.#opcode;
     const messageFinished = frame.frameFinished && frame.messageFinished;
     let payload = frame.payload;
     for (const extension of this.#extensions) {
@@ -141,7 +129,7 @@ export class MessageDecoder {
       this.#opcode = null;
       this.#utf8.reset();
     }
-    return { opcode, data, frameFinished: frame.frameFinished, messageFinished };
+    return data;
   }
 
   // Counts bytes of the current message against the limit and decodes text.
