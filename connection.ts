@@ -109,19 +109,23 @@ export class Connection {
 
   /**
    * Pass received bytes in, or `null` at end of stream. End of stream
-   * before the closing handshake finished yields `CloseConnection` with
-   * 1006 (RFC 6455 §7.1.5). Data after CLOSED is a `LocalProtocolError`;
-   * data after the peer's close or a protocol error is ignored.
+   * before a close frame arrived yields `CloseConnection` with 1006 (RFC
+   * 6455 §7.1.5); after one it just moves to CLOSED. Data after CLOSED is a
+   * `LocalProtocolError`; data after the peer's close or a protocol error
+   * is ignored.
    *
    * @param data The bytes received (the connection keeps them), or `null`.
    */
   receiveData(data: Uint8Array | null): void {
     if (data === null) {
-      if (this.#state !== ConnectionState.CLOSED) {
+      // §7.1.5: 1006 is the close code only when no close frame arrived;
+      // after the peer's close (or a failure already reported) the end of
+      // the stream just ends the connection.
+      if (!this.#inboundClosed) {
         this.#pending.push(new CloseConnection({ code: CloseReason.ABNORMAL_CLOSURE }));
-        this.#state = ConnectionState.CLOSED;
-        this.#inboundClosed = true;
       }
+      this.#state = ConnectionState.CLOSED;
+      this.#inboundClosed = true;
       return;
     }
     if (this.#state === ConnectionState.CLOSED) {

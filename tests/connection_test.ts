@@ -327,3 +327,18 @@ Deno.test("A pipelined first frame behind the handshake request is delivered", (
   }
   assert.equal(server.state, ws.ConnectionState.CONNECTING);
 });
+
+Deno.test("Connection reports no 1006 when the stream ends after the peer's close", () => {
+  const conn = new ws.Connection(SERVER);
+  conn.receiveData(close(1001, "bye"));
+  assert.deepEqual(normalize([...conn.events()]), [{ type: "close", code: 1001, reason: "bye" }]);
+  conn.receiveData(null);
+  assert.deepEqual([...conn.events()], []);
+  assert.equal(conn.state, CLOSED);
+  // A failure already reported counts as the close.
+  const failed = new ws.Connection(SERVER);
+  failed.receiveData(rawFrame({ opcode: 3 }));
+  assert.equal(normalize([...failed.events()]).length, 1);
+  failed.receiveData(null);
+  assert.deepEqual([...failed.events()], []);
+});

@@ -324,9 +324,9 @@ const RULES = {
     "RFC 6455 §7.1.7 fails the connection, so nothing more is read; wsproto stays OPEN " +
     "(LOCAL_CLOSING once its close is sent).",
   "eof-after-closed":
-    "End of stream once CLOSED yields nothing: the close code was already reported, and " +
-    "1006 is for a connection closed without a Close frame (RFC 6455 §7.1.5, §7.4.1); " +
-    "wsproto yields a second CloseConnection(1006).",
+    "End of stream after a close frame arrived (REMOTE_CLOSING or CLOSED) yields nothing: " +
+    "the close code was already reported, and 1006 is for a connection closed without a " +
+    "Close frame (RFC 6455 §7.1.5, §7.4.1); wsproto yields another CloseConnection(1006).",
   "utf8-fail-fast":
     "Invalid UTF-8 is reported at the first byte that makes the text invalid (RFC 6455 §8.1 " +
     "'MUST Fail the WebSocket Connection', Autobahn 6.4.x): a surrogate prefix ED A0-BF is " +
@@ -453,7 +453,10 @@ function compareFrames(ours: Outcome, theirs: Outcome): Verdict {
     const a = ours.eof.events;
     const b = theirs.eof.events;
     const before = ours.chunks.at(-1)?.state ?? "OPEN";
-    if (a.length === 0 && b.length === 1 && isClose(b[0], 1006) && before === "CLOSED") {
+    if (
+      a.length === 0 && b.length === 1 && isClose(b[0], 1006) &&
+      (before === "CLOSED" || before === "REMOTE_CLOSING")
+    ) {
       rules.add("eof-after-closed");
     } else if (a.length !== b.length || a.some((x, k) => !sameEvent(x, b[k]))) {
       return { rules, mismatch: `eof: ours ${JSON.stringify(a)}, wsproto ${JSON.stringify(b)}` };
