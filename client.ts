@@ -165,7 +165,6 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
 
   const signal = options.signal;
   signal?.throwIfAborted();
-  const started = Date.now();
   const deadline = new AbortController();
   // 0 disables the deadline, as it does for serve().
   const timer = timeout === 0 ? undefined : setTimeout(
@@ -192,10 +191,11 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       tcp.setNoDelay(true);
       conn = tcp;
     }
-    const remaining = timeout === 0 ? 0 : Math.max(1, timeout - (Date.now() - started));
     const socket = new RawSocket(conn, {
       type: ConnectionType.CLIENT,
-      limits: { ...limits, handshakeTimeout: remaining },
+      // One deadline only: the one above closes the socket when it passes,
+      // so the error always says which limit was hit.
+      limits: { ...limits, handshakeTimeout: 0 },
       request,
     });
     const onAbort = (): void => void socket.close();

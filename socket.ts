@@ -260,6 +260,17 @@ export class Inbox {
   #waiters: Waiter[] = [];
   #end: CloseInfo | null = null;
   #drained: PromiseWithResolvers<void> | null = null;
+  #taken = 0;
+
+  /** Whether a reader waits for the next message. */
+  get waiting(): boolean {
+    return this.#waiters.length > 0;
+  }
+
+  /** How many messages were taken from the queue so far (a progress counter). */
+  get taken(): number {
+    return this.#taken;
+  }
 
   /** Whether the reader fell behind: the transport should stop reading. */
   get full(): boolean {
@@ -315,11 +326,22 @@ export class Inbox {
    *
    * @returns A promise of the message.
    */
-  next(): Promise<MessageData | null> {
+  next(): Promise<MessageData | null>;
+  /**
+   * The next message mapped by `map` (`null` once the inbox ended and is
+   * empty), without a further promise hop.
+   *
+   * @param map Makes the result from the message.
+   * @returns A promise of the result.
+   */
+  next<T>(map: (item: MessageData | null) => T): Promise<T>;
+  next<T>(
+    map: (item: MessageData | null) => T = (item) => item as T,
+  ): Promise<T> {
     const item = this.#shift();
-    if (item !== undefined) return Promise.resolve(item);
-    if (this.#end !== null) return Promise.resolve(null);
-    return new Promise<MessageData | null>((resolve) => this.#waiters.push(resolve));
+    if (item !== undefined) return Promise.resolve(map(item));
+    if (this.#end !== null) return Promise.resolve(map(null));
+    return new Promise<T>((resolve) => this.#waiters.push((item) => resolve(map(item))));
   }
 
   /**
@@ -369,6 +391,7 @@ export class Inbox {
     if (this.#head >= this.#items.length) return undefined;
     const item = this.#items[this.#head]!;
     this.#items[this.#head++] = "";
+    this.#taken++;
     // Compact now and then, so a long queue is not shifted one by one.
     if (this.#head === this.#items.length) {
       this.#items = [];
@@ -398,10 +421,12 @@ export function iterateInbox(
   before: () => void,
 ): AsyncIterator<MessageData, undefined> {
   const done: IteratorReturnResult<undefined> = { done: true, value: undefined };
+  const result = (item: MessageData | null): IteratorResult<MessageData, undefined> =>
+    item === null ? done : { done: false, value: item };
   return {
     next: () => {
       before();
-      return inbox.next().then((item) => item === null ? done : { done: false, value: item });
+      return inbox.next(result);
     },
     return: () => Promise.resolve(done),
   };
@@ -441,6 +466,8 @@ const MAX_READ = 256 * 1024;
 const SMALL_READ = 2048;
 // Writes coalesce frames up to this size; larger frames go out alone, uncopied.
 const COALESCE = 64 * 1024;
+// Ticks a write waits for a reader that stopped taking queued messages.
+const FLUSH_PATIENCE = 3;
 // The body of a refused handshake kept for the error.
 const MAX_REJECT_BODY = 64 * 1024;
 
@@ -811,9 +838,33 @@ export class RawSocket implements ServerSocket {
     return this.#batch.promise;
   }
 
+  async #settle(): Promise<void> {
+    // While the application is still taking messages queued by the last
+    // read (pipelined input), wait: its replies then join this write
+    // instead of trickling out one syscall each. Stop as soon as the
+    // reader is idle for a few ticks, waits on an empty queue, or enough
+    // is queued; reads, and so new messages, only come in a later task.
+    let taken = this.#inbox.taken;
+    let idle = 0;
+    while (idle < FLUSH_PATIENCE && this.#outBytes < COALESCE && !this.#connClosed) {
+      // Caught up: the reader took everything and waits for more.
+      if (this.#inbox.size === 0 && this.#inbox.waiting) break;
+      await undefined;
+      if (this.#inbox.taken === taken) idle++;
+      else {
+        taken = this.#inbox.taken;
+        idle = 0;
+      }
+    }
+  }
+
   async #flush(): Promise<void> {
     try {
       while (this.#out.length > 0 && !this.#connClosed) {
+        if (this.#inbox.size > 0) {
+          await this.#settle();
+          if (this.#connClosed) break;
+        }
         const chunks = this.#out;
         const batch = this.#batch!;
         const size = this.#outBytes;
@@ -1112,6 +1163,7 @@ export class RawSocket implements ServerSocket {
 }
 
 async function writeChunks(conn: Deno.Conn, chunks: Uint8Array[]): Promise<void> {
+  if (chunks.length === 1) return writeAll(conn, chunks[0]!);
   let group: Uint8Array[] = [];
   let groupSize = 0;
   for (const chunk of chunks) {
@@ -1128,8 +1180,14 @@ async function writeChunks(conn: Deno.Conn, chunks: Uint8Array[]): Promise<void>
   }
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let written = 0;
+function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  // The usual case, one write taking everything, costs no extra hop.
+  return conn.write(data).then((written) =>
+    written < data.length ? writeRest(conn, data, written) : undefined
+  );
+}
+
+async function writeRest(conn: Deno.Conn, data: Uint8Array, written: number): Promise<void> {
   while (written < data.length) written += await conn.write(data.subarray(written));
 }
 
