@@ -108,6 +108,14 @@ export class Connection {
   }
 
   /**
+   * Bytes of the frame being read that have not arrived yet (0 between
+   * frames): a hint for sizing the next read, never a limit.
+   */
+  get bytesExpected(): number {
+    return this.#inboundClosed ? 0 : this.#decoder.bytesExpected;
+  }
+
+  /**
    * Pass received bytes in, or `null` at end of stream. End of stream
    * before a close frame arrived yields `CloseConnection` with 1006 (RFC
    * 6455 §7.1.5); after one it just moves to CLOSED. Data after CLOSED is a
@@ -300,6 +308,14 @@ export class WSConnection {
   /** The extensions negotiated in the handshake (empty before it completes). */
   get extensions(): readonly Extension[] {
     return this.#connection === null ? [] : this.#handshake.extensions;
+  }
+
+  /**
+   * Bytes of the frame being read that have not arrived yet (0 between
+   * frames and during the handshake): a hint for sizing the next read.
+   */
+  get bytesExpected(): number {
+    return this.#connection?.bytesExpected ?? 0;
   }
 
   /**

@@ -95,6 +95,16 @@ export class FrameDecoder {
   }
 
   /**
+   * Bytes of the frame being read that have not arrived yet: 0 between
+   * frames or while a header is incomplete. A driver can size its next read
+   * to this, so a large payload lands in one buffer instead of many.
+   */
+  get bytesExpected(): number {
+    if (!this.#inFrame) return 0;
+    return Math.max(0, this.#payloadLength - this.#payloadConsumed - this.#buffer.length);
+  }
+
+  /**
    * Add received bytes; the decoder keeps (and will unmask) them.
    *
    * @param data The bytes, in the order received.

@@ -462,6 +462,9 @@ export interface RawSocketOptions {
 // pending) and double while reads fill them.
 const MIN_READ = 4096;
 const MAX_READ = 256 * 1024;
+// The rest of a large frame is read into one buffer of its size, up to this
+// much: what a peer that announces a large frame and stalls makes us hold.
+const FRAME_READ = 64 * 1024;
 // Reads up to this size are copied out so that the buffer is reused.
 const SMALL_READ = 2048;
 // Writes coalesce frames up to this size; larger frames go out alone, uncopied.
@@ -903,10 +906,15 @@ export class RawSocket implements ServerSocket {
         continue;
       }
       if (this.#connClosed) break;
-      buffer ??= new Uint8Array(size);
+      // The rest of a frame in progress arrives into a buffer of its size:
+      // fewer reads, and no bytes of the next frame to split off.
+      const expected = this.#ws.bytesExpected;
+      let target: Uint8Array;
+      if (expected > size) target = new Uint8Array(Math.min(expected, Math.max(size, FRAME_READ)));
+      else target = buffer ??= new Uint8Array(size);
       let n: number | null;
       try {
-        n = await this.#conn.read(buffer);
+        n = await this.#conn.read(target);
       } catch {
         n = null;
       }
@@ -916,15 +924,17 @@ export class RawSocket implements ServerSocket {
       if (n !== null) {
         if (n <= SMALL_READ) {
           // The engine keeps what it is given: copy, and reuse the buffer.
-          data = buffer.slice(0, n);
-          if (size > MIN_READ) {
+          data = target.slice(0, n);
+          if (target === buffer && size > MIN_READ) {
             size = MIN_READ;
             buffer = null;
           }
         } else {
-          data = buffer.subarray(0, n);
-          buffer = null;
-          if (n === size && size < MAX_READ) size *= 2;
+          data = target.subarray(0, n);
+          if (target === buffer) {
+            buffer = null;
+            if (n === size && size < MAX_READ) size *= 2;
+          }
         }
       }
       this.#receive(data);

@@ -163,6 +163,16 @@ Deno.test("Connection finds invalid UTF-8 at the first bad byte", () => {
   assert.equal(lastCode(normalize(events)), 1007);
 });
 
+Deno.test("Connection.bytesExpected is the rest of the frame in progress, 0 once failed", () => {
+  const conn = new ws.Connection(CLIENT);
+  conn.receiveData(concat(bytes(0x81, 0x7e, 0x03, 0xe8), utf8("abc")));
+  [...conn.events()];
+  assert.equal(conn.bytesExpected, 997);
+  conn.receiveData(bytes(0xc0)); // invalid UTF-8: the frame will never finish
+  assert.equal(lastCode(normalize([...conn.events()])), 1007);
+  assert.equal(conn.bytesExpected, 0);
+});
+
 Deno.test("Connection answers a received close and ends CLOSED", () => {
   const conn = new ws.Connection(SERVER);
   conn.receiveData(close(1001, "going"));

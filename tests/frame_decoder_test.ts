@@ -147,6 +147,28 @@ Deno.test("FrameDecoder streams a large data frame as pieces without waiting for
   assert.equal(second.messageFinished, true);
 });
 
+Deno.test("FrameDecoder.bytesExpected counts what the frame in progress still lacks", () => {
+  const decoder = new ws.FrameDecoder(CLIENT);
+  const wire = concat(
+    bytes(0x82, 0x7e, 0x01, 0x00),
+    new Uint8Array(256).fill(1),
+    bytes(0x89, 0x00),
+  );
+  decoder.receiveBytes(wire.slice(0, 3)); // an incomplete header says nothing yet
+  assert.equal(decoder.processBuffer(), null);
+  assert.equal(decoder.bytesExpected, 0);
+  decoder.receiveBytes(wire.slice(3, 100));
+  assert.equal(decoder.processBuffer()?.payload.length, 96);
+  assert.equal(decoder.bytesExpected, 160);
+  decoder.receiveBytes(wire.slice(100, 200)); // buffered bytes count as arrived
+  assert.equal(decoder.bytesExpected, 60);
+  decoder.receiveBytes(wire.slice(200));
+  assert.equal(decoder.processBuffer()?.frameFinished, true);
+  assert.equal(decoder.bytesExpected, 0);
+  assert.equal(decoder.processBuffer()?.opcode, ws.Opcode.PING);
+  assert.equal(decoder.bytesExpected, 0);
+});
+
 Deno.test("FrameDecoder waits for a whole control frame", () => {
   const decoder = new ws.FrameDecoder(CLIENT);
   const wire = rawFrame({ opcode: 9, payload: utf8("abcdef"), maskKey: null });
