@@ -910,11 +910,24 @@ export class RawSocket implements ServerSocket {
       // fewer reads, and no bytes of the next frame to split off.
       const expected = this.#ws.bytesExpected;
       let target: Uint8Array;
-      if (expected > size) target = new Uint8Array(Math.min(expected, Math.max(size, FRAME_READ)));
-      else target = buffer ??= new Uint8Array(size);
+      let held = 0;
+      if (expected > size) {
+        held = this.#assemblable(expected);
+        if (held > 0) {
+          // The message so far moves to the front and the rest is read in
+          // behind it: the whole message then is one view, never joined.
+          target = new Uint8Array(held + expected);
+          target.set(concatBytes(this.#parts as Uint8Array[]));
+          this.#parts = [target.subarray(0, held)];
+        } else {
+          target = new Uint8Array(Math.min(expected, Math.max(size, FRAME_READ)));
+        }
+      } else {
+        target = buffer ??= new Uint8Array(size);
+      }
       let n: number | null;
       try {
-        n = await this.#conn.read(target);
+        n = await this.#conn.read(held > 0 ? target.subarray(held) : target);
       } catch {
         n = null;
       }
@@ -922,7 +935,9 @@ export class RawSocket implements ServerSocket {
       this.#heard = true;
       let data: Uint8Array | null = null;
       if (n !== null) {
-        if (n <= SMALL_READ) {
+        if (held > 0) {
+          data = target.subarray(held, held + n);
+        } else if (n <= SMALL_READ) {
           // The engine keeps what it is given: copy, and reuse the buffer.
           data = target.slice(0, n);
           if (target === buffer && size > MIN_READ) {
@@ -943,6 +958,19 @@ export class RawSocket implements ServerSocket {
         break;
       }
     }
+  }
+
+  // The bytes of the binary message in progress when it and the rest of its
+  // current frame fit one buffer of FRAME_READ; 0 when they do not (text
+  // is decoded to strings, and an extension's output is not the wire's).
+  #assemblable(expected: number): number {
+    if (this.#parts.length === 0 || this.#ws.extensions.length > 0) return 0;
+    let held = 0;
+    for (const part of this.#parts) {
+      if (typeof part === "string") return 0;
+      held += part.length;
+    }
+    return held + expected <= FRAME_READ ? held : 0;
   }
 
   #receive(data: Uint8Array | null): void {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
+import { concatBytes } from "../_bytes.ts";
 import { bytes, prng } from "./_util.ts";
 
 /** The obvious buffer: one array, concatenated on every push. */
@@ -210,4 +211,18 @@ Deno.test("ByteBuffer streams 100k small chunks through without losing a byte", 
     }
     assert.equal(buffer.length, 0);
   });
+});
+
+Deno.test("concatBytes joins adjacent views of one buffer without copying, others by copying", () => {
+  const whole = bytes(1, 2, 3, 4, 5, 6);
+  const joined = concatBytes([whole.subarray(0, 2), new Uint8Array(0), whole.subarray(2, 5)]);
+  assert.deepEqual(joined, bytes(1, 2, 3, 4, 5));
+  assert.equal(joined.buffer, whole.buffer, "adjacent views share the buffer");
+  const gap = concatBytes([whole.subarray(0, 2), whole.subarray(3, 5)]);
+  assert.deepEqual(gap, bytes(1, 2, 4, 5));
+  assert.notEqual(gap.buffer, whole.buffer);
+  const other = concatBytes([whole.subarray(0, 2), bytes(3)]);
+  assert.deepEqual(other, bytes(1, 2, 3));
+  assert.notEqual(other.buffer, whole.buffer);
+  assert.deepEqual(concatBytes([]), bytes());
 });

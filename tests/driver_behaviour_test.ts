@@ -6,8 +6,8 @@ import * as ws from "../mod.ts";
 import { connect, HandshakeError } from "../client.ts";
 import { serve } from "../server.ts";
 import { type CloseInfo, ConnectionClosedError, RawSocket, type ServerSocket } from "../socket.ts";
-import { withTimeout } from "./_drivers.ts";
-import { concatAll } from "./_util.ts";
+import { delay, rawOpen, withTimeout, writeAll } from "./_drivers.ts";
+import { concatAll, prng, randomBytes } from "./_util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -221,6 +221,54 @@ Deno.test("frames pipelined behind the handshake request are not lost", async ()
   assert.equal(text?.data, "early");
 });
 
+Deno.test("messages whose frames arrive over many reads come out whole", async () => {
+  // Large frames are read into buffers sized by what the frame still lacks,
+  // and a binary message's earlier bytes move into that buffer: every path
+  // (one frame, fragments, text, larger than one such buffer) must still
+  // deliver exactly what was sent.
+  const random = prng(7);
+  const sent: (string | Uint8Array)[] = [
+    randomBytes(random, 50_000),
+    randomBytes(random, 43_000),
+    "ж€😀".repeat(3_000),
+    randomBytes(random, 200_000),
+  ];
+  const received = Promise.withResolvers<(string | Uint8Array)[]>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    const messages: (string | Uint8Array)[] = [];
+    for await (const message of socket) {
+      messages.push(message);
+      if (messages.length === sent.length) break;
+    }
+    received.resolve(messages);
+  });
+  const conn = await rawOpen(server.addr.port, "/");
+  try {
+    const encoder = new ws.FrameEncoder(ws.ConnectionType.CLIENT);
+    const fragmented = sent[1] as Uint8Array;
+    const wire = [
+      encoder.encodeData(sent[0]!, true),
+      encoder.encodeData(fragmented.subarray(0, 3_000), false),
+      encoder.encodeData(fragmented.subarray(3_000), true),
+      encoder.encodeData(sent[2]!, true),
+      encoder.encodeData(sent[3]!, true),
+    ];
+    for (const frame of wire) {
+      // Pauses between pieces make the server read each one separately.
+      const cuts = [0, 1_000, 9_000, 30_000, 120_000].filter((cut) => cut < frame.length);
+      for (const [i, cut] of cuts.entries()) {
+        await writeAll(conn, frame.subarray(cut, cuts[i + 1] ?? frame.length));
+        await delay(5);
+      }
+    }
+    const messages = await withTimeout(received.promise, 5000, "messages");
+    assert.equal(messages.length, sent.length);
+    for (let i = 0; i < sent.length; i++) assert.deepEqual(messages[i], sent[i], `message ${i}`);
+  } finally {
+    conn.close();
+  }
+});
+
 Deno.test("receive() times out, and the socket stays usable", async () => {
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
     for await (const message of socket) await socket.send(message);
@@ -423,7 +471,3 @@ Deno.test("a server socket's fields describe the connection", async () => {
   assert.deepEqual(await socket.closed, { code: 3000, reason: "x".repeat(123) });
   await assert.rejects(client.close(1005), RangeError);
 });
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
