@@ -3,6 +3,33 @@
 
 const EMPTY = new Uint8Array(0);
 
+// Small arrays are cut from a shared slab: one allocation serves many
+// frames, and frames made one after another sit side by side, so a driver
+// writing them together joins them without copying (see concatBytes).
+const SLAB_SIZE = 64 * 1024;
+const SLAB_MAX = 4 * 1024;
+let slab = EMPTY;
+let slabUsed = 0;
+
+/**
+ * A zero-filled array of `size` bytes that no one else holds. Up to 4 KiB
+ * it is a view into a shared slab, so its `buffer` holds other bytes too:
+ * use the view, not its buffer.
+ *
+ * @param size The length in bytes.
+ * @returns The array.
+ */
+export function allocate(size: number): Uint8Array {
+  if (size > SLAB_MAX) return new Uint8Array(size);
+  if (slabUsed + size > slab.length) {
+    slab = new Uint8Array(SLAB_SIZE);
+    slabUsed = 0;
+  }
+  const view = slab.subarray(slabUsed, slabUsed + size);
+  slabUsed += size;
+  return view;
+}
+
 /**
  * Join byte arrays into one. When at most one of them holds bytes, or they
  * are adjacent views of one buffer, the result shares their memory (no

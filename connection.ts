@@ -216,7 +216,8 @@ export class Connection {
    * handshake) and REMOTE_CLOSING (it finishes it).
    *
    * @param event The event to send.
-   * @returns The bytes to write to the peer.
+   * @returns The bytes to write to the peer: yours to keep, but small frames are
+   *   views into a buffer shared with other frames, so write the view, not its `buffer`.
    */
   send(event: Event): Uint8Array {
     const state = this.#state;
@@ -347,7 +348,8 @@ export class WSConnection {
    * Turn an event into bytes to write.
    *
    * @param event The event to send.
-   * @returns The bytes to write to the peer.
+   * @returns The bytes to write to the peer (small frames are views into a shared
+   *   buffer: write the view, not its `buffer`).
    */
   send(event: Event): Uint8Array {
     if (this.#connection !== null) return this.#connection.send(event);

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { allocate } from "./_bytes.ts";
 import { LocalProtocolError } from "./errors.ts";
 import type { Extension } from "./extensions.ts";
 import {
@@ -47,7 +48,8 @@ const textEncoder = new TextEncoder();
  * @param fin The FIN bit.
  * @param rsv The RSV bits.
  * @param maskFrames Whether to mask (clients must, servers must not: §5.1).
- * @returns The frame's bytes.
+ * @returns The frame's bytes; up to 4 KiB, a view into a buffer shared with other
+ *   frames (write the view, not its `buffer`).
  *
  * @example The RFC 6455 §5.7 unmasked "Hello"
  * ```ts
@@ -67,7 +69,7 @@ export function encodeFrame(
   const length = payload.length;
   const lengthBytes = length <= MAX_CONTROL_PAYLOAD ? 0 : length <= 0xffff ? 2 : 8;
   const headerLength = 2 + lengthBytes + (maskFrames ? 4 : 0);
-  const frame = new Uint8Array(headerLength + length);
+  const frame = allocate(headerLength + length);
   frame[0] = (fin ? 0x80 : 0) | (rsv.rsv1 ? 0x40 : 0) | (rsv.rsv2 ? 0x20 : 0) |
     (rsv.rsv3 ? 0x10 : 0) | opcode;
   const maskBit = maskFrames ? 0x80 : 0;

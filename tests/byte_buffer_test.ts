@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
-import { concatBytes } from "../_bytes.ts";
+import { allocate, concatBytes } from "../_bytes.ts";
 import { bytes, prng } from "./_util.ts";
 
 /** The obvious buffer: one array, concatenated on every push. */
@@ -225,4 +225,26 @@ Deno.test("concatBytes joins adjacent views of one buffer without copying, other
   assert.deepEqual(other, bytes(1, 2, 3));
   assert.notEqual(other.buffer, whole.buffer);
   assert.deepEqual(concatBytes([]), bytes());
+});
+
+Deno.test("allocate hands out zeroed, disjoint arrays; small ones side by side", () => {
+  const arrays = Array.from({ length: 100 }, (_, i) => allocate(1 + (i % 50)));
+  for (const array of arrays) {
+    assert.ok(array.every((byte) => byte === 0), "zero-filled");
+    array.fill(0xff); // writing one never shows in another
+  }
+  for (const [i, array] of arrays.entries()) {
+    assert.equal(array.length, 1 + (i % 50));
+    assert.ok(array.every((byte) => byte === 0xff));
+  }
+  // Consecutive small arrays are adjacent (until a slab runs out), so
+  // joining them costs no copy.
+  const first = allocate(10);
+  const second = allocate(20);
+  if (first.buffer === second.buffer) {
+    assert.equal(concatBytes([first, second]).buffer, first.buffer);
+  }
+  const large = allocate(100_000);
+  assert.equal(large.byteOffset, 0);
+  assert.equal(large.buffer.byteLength, 100_000, "a large array has its own buffer");
 });
