@@ -6,13 +6,13 @@ const EMPTY = new Uint8Array(0);
 // Small arrays are cut from a shared slab: one allocation serves many
 // frames, and frames made one after another sit side by side, so a driver
 // writing them together joins them without copying (see concatBytes).
-const SLAB_SIZE = 64 * 1024;
-const SLAB_MAX = 4 * 1024;
+const SLAB_SIZE = 16 * 1024;
+const SLAB_MAX = 2 * 1024;
 let slab = EMPTY;
 let slabUsed = 0;
 
 /**
- * A zero-filled array of `size` bytes that no one else holds. Up to 4 KiB
+ * A zero-filled array of `size` bytes that no one else holds. Up to 2 KiB
  * it is a view into a shared slab, so its `buffer` holds other bytes too:
  * use the view, not its buffer.
  *

@@ -469,6 +469,12 @@ const FRAME_READ = 64 * 1024;
 const SMALL_READ = 2048;
 // Writes coalesce frames up to this size; larger frames go out alone, uncopied.
 const COALESCE = 64 * 1024;
+// Small frames are views into a slab shared with other frames (and other
+// connections), which stays alive while any of them waits. Behind a write
+// in flight (a peer that stopped reading, perhaps) frames from at most this
+// many slabs wait as views; others are copied, so a stalled peer pins a few
+// slabs, not one per frame.
+const MAX_SHARED_QUEUED = 16;
 // Ticks a write waits for a reader that stopped taking queued messages.
 const FLUSH_PATIENCE = 3;
 // The body of a refused handshake kept for the error.
@@ -524,6 +530,11 @@ export class RawSocket implements ServerSocket {
   #outBytes = 0;
   #batch: PromiseWithResolvers<void> | null = null;
   #writing = false;
+  // Whether bytes are being written, and how many larger buffers the
+  // frames queued behind them share (the last one, to count each once).
+  #writeInFlight = false;
+  #sharedQueued = 0;
+  #lastShared: ArrayBufferLike | null = null;
   #pump: Promise<void> = Promise.resolve();
   #closeAfterFlush = false;
 
@@ -824,6 +835,17 @@ export class RawSocket implements ServerSocket {
 
   #write(bytes: Uint8Array): Promise<void> {
     if (this.#connClosed) return this.#closedRejection();
+    if (
+      this.#writeInFlight && bytes.length < bytes.buffer.byteLength &&
+      bytes.buffer !== this.#lastShared
+    ) {
+      if (this.#sharedQueued < MAX_SHARED_QUEUED) {
+        this.#sharedQueued++;
+        this.#lastShared = bytes.buffer;
+      } else {
+        bytes = bytes.slice();
+      }
+    }
     this.#out.push(bytes);
     this.#outBytes += bytes.length;
     if (this.#batch === null) {
@@ -868,17 +890,23 @@ export class RawSocket implements ServerSocket {
           await this.#settle();
           if (this.#connClosed) break;
         }
-        const chunks = this.#out;
+        // Joined now, so that only what is written stays referenced.
+        const writes = coalesce(this.#out);
         const batch = this.#batch!;
         const size = this.#outBytes;
         this.#out = [];
+        this.#sharedQueued = 0;
+        this.#lastShared = null;
         this.#batch = null;
+        this.#writeInFlight = true;
         try {
-          await writeChunks(this.#conn, chunks);
+          for (const bytes of writes) await writeAll(this.#conn, bytes);
         } catch {
           batch.reject(new ConnectionClosedError(this.#closeInfo ?? ABNORMAL));
           this.#abort(ABNORMAL);
           return;
+        } finally {
+          this.#writeInFlight = false;
         }
         this.#outBytes = Math.max(0, this.#outBytes - size);
         batch.resolve();
@@ -1200,22 +1228,24 @@ export class RawSocket implements ServerSocket {
   }
 }
 
-async function writeChunks(conn: Deno.Conn, chunks: Uint8Array[]): Promise<void> {
-  if (chunks.length === 1) return writeAll(conn, chunks[0]!);
+// The writes for a queue of frames: neighbours joined up to COALESCE
+// bytes, a larger frame alone and uncopied.
+function coalesce(chunks: readonly Uint8Array[]): Uint8Array[] {
+  if (chunks.length === 1) return [chunks[0]!];
+  const writes: Uint8Array[] = [];
   let group: Uint8Array[] = [];
   let groupSize = 0;
   for (const chunk of chunks) {
     if (groupSize > 0 && groupSize + chunk.length > COALESCE) {
-      await writeAll(conn, concatBytes(group));
+      writes.push(concatBytes(group));
       group = [];
       groupSize = 0;
     }
     group.push(chunk);
     groupSize += chunk.length;
   }
-  if (groupSize > 0) {
-    await writeAll(conn, concatBytes(group));
-  }
+  if (groupSize > 0) writes.push(concatBytes(group));
+  return writes;
 }
 
 function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {

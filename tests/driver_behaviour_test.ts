@@ -8,6 +8,7 @@ import { serve } from "../server.ts";
 import { type CloseInfo, ConnectionClosedError, RawSocket, type ServerSocket } from "../socket.ts";
 import { delay, rawOpen, withTimeout, writeAll } from "./_drivers.ts";
 import { concatAll, prng, randomBytes } from "./_util.ts";
+import { allocate } from "../_bytes.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -449,6 +450,52 @@ Deno.test("frames made in one turn go out in one write", async () => {
   await Promise.all(sends);
   assert.equal(await socket.receive({ timeout: 2000 }), "100");
   assert.equal(writes.length, 2, `writes: ${writes.join(", ")}`); // the request, then one batch
+  await socket.close();
+});
+
+Deno.test("small frames queued behind a stalled write arrive whole and in order", async () => {
+  // Behind a write that does not finish, frames cut from many different
+  // slabs are copied out (so a stalled peer cannot pin them all): the
+  // bytes must come out the same.
+  const received = Promise.withResolvers<string[]>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    const messages: string[] = [];
+    for await (const message of socket) {
+      messages.push(message as string);
+      if (messages.length === 41) break;
+    }
+    received.resolve(messages);
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  let gate: PromiseWithResolvers<void> | null = null;
+  const gated = new Proxy(conn, {
+    get(target, key) {
+      if (key === "write") {
+        return async (data: Uint8Array) => {
+          await gate?.promise;
+          return target.write(data);
+        };
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const socket = new RawSocket(gated, {
+    type: ws.ConnectionType.CLIENT,
+    request: new ws.Request({ host: "127.0.0.1", target: "/" }),
+  });
+  assert.ok((await socket.opened).ok);
+  gate = Promise.withResolvers<void>();
+  const sends = [socket.send("first")];
+  await delay(10); // the first write is now in flight, held at the gate
+  for (let i = 0; i < 40; i++) {
+    sends.push(socket.send(`queued ${i}`));
+    for (let j = 0; j < 8; j++) allocate(2048); // the next frame lands in another slab
+  }
+  gate.resolve();
+  await withTimeout(Promise.all(sends), 3000, "sends");
+  const messages = await withTimeout(received.promise, 3000, "messages");
+  assert.deepEqual(messages, ["first", ...Array.from({ length: 40 }, (_, i) => `queued ${i}`)]);
   await socket.close();
 });
 
