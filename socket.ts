@@ -922,6 +922,7 @@ export class RawSocket implements ServerSocket {
   async #read(): Promise<void> {
     let size = MIN_READ;
     let buffer: Uint8Array | null = null;
+    let bulk = false; // whether the last read brought more than SMALL_READ
     while (!this.#connClosed) {
       if (this.#inbox.full && this.#state === "open") {
         await Promise.race([this.#inbox.drained(), this.#closing.promise]);
@@ -935,11 +936,13 @@ export class RawSocket implements ServerSocket {
       }
       if (this.#connClosed) break;
       // The rest of a frame in progress arrives into a buffer of its size:
-      // fewer reads, and no bytes of the next frame to split off.
+      // fewer reads, and no bytes of the next frame to split off. Only
+      // while the peer sends in bulk: one trickling a byte at a time gets
+      // the small reused buffer, not a fresh large one per read.
       const expected = this.#ws.bytesExpected;
       let target: Uint8Array;
       let held = 0;
-      if (expected > size) {
+      if (expected > size && bulk) {
         held = this.#assemblable(expected);
         if (held > 0) {
           // The message so far moves to the front and the rest is read in
@@ -962,6 +965,7 @@ export class RawSocket implements ServerSocket {
       if (this.#connClosed) break;
       this.#heard = true;
       let data: Uint8Array | null = null;
+      bulk = n !== null && n > SMALL_READ;
       if (n !== null) {
         if (held > 0) {
           data = target.subarray(held, held + n);

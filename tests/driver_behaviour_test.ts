@@ -270,6 +270,75 @@ Deno.test("messages whose frames arrive over many reads come out whole", async (
   }
 });
 
+Deno.test("a peer trickling a large frame costs small reads, not a large buffer per read", async () => {
+  // Sizing reads to the frame in progress must not let a peer that sends a
+  // few bytes at a time make us allocate (and zero) 64 KiB per read.
+  const payload = randomBytes(prng(11), 60_000);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const peer = (async () => {
+    const conn = await listener.accept();
+    try {
+      const engine = new ws.WSConnection(ws.ConnectionType.SERVER);
+      const buffer = new Uint8Array(4096);
+      for (let i = 0; i < 20 && engine.state === ws.ConnectionState.CONNECTING; i++) {
+        const n = await conn.read(buffer);
+        if (n === null) return;
+        engine.receiveData(buffer.slice(0, n));
+        for (const event of engine.events()) {
+          if (event instanceof ws.Request) {
+            await writeAll(conn, engine.send(new ws.AcceptConnection()));
+          }
+        }
+      }
+      const frame = new ws.FrameEncoder(ws.ConnectionType.SERVER).encodeData(payload, true);
+      // The header and a bulk first piece, then 100 bytes at a time.
+      await writeAll(conn, frame.subarray(0, 3_000));
+      await delay(5);
+      for (let at = 3_000; at < frame.length; at += 100) {
+        await writeAll(conn, frame.subarray(at, at + 100));
+        if (at % 2_000 === 1_000) await delay(1);
+      }
+      await delay(100);
+    } finally {
+      conn.close();
+    }
+  })();
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: (listener.addr as Deno.NetAddr).port,
+  });
+  let offered = 0;
+  let reads = 0;
+  const counting = new Proxy(conn, {
+    get(target, key) {
+      if (key === "read") {
+        return (buffer: Uint8Array) => {
+          offered += buffer.length;
+          reads++;
+          return target.read(buffer);
+        };
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const socket = new RawSocket(counting, {
+    type: ws.ConnectionType.CLIENT,
+    request: new ws.Request({ host: "127.0.0.1", target: "/" }),
+  });
+  try {
+    assert.ok((await socket.opened).ok);
+    assert.deepEqual(await socket.receive({ timeout: 5000 }), payload);
+    // Small reads get the reused 4 KiB buffer; a 64 KiB one only follows
+    // a read that brought more than 2 KiB.
+    assert.ok(offered <= reads * 4096 + 4 * 65536, `${offered} bytes offered over ${reads} reads`);
+  } finally {
+    await socket.closed;
+    await peer;
+    listener.close();
+  }
+});
+
 Deno.test("receive() times out, and the socket stays usable", async () => {
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
     for await (const message of socket) await socket.send(message);
