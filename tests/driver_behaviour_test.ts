@@ -11,6 +11,31 @@ import { concatAll, prng, randomBytes } from "./_util.ts";
 import { allocate } from "../_bytes.ts";
 
 const encoder = new TextEncoder();
+
+/** `conn` with its `read` or `write` replaced; everything else passes through. */
+function interpose(
+  conn: Deno.Conn,
+  methods: Partial<Pick<Deno.Conn, "read" | "write">>,
+): Deno.Conn {
+  return new Proxy(conn, {
+    get(target, key) {
+      if (key === "read" || key === "write") {
+        const method = methods[key];
+        if (method !== undefined) return method;
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+/** A client socket over `conn`, opening with `GET /`. */
+function clientSocket(conn: Deno.Conn): RawSocket {
+  return new RawSocket(conn, {
+    type: ws.ConnectionType.CLIENT,
+    request: new ws.Request({ host: "127.0.0.1", target: "/" }),
+  });
+}
 const decoder = new TextDecoder();
 
 // Read until the peer closes (or `limit` bytes), within a time bound.
@@ -309,23 +334,13 @@ Deno.test("a peer trickling a large frame costs small reads, not a large buffer 
   });
   let offered = 0;
   let reads = 0;
-  const counting = new Proxy(conn, {
-    get(target, key) {
-      if (key === "read") {
-        return (buffer: Uint8Array) => {
-          offered += buffer.length;
-          reads++;
-          return target.read(buffer);
-        };
-      }
-      const value = Reflect.get(target, key);
-      return typeof value === "function" ? value.bind(target) : value;
+  const socket = clientSocket(interpose(conn, {
+    read(buffer) {
+      offered += buffer.length;
+      reads++;
+      return conn.read(buffer);
     },
-  });
-  const socket = new RawSocket(counting, {
-    type: ws.ConnectionType.CLIENT,
-    request: new ws.Request({ host: "127.0.0.1", target: "/" }),
-  });
+  }));
   try {
     assert.ok((await socket.opened).ok);
     assert.deepEqual(await socket.receive({ timeout: 5000 }), payload);
@@ -495,23 +510,12 @@ Deno.test("frames made in one turn go out in one write", async () => {
   });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
   const writes: number[] = [];
-  // A Deno.Conn that counts writes; everything else passes through.
-  const counting = new Proxy(conn, {
-    get(target, key) {
-      if (key === "write") {
-        return (data: Uint8Array) => {
-          writes.push(data.length);
-          return target.write(data);
-        };
-      }
-      const value = Reflect.get(target, key);
-      return typeof value === "function" ? value.bind(target) : value;
+  const socket = clientSocket(interpose(conn, {
+    write(data) {
+      writes.push(data.length);
+      return conn.write(data);
     },
-  });
-  const socket = new RawSocket(counting, {
-    type: ws.ConnectionType.CLIENT,
-    request: new ws.Request({ host: "127.0.0.1", target: "/" }),
-  });
+  }));
   assert.ok((await socket.opened).ok);
   const sends = [];
   for (let i = 0; i < 100; i++) sends.push(socket.send(`message ${i}`));
@@ -537,22 +541,12 @@ Deno.test("small frames queued behind a stalled write arrive whole and in order"
   });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
   let gate: PromiseWithResolvers<void> | null = null;
-  const gated = new Proxy(conn, {
-    get(target, key) {
-      if (key === "write") {
-        return async (data: Uint8Array) => {
-          await gate?.promise;
-          return target.write(data);
-        };
-      }
-      const value = Reflect.get(target, key);
-      return typeof value === "function" ? value.bind(target) : value;
+  const socket = clientSocket(interpose(conn, {
+    async write(data) {
+      await gate?.promise;
+      return conn.write(data);
     },
-  });
-  const socket = new RawSocket(gated, {
-    type: ws.ConnectionType.CLIENT,
-    request: new ws.Request({ host: "127.0.0.1", target: "/" }),
-  });
+  }));
   assert.ok((await socket.opened).ok);
   gate = Promise.withResolvers<void>();
   const sends = [socket.send("first")];
