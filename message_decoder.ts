@@ -108,13 +108,22 @@ export class MessageDecoder {
     this.#pieceEndedFrame = frame.frameFinished;
 
     const messageFinished = frame.frameFinished && frame.messageFinished;
-    let payload = frame.payload;
-    for (const extension of this.#extensions) {
-      payload = extension.frameInboundPayloadData(payload);
-    }
+    const payload = this.#payloadHooks(frame.payload);
     let data: string | Uint8Array;
-    if (!frame.frameFinished || this.#extensions.length === 0) {
+    if (this.#extensions.length === 0) {
       data = this.#take(payload, messageFinished);
+    } else if (!frame.frameFinished) {
+      data = this.#take(payload, false);
+      // An extension that found an error after giving output keeps it for
+      // its next call (so that output is judged first, as when it arrives
+      // byte by byte). Call it now, with no bytes: the rest of the frame may
+      // never come, and the error must not wait for it.
+      const more = this.#take(this.#payloadHooks(EMPTY), false);
+      if (more.length > 0) {
+        data = typeof data === "string"
+          ? data + (more as string)
+          : concatBytes([data, more as Uint8Array]);
+      }
     } else {
       // What the payload hooks gave is judged before the completion hooks
       // run: an error they raise then comes after those bytes, as it does
@@ -169,11 +178,17 @@ export class MessageDecoder {
    * @returns Its payload after the extensions.
    */
   processControl(frame: Frame): Uint8Array {
-    let payload = frame.payload;
+    return concatBytes([
+      this.#payloadHooks(frame.payload),
+      this.#completeHooks(frame.messageFinished),
+    ]);
+  }
+
+  #payloadHooks(payload: Uint8Array): Uint8Array {
     for (const extension of this.#extensions) {
       payload = extension.frameInboundPayloadData(payload);
     }
-    return concatBytes([payload, this.#completeHooks(frame.messageFinished)]);
+    return payload;
   }
 
   #completeHooks(fin: boolean): Uint8Array {

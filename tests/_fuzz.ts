@@ -649,11 +649,18 @@ export function referenceDecode(stream: Uint8Array, role: Role, limits: FrameLim
       };
     } else if (opcode !== 0) return done([1002]);
     if (++message.fragments > limits.maxFragments) return done([1009]);
+    // The bytes within the size limit are judged before the limit: a text
+    // message whose first bytes are already invalid fails with 1007.
+    const room = limits.maxMessageSize - message.size;
     message.size += available;
+    if (message.text) {
+      for (const byte of payload.subarray(0, Math.max(0, room))) {
+        if (!message.utf8.push(byte)) return done([1007]);
+      }
+    }
     if (message.size > limits.maxMessageSize) return done([1009]);
     const last = whole && fin;
     if (message.text) {
-      for (const byte of payload) if (!message.utf8.push(byte)) return done([1007]);
       if (last && !message.utf8.complete) return done([1007]);
       message.bytes.push(...payload);
       const boundary = message.utf8.boundary;
