@@ -479,6 +479,7 @@ export class PerMessageDeflate implements Extension {
       // The next message continues over the same window, which ResetKeep
       // preserves while it clears the ended stream.
       pako.zlibInflateResetKeep(this.#inflater);
+      limitDistances(this.#inflater, this.#inboundWindowBits);
     }
     this.#inflateEnded = false;
     return output.length === 0 ? null : output;
@@ -591,6 +592,7 @@ export class PerMessageDeflate implements Extension {
       strm = new pako.ZStream();
       const status = pako.zlibInflateInit2(strm, -this.#inboundWindowBits);
       if (status !== pako.Z_OK) throw new Error(`zlib inflateInit2 failed with ${status}`);
+      limitDistances(strm, this.#inboundWindowBits);
       this.#inflater = strm;
     }
     if (this.#pendingError !== null) throw this.#pendingError;
@@ -743,4 +745,14 @@ function checkInteger(
     throw new RangeError(`Option ${name} must be an integer from ${min} to ${max}, got ${value}`);
   }
   return value;
+}
+
+// zlib's own check lets a distance reach back over everything one call has
+// output, so a distance past the negotiated window failed or passed
+// depending on how the bytes were chopped. Its strict check (every distance
+// against `dmax`) is what raw inflate leaves at 32 KiB; set to the window the
+// peer agreed to, a distance it may not use always fails. zlib-based
+// senders stay within 2^bits - 262, so none of their streams is refused.
+function limitDistances(strm: pako.ZStream, windowBits: number): void {
+  (strm.state as { dmax: number }).dmax = 1 << windowBits;
 }

@@ -3,10 +3,11 @@
 // give the same events, ending in a close code the RFC allows. Named after
 // what they exercise; the fuzz seeds that found them are in the comments.
 import assert from "node:assert/strict";
+import * as pako from "pako";
 import * as ws from "../mod.ts";
 import { PerMessageDeflate } from "../permessage_deflate.ts";
 import { type Canon, canon, chops, encodeFrame, storedBlock, toHex } from "./_fuzz.ts";
-import { concat, utf8 } from "./_util.ts";
+import { concat, prng, randomBytes, utf8 } from "./_util.ts";
 
 const KEY = new Uint8Array(4); // a zero mask key keeps the bytes readable
 
@@ -209,4 +210,24 @@ Deno.test("a compressed message ending in a BFINAL block, then another message, 
   );
   const events = assertSameHoweverChopped(deflateServer(), stream);
   assert.equal(events.length, 2, JSON.stringify(events));
+});
+
+Deno.test("a distance past the negotiated window closes with 1007 however it is chopped", () => {
+  // Found by deflate-server seed 887927870 (12 bytes inserted into a
+  // compressed frame, with client_max_window_bits=8). zlib lets a distance
+  // reach back over all the output of one inflate call, so fed whole the
+  // message decoded, while fed in pieces the same distance was past the
+  // 256-byte window and failed. Here: 600 random bytes then the same 600
+  // again, compressed with a 32 KiB window (distance 600), to a server that
+  // asked for an 8-bit window.
+  const half = randomBytes(prng(5), 600);
+  const compressed = pako.deflateRaw(concat(half, half), { windowBits: 15 });
+  const stream = frame(true, 4, 2, compressed);
+  const make = () => {
+    const extension = new PerMessageDeflate({ clientMaxWindowBits: 8 });
+    extension.accept("permessage-deflate; client_max_window_bits");
+    return new ws.Connection(ws.ConnectionType.SERVER, { extensions: [extension] });
+  };
+  const events = assertSameHoweverChopped(make, stream);
+  assert.equal(lastClose(events), 1007);
 });
