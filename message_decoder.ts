@@ -112,24 +112,19 @@ export class MessageDecoder {
     let data: string | Uint8Array;
     if (this.#extensions.length === 0) {
       data = this.#take(payload, messageFinished);
-    } else if (!frame.frameFinished) {
-      data = this.#take(payload, false);
-      // An extension that found an error after giving output keeps it for
-      // its next call (so that output is judged first, as when it arrives
-      // byte by byte). Call it now, with no bytes: the rest of the frame may
-      // never come, and the error must not wait for it.
-      const more = this.#take(this.#payloadHooks(EMPTY), false);
-      if (more.length > 0) {
-        data = typeof data === "string"
-          ? data + (more as string)
-          : concatBytes([data, more as Uint8Array]);
-      }
     } else {
-      // What the payload hooks gave is judged before the completion hooks
-      // run: an error they raise then comes after those bytes, as it does
-      // when the frame arrives in pieces.
+      // What the payload hooks gave is judged before the extensions are
+      // asked for the rest: an error they raise then comes after those
+      // bytes, as it does when the frame arrives in pieces. At the end of a
+      // frame the rest is what the completion hooks give; before it, the
+      // payload hooks run again with no bytes, so that an error an
+      // extension kept for its next call (found after output it had
+      // already given) is raised now: the rest of the frame may never come.
       const head = this.#take(payload, false);
-      const tail = this.#take(this.#completeHooks(frame.messageFinished), messageFinished);
+      const rest = frame.frameFinished
+        ? this.#completeHooks(frame.messageFinished)
+        : this.#payloadHooks(EMPTY);
+      const tail = this.#take(rest, messageFinished);
       data = typeof head === "string"
         ? head + (tail as string)
         : concatBytes([head, tail as Uint8Array]);

@@ -948,7 +948,11 @@ export class RawSocket implements ServerSocket {
           // The message so far moves to the front and the rest is read in
           // behind it: the whole message then is one view, never joined.
           target = new Uint8Array(held + expected);
-          target.set(concatBytes(this.#parts as Uint8Array[]));
+          let at = 0;
+          for (const part of this.#parts as Uint8Array[]) {
+            target.set(part, at);
+            at += part.length;
+          }
           this.#parts = [target.subarray(0, held)];
         } else {
           target = new Uint8Array(Math.min(expected, Math.max(size, FRAME_READ)));

@@ -20,6 +20,7 @@
 import * as ws from "../mod.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "../permessage_deflate.ts";
 import { acceptToken } from "../handshake.ts";
+import { mask } from "../mask.ts";
 import { concat, prng, randomBytes, utf8, VALID_CLOSE_CODES } from "./_util.ts";
 
 export type Random = () => number;
@@ -654,7 +655,7 @@ export function referenceDecode(stream: Uint8Array, role: Role, limits: FrameLim
     const room = limits.maxMessageSize - message.size;
     message.size += available;
     if (message.text) {
-      for (const byte of payload.subarray(0, Math.max(0, room))) {
+      for (const byte of payload.subarray(0, room)) {
         if (!message.utf8.push(byte)) return done([1007]);
       }
     }
@@ -1079,9 +1080,9 @@ function remask(frame: Uint8Array, key: Uint8Array): Uint8Array {
   const out = frame.slice();
   const len7 = out[1]! & 0x7f;
   const at = 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0);
-  for (let i = at + 4; i < out.length; i++) {
-    out[i]! ^= out[at + ((i - at - 4) & 3)]! ^ key[(i - at - 4) & 3]!;
-  }
+  const payload = out.subarray(at + 4);
+  mask(payload, out.subarray(at, at + 4)); // unmask with the old key
+  mask(payload, key);
   out.set(key, at);
   return out;
 }

@@ -5,12 +5,13 @@ import assert from "node:assert/strict";
 import * as ws from "../mod.ts";
 import { connect, HandshakeError } from "../client.ts";
 import { serve } from "../server.ts";
+import { allocate } from "../_bytes.ts";
 import { type CloseInfo, ConnectionClosedError, RawSocket, type ServerSocket } from "../socket.ts";
 import { delay, rawOpen, withTimeout, writeAll } from "./_drivers.ts";
 import { concatAll, prng, randomBytes } from "./_util.ts";
-import { allocate } from "../_bytes.ts";
 
 const encoder = new TextEncoder();
+const decoder = new TextDecoder();
 
 /** `conn` with its `read` or `write` replaced; everything else passes through. */
 function interpose(
@@ -36,7 +37,6 @@ function clientSocket(conn: Deno.Conn): RawSocket {
     request: new ws.Request({ host: "127.0.0.1", target: "/" }),
   });
 }
-const decoder = new TextDecoder();
 
 // Read until the peer closes (or `limit` bytes), within a time bound.
 async function readToEnd(conn: Deno.Conn, limit = 1 << 20, ms = 3000): Promise<Uint8Array> {
