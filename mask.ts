@@ -110,9 +110,31 @@ export function mask(data: Uint8Array, key: Uint8Array, offset = 0): void {
     view = new BigUint64Array(buffer, start + head, words);
   }
   const end = first + words;
-  // Four words an iteration: ~10% faster from 125 bytes up (bench/mask_bench.ts).
+  // Sixteen words an iteration, then four, then one: from 1 KiB up this
+  // is ~25-40% faster than four at a time (bench/mask_table.ts), because
+  // V8 does not unroll the loop itself and the loop overhead is most of
+  // what remains besides the load-XOR-store.
+  const end16 = first + (words & ~15);
   const end4 = first + (words & ~3);
   let w = first;
+  for (; w < end16; w += 16) {
+    view[w]! ^= k64;
+    view[w + 1]! ^= k64;
+    view[w + 2]! ^= k64;
+    view[w + 3]! ^= k64;
+    view[w + 4]! ^= k64;
+    view[w + 5]! ^= k64;
+    view[w + 6]! ^= k64;
+    view[w + 7]! ^= k64;
+    view[w + 8]! ^= k64;
+    view[w + 9]! ^= k64;
+    view[w + 10]! ^= k64;
+    view[w + 11]! ^= k64;
+    view[w + 12]! ^= k64;
+    view[w + 13]! ^= k64;
+    view[w + 14]! ^= k64;
+    view[w + 15]! ^= k64;
+  }
   for (; w < end4; w += 4) {
     view[w]! ^= k64;
     view[w + 1]! ^= k64;

@@ -45,7 +45,35 @@ export function maskNoCache(data: Uint8Array, key: Uint8Array): void {
   const k64 = scratch64[0]!;
   const words = Math.floor((n - head) / 8);
   const view = new BigUint64Array(data.buffer, start + head, words);
-  for (let w = 0; w < words; w++) view[w]! ^= k64;
+  // The same 16/4/1-word loops as mask(), so the two differ only in the view.
+  const end16 = words & ~15;
+  const end4 = words & ~3;
+  let w = 0;
+  for (; w < end16; w += 16) {
+    view[w]! ^= k64;
+    view[w + 1]! ^= k64;
+    view[w + 2]! ^= k64;
+    view[w + 3]! ^= k64;
+    view[w + 4]! ^= k64;
+    view[w + 5]! ^= k64;
+    view[w + 6]! ^= k64;
+    view[w + 7]! ^= k64;
+    view[w + 8]! ^= k64;
+    view[w + 9]! ^= k64;
+    view[w + 10]! ^= k64;
+    view[w + 11]! ^= k64;
+    view[w + 12]! ^= k64;
+    view[w + 13]! ^= k64;
+    view[w + 14]! ^= k64;
+    view[w + 15]! ^= k64;
+  }
+  for (; w < end4; w += 4) {
+    view[w]! ^= k64;
+    view[w + 1]! ^= k64;
+    view[w + 2]! ^= k64;
+    view[w + 3]! ^= k64;
+  }
+  for (; w < words; w++) view[w]! ^= k64;
   for (let i = head + words * 8; i < n; i++) data[i]! ^= k >>> ((i & 3) << 3);
 }
 

@@ -2,6 +2,9 @@
 // The timing loop that both halves of bench/mask_table.ts use (the Deno half
 // imports this file too), so that neither side is timed differently.
 
+/** How long each kernel runs untimed before its batches. */
+const WARM_UP_MS = 50;
+
 /** Calls per batch so that a batch takes about `batchMs`, after a warm-up. */
 function calibrate(fn, batchMs) {
   let calls = 1;
@@ -24,6 +27,12 @@ function calibrate(fn, batchMs) {
  * @returns {number[]} Nanoseconds per call, one entry per batch.
  */
 export function timeBatches(fn, bytes, batches = bytes >= 1 << 24 ? 8 : 15, batchMs = 2) {
+  // Without a warm-up the first round measured the interpreter and the
+  // baseline compilers: mask() at 125 B ran at 0.04 GB/s for a whole round
+  // (BigInt XORs allocate until the optimizing compiler takes over), and
+  // that round alone decided the p75.
+  const warmUntil = performance.now() + WARM_UP_MS;
+  while (performance.now() < warmUntil) fn();
   const calls = calibrate(fn, batchMs);
   const out = [];
   for (let b = 0; b < batches; b++) {
