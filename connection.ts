@@ -90,7 +90,11 @@ export class Connection {
     const limits = resolveLimits(options.limits);
     const extensions = (options.extensions ?? []).filter((extension) => extension.enabled());
     this.#decoder = new FrameDecoder(type, { extensions, maxFrameSize: limits.maxFrameSize });
-    this.#messages = new MessageDecoder({ ...limits, extensions });
+    this.#messages = new MessageDecoder({
+      maxMessageSize: limits.maxMessageSize,
+      maxFragments: limits.maxFragments,
+      extensions,
+    });
     this.#encoder = new FrameEncoder(type, { extensions });
     if (options.trailingData !== undefined && options.trailingData.length > 0) {
       this.receiveData(options.trailingData);
@@ -280,7 +284,7 @@ export interface WSConnectionOptions {
  */
 export class WSConnection {
   readonly #type: ConnectionType;
-  readonly #limits: Partial<Limits>;
+  readonly #limits: Readonly<Limits>;
   readonly #handshake: Handshake;
   #connection: Connection | null = null;
 
@@ -292,7 +296,7 @@ export class WSConnection {
    */
   constructor(type: ConnectionType, options: WSConnectionOptions = {}) {
     this.#type = type;
-    this.#limits = options.limits ?? {};
+    this.#limits = resolveLimits(options.limits);
     this.#handshake = new Handshake(type, { limits: this.#limits });
   }
 

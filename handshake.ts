@@ -56,7 +56,7 @@ const ENCODER = new TextEncoder();
 
 const PLAIN_TEXT: readonly [string, string] = ["Content-Type", "text/plain; charset=utf-8"];
 /** RFC 9110 §15.5.22: a 426 names the protocol to upgrade to. */
-const UPGRADE_REQUIRED: Headers = [["Upgrade", "websocket"], ["Connection", "Upgrade"]];
+const UPGRADE_HEADERS: Headers = [["Upgrade", "websocket"], ["Connection", "Upgrade"]];
 
 /** Reason phrases of the statuses a rejection is likely to use (RFC 9110 §15). */
 const REASON_PHRASES: Readonly<Record<number, string>> = {
@@ -130,7 +130,7 @@ export interface HandshakeOptions {
  * ```
  */
 export function acceptToken(key: string): string {
-  return base64(sha1(ascii(key + ACCEPT_GUID)));
+  return base64(sha1(ENCODER.encode(key + ACCEPT_GUID)));
 }
 
 /**
@@ -371,18 +371,16 @@ export class Handshake {
       throw new LocalProtocolError("A server cannot accept before it has received a Request");
     }
     checkSubprotocol(request.subprotocols, event.subprotocol);
-    const headers: [string, string][] = [
-      ["Upgrade", "websocket"],
-      ["Connection", "Upgrade"],
-      ["Sec-WebSocket-Accept", acceptToken(this.#key)],
-    ];
+    const headers: [string, string][] = [["Sec-WebSocket-Accept", acceptToken(this.#key)]];
     if (event.subprotocol !== null) headers.push(["Sec-WebSocket-Protocol", event.subprotocol]);
     const { enabled, answers } = negotiate(request.extensions, event.extensions);
     if (answers.length > 0) headers.push(["Sec-WebSocket-Extensions", answers.join(", ")]);
-    const bytes = writeHead("HTTP/1.1 101 Switching Protocols", [
-      ...headers,
-      ...event.extraHeaders,
-    ]);
+    const bytes = writeHead(
+      "HTTP/1.1 101 Switching Protocols",
+      UPGRADE_HEADERS,
+      headers,
+      event.extraHeaders,
+    );
     this.#extensions = enabled;
     this.#state = ConnectionState.OPEN;
     return bytes;
@@ -444,9 +442,14 @@ export class Handshake {
       // RFC 9112 §7.1: an empty chunk would end the body, so none is written.
       const pieces: Uint8Array[] = [];
       if (data.length > 0) {
-        pieces.push(ascii(`${data.length.toString(16)}\r\n`), data, ascii("\r\n"));
+        pieces.push(
+          ENCODER.encode(`${data.length.toString(16)}\r\n`),
+          data,
+          ENCODER.encode("\r\n"),
+        );
       }
-      if (event.bodyFinished) pieces.push(ascii("0\r\n\r\n"));
+      // RFC 9112 §7.1: the last chunk has size zero and no trailers.
+      if (event.bodyFinished) pieces.push(ENCODER.encode("0\r\n\r\n"));
       bytes = concatBytes(pieces);
     } else {
       if (data.length > this.#sendRemaining) {
@@ -500,7 +503,7 @@ export class Handshake {
       headers.push(["Sec-WebSocket-Protocol", event.subprotocols.join(", ")]);
     }
     if (offers.length > 0) headers.push(["Sec-WebSocket-Extensions", offers.join(", ")]);
-    const bytes = writeHead(`GET ${event.target} HTTP/1.1`, [...headers, ...event.extraHeaders]);
+    const bytes = writeHead(`GET ${event.target} HTTP/1.1`, headers, event.extraHeaders);
     this.#request = event;
     this.#key = key;
     this.#offered = offered;
@@ -562,10 +565,10 @@ export class Handshake {
     const extensions = values(headers, "sec-websocket-extensions");
     const fail = (message: string) => new RemoteProtocolError(`Bad handshake response: ${message}`);
 
-    if (upgrades.length !== 1 || upgrades[0]!.toLowerCase() !== "websocket") {
+    if (upgrades.length !== 1 || !equalsLowercase(upgrades[0]!, "websocket")) {
       throw fail("the Upgrade header must be websocket");
     }
-    if (!listOrFail(connection, fail).some((token) => token.toLowerCase() === "upgrade")) {
+    if (!includesLowercase(listOrFail(connection, fail), "upgrade")) {
       throw fail("the Connection header must include upgrade");
     }
     if (accepts.length !== 1 || accepts[0] !== acceptToken(this.#key)) {
@@ -748,19 +751,19 @@ function validateRequest(
   }
   const fail = (message: string) => rejection(400, message);
   const upgrade = listOrFail(values(headers, "upgrade"), fail);
-  if (!upgrade.some((token) => token.toLowerCase() === "websocket")) {
-    throw rejection(426, "The Upgrade header must include websocket", UPGRADE_REQUIRED);
+  if (!includesLowercase(upgrade, "websocket")) {
+    throw rejection(426, "The Upgrade header must include websocket", UPGRADE_HEADERS);
   }
   const connection = listOrFail(values(headers, "connection"), fail);
-  if (!connection.some((token) => token.toLowerCase() === "upgrade")) {
-    throw rejection(426, "The Connection header must include upgrade", UPGRADE_REQUIRED);
+  if (!includesLowercase(connection, "upgrade")) {
+    throw rejection(426, "The Connection header must include upgrade", UPGRADE_HEADERS);
   }
   // RFC 6455 §4.2.2 item 4: name the version understood.
   const versions = listOrFail(values(headers, "sec-websocket-version"), fail);
   if (versions.length !== 1 || versions[0] !== WEBSOCKET_VERSION) {
     throw rejection(426, "Sec-WebSocket-Version must be 13", [
       ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
-      ...UPGRADE_REQUIRED,
+      ...UPGRADE_HEADERS,
     ]);
   }
   const keys = values(headers, "sec-websocket-key");
@@ -784,7 +787,8 @@ function validateRequest(
     target,
     subprotocols,
     extensions,
-    extraHeaders: headers.map(([name, value]) => [name, value] as const),
+    // The parsed list is this request's own: no copy.
+    extraHeaders: headers,
   });
   return { request, key };
 }
@@ -837,66 +841,110 @@ function rejection(status: number, reason: string, headers: Headers = []): Remot
 
 // The values of every field named `name` (lower case), in order.
 function values(headers: Headers, name: string): string[] {
-  const found: string[] = [];
-  for (const [field, value] of headers) {
-    if (field.length === name.length && field.toLowerCase() === name) found.push(value);
+  // Most names occur once or not at all; a list pushed to from empty gets
+  // room for 17, so make the list only for a second occurrence.
+  let first: string | undefined;
+  let found: string[] | undefined;
+  for (let i = 0; i < headers.length; i++) {
+    const field = headers[i]!;
+    if (!equalsLowercase(field[0], name)) continue;
+    if (first === undefined) first = field[1];
+    else (found ??= [first]).push(field[1]);
   }
-  return found;
+  return found ?? (first === undefined ? [] : [first]);
+}
+
+// Whether `text` is `lower` but for the case of ASCII letters: header names
+// and list tokens compare case-insensitively (RFC 9110 §5.1, §7.8), and
+// toLowerCase() made a string per field per lookup, the largest share of a
+// handshake's garbage.
+function equalsLowercase(text: string, lower: string): boolean {
+  if (text.length !== lower.length) return false;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if ((code >= 0x41 && code <= 0x5a ? code + 0x20 : code) !== lower.charCodeAt(i)) return false;
+  }
+  return true;
+}
+
+function includesLowercase(tokens: readonly string[], lower: string): boolean {
+  for (const token of tokens) if (equalsLowercase(token, lower)) return true;
+  return false;
 }
 
 // Several fields of one name form one comma-separated list (RFC 9110 §5.3).
 function listOrFail(fields: string[], fail: (message: string) => Error): string[] {
   try {
-    return fields.length === 0 ? [] : splitList(fields.join(", "));
+    if (fields.length === 0) return [];
+    return splitList(fields.length === 1 ? fields[0]! : fields.join(", "));
   } catch (error) {
     if (error instanceof HttpError) throw fail(error.message);
     throw error;
   }
 }
 
-function writeHead(startLine: string, headers: Headers): Uint8Array {
-  let text = `${startLine}\r\n`;
-  for (const [name, value] of headers) {
-    if (!isToken(name)) throw new LocalProtocolError(`Invalid header name ${JSON.stringify(name)}`);
-    if (!isFieldValue(value)) {
-      throw new LocalProtocolError(`The value of header ${name} holds a control character`);
-    }
-    text += `${name}: ${value}\r\n`;
-  }
+const BEYOND_ASCII = /[\u0080-\uffff]/;
+
+// The head's bytes, written once: building the text and then encoding it
+// made a string per line and a flat copy of the whole.
+function writeHead(startLine: string, ...lists: Headers[]): Uint8Array {
   if (!isFieldValue(startLine)) {
     throw new LocalProtocolError(`The start line holds a control character`);
   }
-  return ascii(`${text}\r\n`);
-}
-
-// Heads are ASCII but for rare header values; a loop beats a call into the
-// runtime's encoder for strings this short.
-function ascii(text: string): Uint8Array {
-  const bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code > 0x7f) return ENCODER.encode(text);
-    bytes[i] = code;
+  let length = startLine.length + 4;
+  let ascii = !BEYOND_ASCII.test(startLine);
+  for (const headers of lists) {
+    for (const [name, value] of headers) {
+      if (!isToken(name)) {
+        throw new LocalProtocolError(`Invalid header name ${JSON.stringify(name)}`);
+      }
+      if (!isFieldValue(value)) {
+        throw new LocalProtocolError(`The value of header ${name} holds a control character`);
+      }
+      length += name.length + value.length + 4;
+      if (ascii && BEYOND_ASCII.test(value)) ascii = false;
+    }
   }
+  if (!ascii) {
+    // obs-text in a value (RFC 9110 §5.5): rare enough to encode the slow way.
+    let text = `${startLine}\r\n`;
+    for (const headers of lists) {
+      for (const [name, value] of headers) text += `${name}: ${value}\r\n`;
+    }
+    return ENCODER.encode(`${text}\r\n`);
+  }
+  const bytes = new Uint8Array(length);
+  let at = putLine(bytes, putAscii(bytes, 0, startLine));
+  for (const headers of lists) {
+    for (const [name, value] of headers) {
+      at = putAscii(bytes, at, name);
+      bytes[at++] = 0x3a; // ":"
+      bytes[at++] = 0x20;
+      at = putLine(bytes, putAscii(bytes, at, value));
+    }
+  }
+  putLine(bytes, at);
   return bytes;
 }
 
-const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+// Writes ASCII `text` at `at`; returns where it ends.
+function putAscii(bytes: Uint8Array, at: number, text: string): number {
+  for (let i = 0; i < text.length; i++) bytes[at + i] = text.charCodeAt(i);
+  return at + text.length;
+}
 
-// RFC 4648 §4, padded.
+// Writes CRLF at `at`; returns where it ends.
+function putLine(bytes: Uint8Array, at: number): number {
+  bytes[at] = 0x0d;
+  bytes[at + 1] = 0x0a;
+  return at + 2;
+}
+
+// RFC 4648 §4, padded. The runtime's encoder where it has one (Deno does):
+// one string, where a loop concatenated four characters at a time.
 function base64(bytes: Uint8Array): string {
-  let text = "";
-  let i = 0;
-  for (; i + 2 < bytes.length; i += 3) {
-    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!;
-    text += BASE64[n >>> 18]! + BASE64[(n >>> 12) & 63]! + BASE64[(n >>> 6) & 63]! +
-      BASE64[n & 63]!;
-  }
-  const left = bytes.length - i;
-  if (left > 0) {
-    const n = (bytes[i]! << 16) | (left === 2 ? bytes[i + 1]! << 8 : 0);
-    text += BASE64[n >>> 18]! + BASE64[(n >>> 12) & 63]! +
-      (left === 2 ? BASE64[(n >>> 6) & 63]! : "=") + "=";
-  }
-  return text;
+  if (typeof bytes.toBase64 === "function") return bytes.toBase64();
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary);
 }

@@ -44,9 +44,15 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   closeTimeout: 5_000,
 });
 
+// Limits that came out of resolveLimits(): every connection of a server
+// resolves the server's limits again (socket, handshake, engine), and a
+// copy each time was a share of a handshake's garbage.
+const RESOLVED = new WeakSet<object>([DEFAULT_LIMITS]);
+
 /**
  * Merge options over the defaults, rejecting values that are not
- * non-negative integers.
+ * non-negative integers. The result is frozen; passing it again returns it
+ * as it is.
  *
  * @param options The limits to change.
  * @returns A complete set of limits.
@@ -54,10 +60,12 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
  * @example
  * ```ts
  * import { resolveLimits } from "./limits.ts";
- * if (resolveLimits({ maxFragments: 4 }).maxFragments !== 4) throw new Error("Example failed");
+ * const limits = resolveLimits({ maxFragments: 4 });
+ * if (limits.maxFragments !== 4 || resolveLimits(limits) !== limits) throw new Error("Example failed");
  * ```
  */
-export function resolveLimits(options: Partial<Limits> = {}): Limits {
+export function resolveLimits(options: Partial<Limits> = DEFAULT_LIMITS): Readonly<Limits> {
+  if (RESOLVED.has(options)) return options as Readonly<Limits>;
   const limits: Limits = { ...DEFAULT_LIMITS };
   for (const key of Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]) {
     const value = options[key];
@@ -67,5 +75,6 @@ export function resolveLimits(options: Partial<Limits> = {}): Limits {
     }
     limits[key] = value;
   }
+  RESOLVED.add(Object.freeze(limits));
   return limits;
 }

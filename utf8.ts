@@ -26,7 +26,9 @@ const STREAM: TextDecodeOptions = { stream: true };
 
 // Whole-buffer decodes never stream, so a decoder left in any state by a
 // failure starts clean on the next call and one instance can serve them all.
-const wholeDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const newFatalDecoder = (): TextDecoder =>
+  new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+const wholeDecoder = newFatalDecoder();
 
 /**
  * Incremental, fail-fast UTF-8 decoding of one text message that arrives in
@@ -55,7 +57,10 @@ const wholeDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
  * ```
  */
 export class Utf8StreamDecoder {
-  #decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  // Made on the first piece the ASCII fast path cannot take: most
+  // connections never need one, and each costs memory for as long as the
+  // connection lives.
+  #decoder: TextDecoder | null = null;
   // Whether the native decoder may hold the first bytes of a code point; the
   // ASCII fast path would lose them, so it runs only when this is false.
   #pending = false;
@@ -88,7 +93,8 @@ export class Utf8StreamDecoder {
     }
     let text: string;
     try {
-      text = final ? this.#decoder.decode(chunk) : this.#decoder.decode(chunk, STREAM);
+      const decoder = this.#decoder ??= newFatalDecoder();
+      text = final ? decoder.decode(chunk) : decoder.decode(chunk, STREAM);
     } catch {
       this.#failed = true;
       return null;
@@ -117,9 +123,7 @@ export class Utf8StreamDecoder {
   reset(): void {
     // A fresh native decoder is the only portable way to drop a partial code
     // point: flushing one with fatal set throws instead.
-    if (this.#pending || this.#failed) {
-      this.#decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-    }
+    if (this.#pending || this.#failed) this.#decoder = null;
     this.#pending = false;
     this.#failed = false;
   }

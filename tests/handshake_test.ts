@@ -277,6 +277,19 @@ Deno.test("A server sends no Sec-WebSocket-Extensions when it declines every off
   assert.deepEqual(server.extensions, []);
 });
 
+Deno.test("A header value beyond ASCII is written as UTF-8, the rest of the head unchanged", () => {
+  const { server } = serverEvents([encode(requestText())]);
+  const bytes = server.send(
+    new AcceptConnection({ extraHeaders: [["X-Name", "café"], ["X-After", "1"]] }),
+  );
+  assert.equal(
+    decode(bytes),
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Name: café\r\nX-After: 1\r\n\r\n",
+  );
+  assert.deepEqual(bytes.subarray(-21, -17), new Uint8Array([0x63, 0x61, 0x66, 0xc3]));
+});
+
 Deno.test("A frame pipelined behind the request comes out of takeTrailingData unchanged", () => {
   const frame = new Uint8Array([0x81, 0x85, 1, 2, 3, 4, 0x69, 0x67, 0x6f, 0x68, 0x6e]);
   const bytes = concatAll([encode(requestText()), frame]);
