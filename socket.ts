@@ -458,9 +458,13 @@ export interface RawSocketOptions {
   request?: Request;
 }
 
-// Read buffers start small (an idle connection holds one while its read is
-// pending) and double while reads fill them.
-const MIN_READ = 4096;
+// The reused read buffer starts small, because an idle connection holds it
+// for as long as its read is pending, and doubles while reads fill it. A
+// small read after a burst drops it back, unless it is no larger than
+// KEEP_READ: shrinking that one made a connection whose messages just
+// pass a size alternate between two reads and one.
+const IDLE_READ = 512;
+const KEEP_READ = 4096;
 const MAX_READ = 256 * 1024;
 // The rest of a large frame is read into one buffer of its size, up to this
 // much: what a peer that announces a large frame and stalls makes us hold.
@@ -920,7 +924,7 @@ export class RawSocket implements ServerSocket {
   // ---- Input ----
 
   async #read(): Promise<void> {
-    let size = MIN_READ;
+    let size = IDLE_READ;
     let buffer: Uint8Array | null = null;
     let bulk = false; // whether the last read brought more than SMALL_READ
     while (!this.#connClosed) {
@@ -973,18 +977,23 @@ export class RawSocket implements ServerSocket {
       if (n !== null) {
         if (held > 0) {
           data = target.subarray(held, held + n);
-        } else if (n <= SMALL_READ) {
-          // The engine keeps what it is given: copy, and reuse the buffer.
-          data = target.slice(0, n);
-          if (target === buffer && size > MIN_READ) {
-            size = MIN_READ;
+        } else if (target !== buffer) {
+          data = target.subarray(0, n);
+        } else {
+          if (n <= SMALL_READ) {
+            // The engine keeps what it is given: copy, and reuse the buffer.
+            data = target.slice(0, n);
+          } else {
+            data = target.subarray(0, n);
             buffer = null;
           }
-        } else {
-          data = target.subarray(0, n);
-          if (target === buffer) {
+          if (n === size && size < MAX_READ) {
+            size *= 2;
             buffer = null;
-            if (n === size && size < MAX_READ) size *= 2;
+          } else if (n <= SMALL_READ && size > KEEP_READ) {
+            // The burst is over: give the large buffer back.
+            size = IDLE_READ;
+            buffer = null;
           }
         }
       }

@@ -354,6 +354,46 @@ Deno.test("a peer trickling a large frame costs small reads, not a large buffer 
   }
 });
 
+Deno.test("an idle socket's pending read holds a small buffer, and a burst's buffer is given back", async () => {
+  const big = randomBytes(prng(12), 100_000);
+  const medium = randomBytes(prng(13), 1_500);
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) {
+      if (message === "burst") {
+        socket.send(big);
+        socket.send(medium);
+      }
+      socket.send(message);
+    }
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  const offered: number[] = [];
+  const socket = clientSocket(interpose(conn, {
+    read(buffer) {
+      offered.push(buffer.length);
+      return conn.read(buffer);
+    },
+  }));
+  try {
+    assert.ok((await socket.opened).ok);
+    await delay(20);
+    // Idle after the handshake: what the pending read holds is all a quiet
+    // connection costs in buffers.
+    assert.ok(offered.at(-1)! <= 512, `pending read of ${offered.at(-1)} bytes`);
+    await socket.send("burst");
+    assert.deepEqual(await socket.receive({ timeout: 5000 }), big);
+    assert.deepEqual(await socket.receive({ timeout: 5000 }), medium);
+    assert.equal(await socket.receive({ timeout: 5000 }), "burst");
+    assert.ok(Math.max(...offered) >= 65536, "the burst was read in large pieces");
+    await socket.send("quiet");
+    assert.equal(await socket.receive({ timeout: 5000 }), "quiet");
+    await delay(20);
+    assert.ok(offered.at(-1)! <= 4096, `pending read of ${offered.at(-1)} bytes after the burst`);
+  } finally {
+    await socket.close();
+  }
+});
+
 Deno.test("receive() times out, and the socket stays usable", async () => {
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
     for await (const message of socket) await socket.send(message);
