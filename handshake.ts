@@ -886,15 +886,20 @@ function listOrFail(fields: string[], fail: (message: string) => Error): string[
 const BEYOND_ASCII = /[\u0080-\uffff]/;
 
 // The head's bytes, written once: building the text and then encoding it
-// made a string per line and a flat copy of the whole.
+// made a string per line and a flat copy of the whole. Indexed loops, not
+// for-of with destructuring: this runs once per connection, mostly before
+// the optimizing compiler gets to it, and iterators there are allocations.
 function writeHead(startLine: string, ...lists: Headers[]): Uint8Array {
   if (!isFieldValue(startLine)) {
     throw new LocalProtocolError(`The start line holds a control character`);
   }
   let length = startLine.length + 4;
   let ascii = !BEYOND_ASCII.test(startLine);
-  for (const headers of lists) {
-    for (const [name, value] of headers) {
+  for (let l = 0; l < lists.length; l++) {
+    const headers = lists[l]!;
+    for (let h = 0; h < headers.length; h++) {
+      const name = headers[h]![0];
+      const value = headers[h]![1];
       if (!isToken(name)) {
         throw new LocalProtocolError(`Invalid header name ${JSON.stringify(name)}`);
       }
@@ -915,12 +920,13 @@ function writeHead(startLine: string, ...lists: Headers[]): Uint8Array {
   }
   const bytes = new Uint8Array(length);
   let at = putLine(bytes, putAscii(bytes, 0, startLine));
-  for (const headers of lists) {
-    for (const [name, value] of headers) {
-      at = putAscii(bytes, at, name);
+  for (let l = 0; l < lists.length; l++) {
+    const headers = lists[l]!;
+    for (let h = 0; h < headers.length; h++) {
+      at = putAscii(bytes, at, headers[h]![0]);
       bytes[at++] = 0x3a; // ":"
       bytes[at++] = 0x20;
-      at = putLine(bytes, putAscii(bytes, at, value));
+      at = putLine(bytes, putAscii(bytes, at, headers[h]![1]));
     }
   }
   putLine(bytes, at);

@@ -109,7 +109,10 @@ class WebSocketServer implements Server {
   readonly #extensions: (() => PerMessageDeflate[]) | undefined;
   readonly #onError: (error: unknown) => void;
   readonly #sockets = new Set<RawSocket>();
-  readonly #tasks = new Set<Promise<void>>();
+  // Handlers still running; with the open sockets, what shutdown waits for.
+  #handlers = 0;
+  // Made at shutdown if sockets or handlers remain; resolved by the last.
+  #drained: PromiseWithResolvers<void> | null = null;
   readonly #finished: Promise<void>;
   readonly #signal: AbortSignal | undefined;
   readonly #onAbort = (): void => void this.shutdown();
@@ -193,7 +196,10 @@ class WebSocketServer implements Server {
 
   async #run(): Promise<void> {
     await this.#acceptLoop();
-    while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
+    if (this.#sockets.size > 0 || this.#handlers > 0) {
+      this.#drained = Promise.withResolvers<void>();
+      await this.#drained.promise;
+    }
     if (this.#heartbeat !== undefined) clearInterval(this.#heartbeat);
     this.#signal?.removeEventListener("abort", this.#onAbort);
   }
@@ -230,18 +236,24 @@ class WebSocketServer implements Server {
       type: ConnectionType.SERVER,
       limits: this.#limits,
       ...(this.#extensions === undefined ? {} : { extensions: this.#extensions }),
-      onRequest: (socket, request) => this.#runHandler(socket, request),
+      onRequest: (socket, request) => void this.#runHandler(socket, request),
+      // A callback, not a chain on `closed`: an idle connection then holds
+      // no promise of the server's.
+      onClosed: (socket) => {
+        this.#sockets.delete(socket);
+        this.#checkDrained();
+      },
     });
     this.#sockets.add(socket);
-    this.#track(socket.closed.then(() => void this.#sockets.delete(socket)));
   }
 
-  #runHandler(socket: RawSocket, request: Parameters<Handler>[1]): void {
+  async #runHandler(socket: RawSocket, request: Parameters<Handler>[1]): Promise<void> {
     if (this.#closing) {
       socket.shutdown();
       return;
     }
-    const task = (async () => {
+    this.#handlers++;
+    try {
       try {
         await this.#handler(socket, request);
       } catch (error) {
@@ -250,12 +262,17 @@ class WebSocketServer implements Server {
         return;
       }
       socket.handlerDone(undefined, false);
-    })();
-    this.#track(task.catch((error) => this.#onError(error)));
+    } catch (error) {
+      this.#onError(error);
+    } finally {
+      this.#handlers--;
+      this.#checkDrained();
+    }
   }
 
-  #track(task: Promise<void>): void {
-    this.#tasks.add(task);
-    task.finally(() => this.#tasks.delete(task));
+  #checkDrained(): void {
+    if (this.#drained !== null && this.#sockets.size === 0 && this.#handlers === 0) {
+      this.#drained.resolve();
+    }
   }
 }

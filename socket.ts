@@ -221,6 +221,39 @@ export class ConnectionClosedError extends Error {
 const ABNORMAL: CloseInfo = Object.freeze({ code: 1006, reason: "" });
 const NOOP = (): void => {};
 
+/**
+ * A promise that is only made if somebody asks for it: a server socket's
+ * `opened` and the read loop's wait for the closing handshake are rarely
+ * asked for, and each `Promise.withResolvers()` held by an idle
+ * connection costs a few hundred bytes. Never rejects.
+ */
+class Later<T> {
+  #promise: Promise<T> | null = null;
+  #resolve: ((value: T) => void) | null = null;
+  #settled = false;
+  #value: T | undefined;
+
+  get promise(): Promise<T> {
+    if (this.#promise === null) {
+      if (this.#settled) this.#promise = Promise.resolve(this.#value as T);
+      else {
+        const { promise, resolve } = Promise.withResolvers<T>();
+        this.#promise = promise;
+        this.#resolve = resolve;
+      }
+    }
+    return this.#promise;
+  }
+
+  resolve(value: T): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#value = value;
+    this.#resolve?.(value);
+    this.#resolve = null;
+  }
+}
+
 // A reader that stops taking messages pauses reading (TCP backpressure)
 // once this much is queued; each message also counts a fixed overhead so
 // that a flood of empty messages is bounded too.
@@ -456,6 +489,8 @@ export interface RawSocketOptions {
   extensions?: () => Extension[];
   /** Client: the request to send. */
   request?: Request;
+  /** Called once the socket is closed, when `closed` resolves. */
+  onClosed?: (socket: RawSocket) => void;
 }
 
 // The reused read buffer starts small, because an idle connection holds it
@@ -516,8 +551,9 @@ export class RawSocket implements ServerSocket {
   readonly #onRequest: ((socket: RawSocket, request: Request) => void) | undefined;
   readonly #makeExtensions: (() => Extension[]) | undefined;
   readonly #inbox = new Inbox();
-  readonly #closed = Promise.withResolvers<CloseInfo>();
-  readonly #opened = Promise.withResolvers<OpenResult>();
+  readonly #closed = new Later<CloseInfo>();
+  readonly #opened = new Later<OpenResult>();
+  readonly #onClosed: ((socket: RawSocket) => void) | undefined;
 
   #state: SocketState = "connecting";
   #subprotocol: string | null = null;
@@ -550,7 +586,7 @@ export class RawSocket implements ServerSocket {
   #closeInfo: CloseInfo | null = null;
   // Resolved when the closing handshake starts: reading must then go on
   // past a full inbox, or the peer's answer would never be seen.
-  #closing = Promise.withResolvers<void>();
+  readonly #closing = new Later<void>();
   #connClosed = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #readLoop: Promise<void>;
@@ -574,7 +610,7 @@ export class RawSocket implements ServerSocket {
     this.#ws = new WSConnection(options.type, { limits: this.#limits });
     this.#onRequest = options.onRequest;
     this.#makeExtensions = options.extensions;
-    this.#closed.promise.catch(NOOP);
+    this.#onClosed = options.onClosed;
     if (this.#limits.handshakeTimeout > 0) {
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
@@ -1238,10 +1274,11 @@ export class RawSocket implements ServerSocket {
     }
     // `closed` waits for the read loop and the write in flight, so that no
     // operation is left pending on the closed resource.
-    Promise.all([this.#readLoop, this.#pump]).then(
-      () => this.#closed.resolve(info),
-      () => this.#closed.resolve(info),
-    );
+    const closed = (): void => {
+      this.#closed.resolve(info);
+      this.#onClosed?.(this);
+    };
+    Promise.all([this.#readLoop, this.#pump]).then(closed, closed);
   }
 }
 

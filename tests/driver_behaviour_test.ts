@@ -522,6 +522,21 @@ Deno.test("shutdown() closes every open socket with 1001 and waits for them", as
   await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: server.addr.port }));
 });
 
+Deno.test("shutdown() waits for handlers still running after their socket closed", async () => {
+  let handlerDone = false;
+  const server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    socket.accept();
+    await socket.closed;
+    await delay(150); // cleanup after the connection ended
+    handlerDone = true;
+  });
+  const client = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  await client.close();
+  await withTimeout(server.shutdown(), 3000, "shutdown");
+  assert.ok(handlerDone, "shutdown() resolved before the handler returned");
+  await server.finished;
+});
+
 Deno.test("an aborted signal shuts the server down", async () => {
   const controller = new AbortController();
   let listened: Deno.NetAddr | null = null;
