@@ -223,9 +223,10 @@ const NOOP = (): void => {};
 
 /**
  * A promise that is only made if somebody asks for it: a server socket's
- * `opened` and the read loop's wait for the closing handshake are rarely
- * asked for, and each `Promise.withResolvers()` held by an idle
- * connection costs a few hundred bytes. Never rejects.
+ * `opened`, `closed` when nobody awaits it, and the read loop's wait for
+ * the closing handshake are rarely asked for, and each
+ * `Promise.withResolvers()` held by an idle connection costs a few hundred
+ * bytes. Never rejects.
  */
 class Later<T> {
   #promise: Promise<T> | null = null;
@@ -1012,18 +1013,18 @@ export class RawSocket implements ServerSocket {
       let data: Uint8Array | null = null;
       bulk = n !== null && n > SMALL_READ;
       if (n !== null) {
+        const reused = target === buffer;
         if (held > 0) {
           data = target.subarray(held, held + n);
-        } else if (target !== buffer) {
-          data = target.subarray(0, n);
+        } else if (n <= SMALL_READ) {
+          // The engine keeps what it is given: copy, so that the reused
+          // buffer is reused and a few bytes never pin a large one.
+          data = target.slice(0, n);
         } else {
-          if (n <= SMALL_READ) {
-            // The engine keeps what it is given: copy, and reuse the buffer.
-            data = target.slice(0, n);
-          } else {
-            data = target.subarray(0, n);
-            buffer = null;
-          }
+          data = target.subarray(0, n);
+          if (reused) buffer = null;
+        }
+        if (reused) {
           if (n === size && size < MAX_READ) {
             size *= 2;
             buffer = null;
