@@ -544,7 +544,9 @@ export interface OracleResult {
   errorCodes: number[] | null;
 }
 
-const utf8Decoder = new TextDecoder("utf-8");
+// ignoreBOM: a leading U+FEFF is text like any other (RFC 6455 §5.6 knows no
+// BOM); the default would strip it, and so expect a different message.
+const utf8Decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 
 function isValidCode(code: number): boolean {
   return VALID_CLOSE_CODES.includes(code) || (code >= 3000 && code <= 4999);

@@ -6,7 +6,15 @@ import assert from "node:assert/strict";
 import * as pako from "pako";
 import * as ws from "../mod.ts";
 import { PerMessageDeflate } from "../permessage_deflate.ts";
-import { type Canon, canon, chops, encodeFrame, storedBlock, toHex } from "./_fuzz.ts";
+import {
+  type Canon,
+  canon,
+  chops,
+  encodeFrame,
+  referenceDecode,
+  storedBlock,
+  toHex,
+} from "./_fuzz.ts";
 import { concat, prng, randomBytes, utf8 } from "./_util.ts";
 
 const KEY = new Uint8Array(4); // a zero mask key keeps the bytes readable
@@ -230,4 +238,20 @@ Deno.test("a distance past the negotiated window closes with 1007 however it is 
   };
   const events = assertSameHoweverChopped(make, stream);
   assert.equal(lastClose(events), 1007);
+});
+
+Deno.test("a text message of only a byte-order mark keeps it, as the reference decoder does", () => {
+  // Found by frames-server seed 861568573: the reference decoder's
+  // TextDecoder stripped a leading U+FEFF (its default), so it expected an
+  // empty message where the engine, rightly, kept the character.
+  const stream = concat(frame(true, 0, 1, utf8("\ufeff")), frame(true, 0, 1, utf8("\ufeffhi")));
+  const make = () => new ws.Connection(ws.ConnectionType.SERVER);
+  const events = assertSameHoweverChopped(make, stream);
+  assert.deepEqual(events.map((event) => event["data"]), ["\ufeff", "\ufeffhi"]);
+  const reference = referenceDecode(stream, "server", {
+    maxFrameSize: ws.DEFAULT_LIMITS.maxFrameSize,
+    maxMessageSize: ws.DEFAULT_LIMITS.maxMessageSize,
+    maxFragments: ws.DEFAULT_LIMITS.maxFragments,
+  });
+  assert.deepEqual(reference.events, events);
 });
