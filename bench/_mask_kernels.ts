@@ -45,7 +45,9 @@ export function maskNoCache(data: Uint8Array, key: Uint8Array): void {
   const k64 = scratch64[0]!;
   const words = Math.floor((n - head) / 8);
   const view = new BigUint64Array(data.buffer, start + head, words);
-  // The same 16/4/1-word loops as mask(), so the two differ only in the view.
+  // The same 16/4/1-word loops as mask(), so the two differ only in the
+  // view. A copy on purpose: mask() calling a shared loop function was ~40%
+  // slower at 1 KiB (measured; V8 does not inline a loop this size).
   const end16 = words & ~15;
   const end4 = words & ~3;
   let w = 0;
