@@ -8,7 +8,7 @@
  * @module
  */
 
-import { concatBytes } from "./_bytes.ts";
+import { concatBytes, recycle } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
@@ -943,6 +943,8 @@ export class RawSocket implements ServerSocket {
         this.#writeInFlight = true;
         try {
           for (const bytes of writes) await writeAll(this.#conn, bytes);
+          // Written: these frames were only ever ours (send() encodes a copy).
+          for (const bytes of writes) recycle(bytes);
         } catch {
           batch.reject(new ConnectionClosedError(this.#closeInfo ?? ABNORMAL));
           this.#abort(ABNORMAL);
@@ -1002,9 +1004,10 @@ export class RawSocket implements ServerSocket {
       } else {
         target = buffer ??= new Uint8Array(size);
       }
+      const into = held > 0 ? target.subarray(held) : target;
       let n: number | null;
       try {
-        n = await this.#conn.read(held > 0 ? target.subarray(held) : target);
+        n = await this.#conn.read(into);
       } catch {
         n = null;
       }
@@ -1012,8 +1015,8 @@ export class RawSocket implements ServerSocket {
       this.#heard = true;
       let data: Uint8Array | null = null;
       bulk = n !== null && n > SMALL_READ;
+      const reused = target === buffer;
       if (n !== null) {
-        const reused = target === buffer;
         if (held > 0) {
           data = target.subarray(held, held + n);
         } else if (n <= SMALL_READ) {
@@ -1024,21 +1027,26 @@ export class RawSocket implements ServerSocket {
           data = target.subarray(0, n);
           if (reused) buffer = null;
         }
-        if (reused) {
-          if (n === size && size < MAX_READ) {
-            size *= 2;
-            buffer = null;
-          } else if (n <= SMALL_READ && size > KEEP_READ) {
-            // The burst is over: give the large buffer back.
-            size = KEEP_READ;
-            buffer = null;
-          }
-        }
       }
       this.#receive(data);
       if (data === null) {
         this.#abort(ABNORMAL);
         break;
+      }
+      if (reused && n !== null) {
+        // A full read means more is waiting: grow. When what fills it is one
+        // large frame, only to KEEP_READ: its rest comes into a buffer of
+        // its own size once reads are bulk, and growing further for it made
+        // every 64 KiB message climb 8, 16, ... 128 KiB and start over.
+        const cap = this.#ws.bytesExpected > size ? KEEP_READ : MAX_READ;
+        if (n === size && size < cap) {
+          size *= 2;
+          buffer = null;
+        } else if (n <= SMALL_READ && size > KEEP_READ) {
+          // The burst is over: give the large buffer back.
+          size = KEEP_READ;
+          buffer = null;
+        }
       }
     }
   }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
-import { allocate, concatBytes } from "../_bytes.ts";
+import { allocate, concatBytes, recycle } from "../_bytes.ts";
 import { bytes, prng } from "./_util.ts";
 
 /** The obvious buffer: one array, concatenated on every push. */
@@ -227,12 +227,9 @@ Deno.test("concatBytes joins adjacent views of one buffer without copying, other
   assert.deepEqual(concatBytes([]), bytes());
 });
 
-Deno.test("allocate hands out zeroed, disjoint arrays; small ones side by side", () => {
+Deno.test("allocate hands out disjoint arrays; small ones side by side", () => {
   const arrays = Array.from({ length: 100 }, (_, i) => allocate(1 + (i % 50)));
-  for (const array of arrays) {
-    assert.ok(array.every((byte) => byte === 0), "zero-filled");
-    array.fill(0xff); // writing one never shows in another
-  }
+  for (const array of arrays) array.fill(0xff); // writing one never shows in another
   for (const [i, array] of arrays.entries()) {
     assert.equal(array.length, 1 + (i % 50));
     assert.ok(array.every((byte) => byte === 0xff));
@@ -247,4 +244,33 @@ Deno.test("allocate hands out zeroed, disjoint arrays; small ones side by side",
   const large = allocate(100_000);
   assert.equal(large.byteOffset, 0);
   assert.equal(large.buffer.byteLength, 100_000, "a large array has its own buffer");
+});
+
+Deno.test("recycle gives allocate a large buffer back, and nothing else", () => {
+  const frame = allocate(70_000);
+  frame.fill(7);
+  recycle(frame);
+  const again = allocate(65_000);
+  assert.equal(again.buffer, frame.buffer, "a recycled buffer serves the next large array");
+  assert.equal(again.length, 65_000);
+  const other = allocate(65_000);
+  assert.notEqual(other.buffer, again.buffer, "a buffer is lent to one holder at a time");
+  recycle(again);
+  recycle(again); // a second give-back of the same buffer is ignored
+  assert.equal(allocate(65_000).buffer, again.buffer);
+  assert.notEqual(allocate(65_000).buffer, again.buffer);
+  // Not more than twice the size asked for: a small frame never pins a large buffer.
+  const big = allocate(200_000);
+  recycle(big);
+  assert.notEqual(allocate(50_000).buffer, big.buffer);
+  // Only what allocate lent whole enters the pool: not slabs, not foreign arrays.
+  const small = allocate(100);
+  recycle(small);
+  const foreign = new Uint8Array(70_000);
+  recycle(foreign);
+  for (let i = 0; i < 4; i++) {
+    const taken = allocate(70_000).buffer;
+    assert.notEqual(taken, small.buffer);
+    assert.notEqual(taken, foreign.buffer);
+  }
 });

@@ -394,6 +394,56 @@ Deno.test("an idle socket's pending read holds a small buffer, and a burst's buf
   }
 });
 
+Deno.test("large frames whose buffers are recycled after writing arrive intact", async () => {
+  // Written frames go back to a pool that later frames are encoded into.
+  // A peer that does not read for a while keeps the server's writes
+  // pending while it encodes more replies: a buffer reused too early
+  // would show here as a corrupt echo.
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) socket.send(message);
+  });
+  const random = prng(14);
+  await Promise.all([0, 1].map(async () => {
+    const { conn, engine } = await rawClient(server.addr.port);
+    try {
+      const messages = Array.from(
+        { length: 40 },
+        () => randomBytes(random, 3_000 + Math.floor(random() * 250_000)),
+      );
+      for (const message of messages) {
+        await writeAll(conn, engine.send(new ws.BytesMessage({ data: message })));
+      }
+      await delay(300);
+      const received: Uint8Array[] = [];
+      let parts: Uint8Array[] = [];
+      const buffer = new Uint8Array(1 << 16);
+      const deadline = Date.now() + 10_000;
+      while (received.length < messages.length && Date.now() < deadline) {
+        const n = await withTimeout(conn.read(buffer), deadline - Date.now(), "echo");
+        if (n === null) break;
+        engine.receiveData(buffer.slice(0, n));
+        for (const event of engine.events()) {
+          if (!(event instanceof ws.BytesMessage)) continue;
+          parts.push(event.data);
+          if (event.messageFinished) {
+            received.push(concatAll(parts));
+            parts = [];
+          }
+        }
+      }
+      assert.equal(received.length, messages.length);
+      for (const [i, message] of messages.entries()) {
+        assert.ok(
+          received[i]!.length === message.length && received[i]!.every((b, j) => b === message[j]),
+          `echo ${i} differs`,
+        );
+      }
+    } finally {
+      conn.close();
+    }
+  }));
+});
+
 Deno.test("receive() times out, and the socket stays usable", async () => {
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
     for await (const message of socket) await socket.send(message);
