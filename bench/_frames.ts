@@ -33,3 +33,25 @@ export function clientFrames(
   }
   return { stream, frames };
 }
+
+/** A typical browser upgrade request (Chrome's headers), for the handshake figures. */
+export const BROWSER_REQUEST: Uint8Array = new TextEncoder().encode(
+  [
+    "GET /chat?room=1 HTTP/1.1",
+    "Host: example.com:8080",
+    "Connection: Upgrade",
+    "Pragma: no-cache",
+    "Cache-Control: no-cache",
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) " +
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Upgrade: websocket",
+    "Origin: http://example.com:8080",
+    "Sec-WebSocket-Version: 13",
+    "Accept-Encoding: gzip, deflate, br",
+    "Accept-Language: en-US,en;q=0.9",
+    "Cookie: session=0123456789abcdef; theme=dark",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
+    "Sec-WebSocket-Protocol: chat, superchat",
+  ].join("\r\n") + "\r\n\r\n",
+);

@@ -10,27 +10,8 @@
 import { acceptToken, Handshake } from "../handshake.ts";
 import { AcceptConnection, Request as WsRequest } from "../events.ts";
 import { ConnectionType } from "../state.ts";
+import { BROWSER_REQUEST as REQUEST } from "./_frames.ts";
 
-const REQUEST = new TextEncoder().encode(
-  [
-    "GET /chat?room=1 HTTP/1.1",
-    "Host: example.com:8080",
-    "Connection: Upgrade",
-    "Pragma: no-cache",
-    "Cache-Control: no-cache",
-    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) " +
-    "Chrome/120.0.0.0 Safari/537.36",
-    "Upgrade: websocket",
-    "Origin: http://example.com:8080",
-    "Sec-WebSocket-Version: 13",
-    "Accept-Encoding: gzip, deflate, br",
-    "Accept-Language: en-US,en;q=0.9",
-    "Cookie: session=0123456789abcdef; theme=dark",
-    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
-    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits",
-    "Sec-WebSocket-Protocol: chat, superchat",
-  ].join("\r\n") + "\r\n\r\n",
-);
 const PIECES = [REQUEST.slice(0, 100), REQUEST.slice(100, 400), REQUEST.slice(400)];
 const ACCEPT = new AcceptConnection({ subprotocol: "chat" });
 

@@ -1,10 +1,11 @@
 /**
  * Heap growth and allocation per frame on the hot receive path: a million
- * masked 125-byte binary frames through `Connection`, fed 1000 to a chunk.
+ * masked 125-byte binary frames through `Connection`, fed 1000 to a chunk;
+ * then what a server handshake allocates and what an opened engine keeps.
  *
  *     deno run --v8-flags=--expose-gc,--min-semi-space-size=64,--max-semi-space-size=64 bench/heap_growth.ts
  *
- * Two figures:
+ * Figures:
  * - retained: `heapUsed` after a full GC, before and after the million
  *   frames (a leak per frame would show as ~bytes × 1e6);
  * - allocated per frame: `heapUsed` grows by what a batch allocates when
@@ -16,11 +17,11 @@
  */
 
 // deno-lint-ignore-file no-console
-import { Connection } from "../connection.ts";
-import { BytesMessage } from "../events.ts";
+import { Connection, WSConnection } from "../connection.ts";
+import { AcceptConnection, BytesMessage, Request } from "../events.ts";
 import { Opcode } from "../frame.ts";
 import { ConnectionType } from "../state.ts";
-import { clientFrames } from "./_frames.ts";
+import { BROWSER_REQUEST, clientFrames } from "./_frames.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined) {
@@ -66,14 +67,30 @@ function floor(frames: number): void {
   }
 }
 
-function allocatedPerFrame(run: (frames: number) => void): number {
+// A server's opening handshake on the engine: the request in, its event
+// out, the 101 written; the opened engines are kept (for the retained
+// figure), so each batch starts from an empty list.
+let opened: WSConnection[] = [];
+function handshakes(count: number): void {
+  opened = [];
+  for (let i = 0; i < count; i++) {
+    const conn = new WSConnection(ConnectionType.SERVER);
+    conn.receiveData(BROWSER_REQUEST.slice());
+    for (const event of conn.events()) {
+      if (event instanceof Request) sink ^= conn.send(new AcceptConnection()).length;
+    }
+    opened.push(conn);
+  }
+}
+
+function allocatedPerFrame(run: (frames: number) => void, batch = BATCH): number {
   const samples: number[] = [];
   for (let i = 0; i < 15; i++) {
     gc!();
     const before = Deno.memoryUsage().heapUsed;
-    run(BATCH);
+    run(batch);
     const grown = Deno.memoryUsage().heapUsed - before;
-    if (grown > 0) samples.push(grown / BATCH);
+    if (grown > 0) samples.push(grown / batch);
   }
   samples.sort((a, b) => a - b);
   return samples[samples.length >> 1] ?? NaN;
@@ -105,4 +122,22 @@ console.log(
 console.log(`allocated per frame, Connection.events(): ${ours.toFixed(1)} bytes`);
 console.log(`allocated per frame, event + payload view alone: ${least.toFixed(1)} bytes`);
 console.log(`beyond the floor: ${(ours - least).toFixed(1)} bytes per frame`);
+
+// The handshake: a connection storm's garbage is what grows the young
+// generation, and so the resident size per connection.
+const HANDSHAKES = 2_000;
+handshakes(20_000); // warm up
+const perHandshake = allocatedPerFrame(handshakes, HANDSHAKES);
+opened = [];
+gc();
+gc();
+const beforeOpen = Deno.memoryUsage().heapUsed;
+handshakes(HANDSHAKES);
+gc();
+gc();
+const perOpen = (Deno.memoryUsage().heapUsed - beforeOpen) / HANDSHAKES;
+console.log(
+  `allocated per server handshake (browser request in, 101 out): ${perHandshake.toFixed(0)} bytes`,
+);
+console.log(`retained per opened engine (WSConnection): ${perOpen.toFixed(0)} bytes`);
 if (sink === -1) console.log(sink, kept); // keep the results alive
