@@ -163,6 +163,24 @@ Deno.test("acceptToken matches crypto.subtle and btoa on random keys", async () 
   }
 });
 
+Deno.test("acceptToken and the client's key are right where Uint8Array has no toBase64", () => {
+  // Deno has Uint8Array.prototype.toBase64; older runtimes do not, and take
+  // the btoa path, which this exercises by hiding the method.
+  const prototype = Uint8Array.prototype as { toBase64?: unknown };
+  const descriptor = Object.getOwnPropertyDescriptor(prototype, "toBase64");
+  delete prototype.toBase64;
+  try {
+    assert.equal(typeof new Uint8Array(1).toBase64, "undefined");
+    assert.equal(acceptToken(KEY), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    const client = new Handshake(CLIENT, { key: new Uint8Array(16).fill(0xfb) });
+    const head = decode(client.send(new WsRequest({ host: "example.com", target: "/" })));
+    assert.ok(head.includes("\r\nSec-WebSocket-Key: +/v7+/v7+/v7+/v7+/v7+w==\r\n"), head);
+  } finally {
+    if (descriptor !== undefined) Object.defineProperty(prototype, "toBase64", descriptor);
+  }
+  assert.equal(typeof new Uint8Array(1).toBase64, "function");
+});
+
 // ------------------------------------------------------------- server: accept
 
 Deno.test("A server yields a Request with the offers and every header in order", () => {
