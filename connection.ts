@@ -220,8 +220,8 @@ export class Connection {
    * handshake) and REMOTE_CLOSING (it finishes it).
    *
    * @param event The event to send.
-   * @returns The bytes to write to the peer: yours to keep, but small frames are
-   *   views into a buffer shared with other frames, so write the view, not its `buffer`.
+   * @returns The bytes to write to the peer: yours to keep, but a view (small frames
+   *   share their buffer with other frames), so write the view, not its `buffer`.
    */
   send(event: Event): Uint8Array {
     const state = this.#state;
@@ -352,8 +352,8 @@ export class WSConnection {
    * Turn an event into bytes to write.
    *
    * @param event The event to send.
-   * @returns The bytes to write to the peer (small frames are views into a shared
-   *   buffer: write the view, not its `buffer`).
+   * @returns The bytes to write to the peer, a view (small frames share their
+   *   buffer with other frames): write the view, not its `buffer`.
    */
   send(event: Event): Uint8Array {
     if (this.#connection !== null) return this.#connection.send(event);

@@ -48,8 +48,9 @@ const textEncoder = new TextEncoder();
  * @param fin The FIN bit.
  * @param rsv The RSV bits.
  * @param maskFrames Whether to mask (clients must, servers must not: §5.1).
- * @returns The frame's bytes; up to 2 KiB, a view into a buffer shared with other
- *   frames (write the view, not its `buffer`).
+ * @returns The frame's bytes: a view into a buffer shared with other frames up
+ *   to 2 KiB, and possibly into a larger reused buffer above (write the view,
+ *   not its `buffer`).
  *
  * @example The RFC 6455 §5.7 unmasked "Hello"
  * ```ts
