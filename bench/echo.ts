@@ -400,9 +400,11 @@ for (const row of rows) {
 if ("idle".includes(options.only) || options.only === "") {
   console.log(`\n# idle: resident memory per connection, ${IDLE_CONNS} connections`);
   console.log(
-    "Resident memory grows in the steps of the JS heap and the allocator, so the " +
-      `first ${IDLE_CONNS} connections (which also pay for code compiled once) and the ` +
-      `next ${IDLE_CONNS} give different figures; both are shown.`,
+    "Resident memory grows in the steps of the JS heap and the allocator, and by what " +
+      "the JIT compiles once a path is hot (for ours mostly during the second batch: " +
+      "with --no-opt --no-maglev it measured half), so the " +
+      `first ${IDLE_CONNS} connections and the next ${IDLE_CONNS} give different figures; ` +
+      "both are shown.",
   );
   console.log(
     `| server | KB per connection, first ${IDLE_CONNS} (each round) | median | KB per connection, next ${IDLE_CONNS} (each round) | median | target |`,
