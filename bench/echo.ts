@@ -6,7 +6,7 @@
  * process.
  *
  *     deno run -A bench/echo.ts [--rounds 3] [--duration 2] [--warmup 1]
- *       [--only TEXT] [--deflate] [--json FILE]
+ *       [--only TEXT] [--deflate] [--against DIR] [--json FILE]
  *
  * Every row starts a fresh server process per measurement, and the servers
  * alternate A/B, B/A over the rounds, so that the noise of a shared
@@ -14,6 +14,9 @@
  * per-round ratios (ours / native, each pair measured back to back); the
  * other columns are medians over the rounds. `--deflate` adds this module
  * with permessage-deflate on compressible text (native cannot negotiate it).
+ * `--against DIR` adds the echo server of another checkout of this module
+ * (say, `git worktree add /tmp/before HEAD~3`), measured in the same rounds:
+ * the way to tell a change's effect from this machine's drift.
  *
  * @module
  */
@@ -29,6 +32,7 @@ interface Options {
   warmup: number;
   only: string;
   deflate: boolean;
+  against: string;
   json: string;
 }
 
@@ -39,6 +43,7 @@ function parseOptions(argv: readonly string[]): Options {
     warmup: 1,
     only: "",
     deflate: false,
+    against: "",
     json: "",
   };
   for (let i = 0; i < argv.length; i++) {
@@ -53,6 +58,7 @@ function parseOptions(argv: readonly string[]): Options {
     else if (arg === "--warmup") options.warmup = Number(value());
     else if (arg === "--only") options.only = value();
     else if (arg === "--deflate") options.deflate = true;
+    else if (arg === "--against") options.against = value();
     else if (arg === "--json") options.json = value();
     else throw new TypeError(`Unknown argument ${arg}`);
   }
@@ -335,7 +341,13 @@ function fmt(value: number, digits = 0): string {
 }
 
 const options = parseOptions(Deno.args);
-const servers = [OURS, NATIVE, ...(options.deflate ? [OURS_DEFLATE] : [])];
+const AGAINST: Server[] = options.against === "" ? [] : [{
+  name: "against",
+  script: `${Deno.realPathSync(options.against)}/examples/echo_server.ts`,
+  args: [],
+  deflate: false,
+}];
+const servers = [OURS, NATIVE, ...AGAINST, ...(options.deflate ? [OURS_DEFLATE] : [])];
 const rows = ROWS.filter((row) => row.name.includes(options.only));
 const report: Record<string, unknown>[] = [];
 
@@ -390,9 +402,7 @@ for (const row of rows) {
         fmt(entry.clientCpu, 2)
       } | ${fmt(entry.peakRss / 1e6, 1)} | ${
         isNative ? "" : `${fmt(ratio, 2)}x (${fmt(Math.min(...rs), 2)}–${fmt(Math.max(...rs), 2)})`
-      } | ${
-        isNative || server.deflate ? "" : `≥ ${row.target}x ${ratio >= row.target ? "✓" : "✗"}`
-      } |`,
+      } | ${server === OURS ? `≥ ${row.target}x ${ratio >= row.target ? "✓" : "✗"}` : ""} |`,
     );
   }
 }
@@ -430,7 +440,7 @@ if ("idle".includes(options.only) || options.only === "") {
     console.log(
       `| ${server.name} | ${list(averages)} | ${fmt(kb, 1)} | ${list(marginals)} | ${
         fmt(median(marginals) / 1000, 1)
-      } | ${server === NATIVE ? "" : `≤ 16 KB ${kb <= 16 ? "✓" : "✗"}`} |`,
+      } | ${server === OURS ? `≤ 16 KB ${kb <= 16 ? "✓" : "✗"}` : ""} |`,
     );
   }
 }
