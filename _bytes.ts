@@ -10,6 +10,7 @@ const SLAB_SIZE = 16 * 1024;
 const SLAB_MAX = 2 * 1024;
 let slab = EMPTY;
 let slabUsed = 0;
+const slabs = new WeakSet<ArrayBufferLike>();
 
 // Larger arrays come from a few spare buffers that drivers hand back once
 // written (see recycle): a 64 KiB echo otherwise allocated, zeroed and
@@ -18,6 +19,8 @@ let slabUsed = 0;
 // server CPU per message together with the read-size fix).
 const SPARE_MAX = 256 * 1024;
 const SPARES_BYTES = 1024 * 1024;
+// Also few enough that allocate()'s scan for a fitting one stays short.
+const SPARES_COUNT = 16;
 const spares: ArrayBuffer[] = [];
 let sparesBytes = 0;
 // The buffers allocate() handed out whole and not yet back: only these may
@@ -53,6 +56,7 @@ export function allocate(size: number): Uint8Array {
   }
   if (slabUsed + size > slab.length) {
     slab = new Uint8Array(SLAB_SIZE);
+    slabs.add(slab.buffer);
     slabUsed = 0;
   }
   const view = slab.subarray(slabUsed, slabUsed + size);
@@ -63,7 +67,7 @@ export function allocate(size: number): Uint8Array {
 /**
  * Give back an array from {@linkcode allocate} that nothing references any
  * more (a frame once written), so that a later one reuses its memory.
- * Anything else is ignored, and the pool keeps at most 1 MiB.
+ * Anything else is ignored, and the pool keeps at most 16 buffers and 1 MiB.
  *
  * @param bytes The array; it must not be used after this call.
  */
@@ -71,9 +75,20 @@ export function recycle(bytes: Uint8Array): void {
   const buffer = bytes.buffer;
   if (!lent.has(buffer) || !(buffer instanceof ArrayBuffer)) return;
   lent.delete(buffer);
-  if (sparesBytes + buffer.byteLength > SPARES_BYTES) return;
+  if (spares.length >= SPARES_COUNT || sparesBytes + buffer.byteLength > SPARES_BYTES) return;
   spares.push(buffer);
   sparesBytes += buffer.byteLength;
+}
+
+/**
+ * Whether `bytes` is a view into a slab of {@linkcode allocate}, whose
+ * buffer other arrays share: holding it holds them all.
+ *
+ * @param bytes The array.
+ * @returns `true` for a slab view.
+ */
+export function inSlab(bytes: Uint8Array): boolean {
+  return slabs.has(bytes.buffer);
 }
 
 /**

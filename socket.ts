@@ -8,7 +8,7 @@
  * @module
  */
 
-import { concatBytes, recycle } from "./_bytes.ts";
+import { concatBytes, inSlab, recycle } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
@@ -572,8 +572,8 @@ export class RawSocket implements ServerSocket {
   #outBytes = 0;
   #batch: PromiseWithResolvers<void> | null = null;
   #writing = false;
-  // Whether bytes are being written, and how many larger buffers the
-  // frames queued behind them share (the last one, to count each once).
+  // Whether bytes are being written, and how many slabs the frames queued
+  // behind them share (the last one, to count each once).
   #writeInFlight = false;
   #sharedQueued = 0;
   #lastShared: ArrayBufferLike | null = null;
@@ -877,10 +877,7 @@ export class RawSocket implements ServerSocket {
 
   #write(bytes: Uint8Array): Promise<void> {
     if (this.#connClosed) return this.#closedRejection();
-    if (
-      this.#writeInFlight && bytes.length < bytes.buffer.byteLength &&
-      bytes.buffer !== this.#lastShared
-    ) {
+    if (this.#writeInFlight && bytes.buffer !== this.#lastShared && inSlab(bytes)) {
       if (this.#sharedQueued < MAX_SHARED_QUEUED) {
         this.#sharedQueued++;
         this.#lastShared = bytes.buffer;

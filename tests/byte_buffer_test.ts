@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
-import { allocate, concatBytes, recycle } from "../_bytes.ts";
+import { allocate, concatBytes, inSlab, recycle } from "../_bytes.ts";
 import { bytes, prng } from "./_util.ts";
 
 /** The obvious buffer: one array, concatenated on every push. */
@@ -273,4 +273,16 @@ Deno.test("recycle gives allocate a large buffer back, and nothing else", () => 
     assert.notEqual(taken, small.buffer);
     assert.notEqual(taken, foreign.buffer);
   }
+});
+
+Deno.test("the pool keeps at most 16 buffers, and only slab views count as sharing a slab", () => {
+  const given = Array.from({ length: 20 }, () => allocate(5_000));
+  for (const bytes of given) recycle(bytes);
+  const buffers = new Set(given.map((bytes) => bytes.buffer));
+  const reused = Array.from({ length: 20 }, () => allocate(5_000))
+    .filter((bytes) => buffers.has(bytes.buffer)).length;
+  assert.ok(reused > 0 && reused <= 16, `${reused} of 20 given back were reused`);
+  assert.ok(inSlab(allocate(100)));
+  assert.ok(!inSlab(allocate(5_000)));
+  assert.ok(!inSlab(new Uint8Array(100)));
 });

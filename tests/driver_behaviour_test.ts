@@ -433,10 +433,7 @@ Deno.test("large frames whose buffers are recycled after writing arrive intact",
       }
       assert.equal(received.length, messages.length);
       for (const [i, message] of messages.entries()) {
-        assert.ok(
-          received[i]!.length === message.length && received[i]!.every((b, j) => b === message[j]),
-          `echo ${i} differs`,
-        );
+        assert.deepEqual(received[i], message, `echo ${i} differs`);
       }
     } finally {
       conn.close();
