@@ -97,9 +97,11 @@ export function inSlab(bytes: Uint8Array): boolean {
  * copy), so callers must not rely on getting a copy.
  *
  * @param chunks The arrays, in order.
+ * @param pooled Whether a copy may come from {@linkcode allocate}: for bytes
+ *   that are written and then given back with {@linkcode recycle}.
  * @returns The joined bytes.
  */
-export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
+export function concatBytes(chunks: readonly Uint8Array[], pooled = false): Uint8Array {
   let length = 0;
   let filled = 0;
   let first: Uint8Array = EMPTY;
@@ -117,7 +119,7 @@ export function concatBytes(chunks: readonly Uint8Array[]): Uint8Array {
   }
   if (filled <= 1) return last;
   if (adjacent) return new Uint8Array(first.buffer, first.byteOffset, length);
-  const out = new Uint8Array(length);
+  const out = pooled ? allocate(length) : new Uint8Array(length);
   let offset = 0;
   for (const chunk of chunks) {
     out.set(chunk, offset);

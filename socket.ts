@@ -1298,14 +1298,14 @@ function coalesce(chunks: readonly Uint8Array[]): Uint8Array[] {
   let groupSize = 0;
   for (const chunk of chunks) {
     if (groupSize > 0 && groupSize + chunk.length > COALESCE) {
-      writes.push(concatBytes(group));
+      writes.push(concatBytes(group, true));
       group = [];
       groupSize = 0;
     }
     group.push(chunk);
     groupSize += chunk.length;
   }
-  if (groupSize > 0) writes.push(concatBytes(group));
+  if (groupSize > 0) writes.push(concatBytes(group, true));
   return writes;
 }
 

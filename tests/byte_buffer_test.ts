@@ -227,6 +227,20 @@ Deno.test("concatBytes joins adjacent views of one buffer without copying, other
   assert.deepEqual(concatBytes([]), bytes());
 });
 
+Deno.test("a pooled join copies into a buffer that can be given back and reused", () => {
+  const parts = [new Uint8Array(3000).fill(1), new Uint8Array(2000).fill(2)];
+  const joined = concatBytes(parts, true);
+  assert.equal(joined.length, 5000);
+  assert.ok(joined.subarray(0, 3000).every((byte) => byte === 1));
+  assert.ok(joined.subarray(3000).every((byte) => byte === 2));
+  recycle(joined);
+  assert.equal(allocate(4000).buffer, joined.buffer, "the written join serves a later frame");
+  // Unpooled, a join is the caller's to keep, so it never enters the pool.
+  const kept = concatBytes(parts);
+  recycle(kept);
+  assert.notEqual(allocate(5000).buffer, kept.buffer);
+});
+
 Deno.test("allocate hands out disjoint arrays; small ones side by side", () => {
   const arrays = Array.from({ length: 100 }, (_, i) => allocate(1 + (i % 50)));
   for (const array of arrays) array.fill(0xff); // writing one never shows in another
