@@ -30,6 +30,21 @@ function interpose(
   });
 }
 
+/** Answer the opening handshake on a raw server-side `conn`; `false` if it ended first. */
+async function acceptHandshake(conn: Deno.Conn): Promise<boolean> {
+  const engine = new ws.WSConnection(ws.ConnectionType.SERVER);
+  const buffer = new Uint8Array(4096);
+  for (let i = 0; i < 20 && engine.state === ws.ConnectionState.CONNECTING; i++) {
+    const n = await conn.read(buffer);
+    if (n === null) return false;
+    engine.receiveData(buffer.slice(0, n));
+    for (const event of engine.events()) {
+      if (event instanceof ws.Request) await writeAll(conn, engine.send(new ws.AcceptConnection()));
+    }
+  }
+  return engine.state === ws.ConnectionState.OPEN;
+}
+
 /** A client socket over `conn`, opening with `GET /`. */
 function clientSocket(conn: Deno.Conn): RawSocket {
   return new RawSocket(conn, {
@@ -303,18 +318,7 @@ Deno.test("a peer trickling a large frame costs small reads, not a large buffer 
   const peer = (async () => {
     const conn = await listener.accept();
     try {
-      const engine = new ws.WSConnection(ws.ConnectionType.SERVER);
-      const buffer = new Uint8Array(4096);
-      for (let i = 0; i < 20 && engine.state === ws.ConnectionState.CONNECTING; i++) {
-        const n = await conn.read(buffer);
-        if (n === null) return;
-        engine.receiveData(buffer.slice(0, n));
-        for (const event of engine.events()) {
-          if (event instanceof ws.Request) {
-            await writeAll(conn, engine.send(new ws.AcceptConnection()));
-          }
-        }
-      }
+      if (!await acceptHandshake(conn)) return;
       const frame = new ws.FrameEncoder(ws.ConnectionType.SERVER).encodeData(payload, true);
       // The header and a bulk first piece, then 100 bytes at a time.
       await writeAll(conn, frame.subarray(0, 3_000));
@@ -347,6 +351,63 @@ Deno.test("a peer trickling a large frame costs small reads, not a large buffer 
     // Small reads get the reused 4 KiB buffer; a 64 KiB one only follows
     // a read that brought more than 2 KiB.
     assert.ok(offered <= reads * 4096 + 4 * 65536, `${offered} bytes offered over ${reads} reads`);
+  } finally {
+    await socket.closed;
+    await peer;
+    listener.close();
+  }
+});
+
+Deno.test("bulk reads fill the rest of one buffer, and the messages they brought stay intact", async () => {
+  // A read that brings more than 2 KiB is handed on as views, not copied;
+  // the next read goes into the rest of that buffer, never over those views.
+  const random = prng(14);
+  const payloads = Array.from({ length: 40 }, () => randomBytes(random, 2_500));
+  const encoder = new ws.FrameEncoder(ws.ConnectionType.SERVER);
+  const stream = concatAll(payloads.map((payload) => encoder.encodeData(payload, true)));
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const peer = (async () => {
+    const conn = await listener.accept();
+    try {
+      if (!await acceptHandshake(conn)) return;
+      // In pieces a few milliseconds apart, so that reads stop filling
+      // their buffer once it has grown past a piece.
+      for (let at = 0; at < stream.length; at += 10_000) {
+        await writeAll(conn, stream.subarray(at, at + 10_000));
+        await delay(3);
+      }
+      await delay(100);
+    } finally {
+      conn.close();
+    }
+  })();
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: (listener.addr as Deno.NetAddr).port,
+  });
+  const seen = new Set<ArrayBufferLike>();
+  let tailReads = 0;
+  const socket = clientSocket(interpose(conn, {
+    read(buffer) {
+      if (buffer.byteOffset > 0 && seen.has(buffer.buffer)) tailReads++;
+      seen.add(buffer.buffer);
+      return conn.read(buffer);
+    },
+  }));
+  try {
+    assert.ok((await socket.opened).ok);
+    const received: Uint8Array[] = [];
+    for (let i = 0; i < payloads.length; i++) {
+      const message = await socket.receive({ timeout: 5000 });
+      assert.ok(message instanceof Uint8Array);
+      received.push(message);
+    }
+    // Compared only now, after every read: a read into bytes a message
+    // still shows would have changed an earlier one.
+    for (let i = 0; i < payloads.length; i++) {
+      assert.deepEqual(received[i], payloads[i], `message ${i}`);
+    }
+    assert.ok(tailReads > 0, "some read went into the rest of an earlier read's buffer");
   } finally {
     await socket.closed;
     await peer;
