@@ -8,7 +8,7 @@
  * @module
  */
 
-import { concatBytes, inSlab, recycle } from "./_bytes.ts";
+import { allocate, concatBytes, inSlab, recycle } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
@@ -1028,8 +1028,11 @@ export class RawSocket implements ServerSocket {
           data = into.subarray(0, n);
         } else if (n <= SMALL_READ) {
           // The engine keeps what it is given: copy, so that the reused
-          // buffer is reused and a few bytes never pin a large one.
-          data = into.slice(0, n);
+          // buffer is reused and a few bytes never pin a large one. Into a
+          // slab, because a fresh array costs a buffer allocation, in Deno
+          // even for a few bytes (~1.3 µs here, a tenth of a small echo).
+          data = allocate(n);
+          data.set(into.subarray(0, n));
         } else {
           data = into.subarray(0, n);
           if (reused) {
