@@ -334,6 +334,54 @@ Deno.test("FrameEncoder sends a fragmented message as TEXT then CONTINUATION fra
   assert.throws(() => encoder.encodeData(new Uint8Array(1), true), ws.LocalProtocolError);
 });
 
+Deno.test("FrameEncoder encodes text of every kind into frames that stay intact", () => {
+  // Text goes through a reused buffer into its frame: each frame must be a
+  // copy, whatever the length and characters, and match TextEncoder.
+  const texts = [
+    "",
+    "hi",
+    "é".repeat(500),
+    "\u{1F600}x".repeat(3000),
+    "lone \ud800 surrogate \udc00",
+    "x".repeat(16 * 1024),
+    "y".repeat(16 * 1024 + 1),
+    "€".repeat(40_000),
+  ];
+  for (const type of [SERVER, CLIENT]) {
+    const encoder = new ws.FrameEncoder(type);
+    const frames = texts.map((text) => encoder.encodeData(text, true));
+    const decoded = decodeAll(type === SERVER ? CLIENT : SERVER, [concat(...frames)]);
+    assert.equal(decoded.length, texts.length);
+    for (const [i, frame] of decoded.entries()) {
+      assert.deepEqual(frame.payload, new TextEncoder().encode(texts[i]), `text ${i}`);
+    }
+  }
+});
+
+Deno.test("FrameEncoder gives an extension text bytes it may keep", () => {
+  // A compressor may hold on to the bytes of one message (pending input)
+  // while the next is encoded; they must not change under it.
+  const kept: Uint8Array[] = [];
+  const keeper: ws.Extension = {
+    name: "x-keeper",
+    enabled: () => true,
+    offer: () => null,
+    accept: () => null,
+    finalize: () => {},
+    frameInboundHeader: () => NO_RSV,
+    frameInboundPayloadData: (data) => data,
+    frameInboundComplete: () => null,
+    frameOutbound: (_opcode, rsv, data) => {
+      kept.push(data);
+      return { rsv, data };
+    },
+  };
+  const encoder = new ws.FrameEncoder(SERVER, { extensions: [keeper] });
+  encoder.encodeData("first", true);
+  encoder.encodeData("other", true);
+  assert.deepEqual(kept.map((data) => new TextDecoder().decode(data)), ["first", "other"]);
+});
+
 Deno.test("FrameEncoder refuses control payloads over 125 bytes", () => {
   const encoder = new ws.FrameEncoder(SERVER);
   assert.throws(
