@@ -1,6 +1,8 @@
 /**
- * What the streaming, fail-fast wrapper costs over a plain fatal
- * `TextDecoder` decode, for ASCII and for mixed multi-byte text.
+ * The streaming, fail-fast decoder and `decodeUtf8` against a plain fatal
+ * `TextDecoder` decode (the baseline of each group), for ASCII and for
+ * mixed multi-byte text, whole and split in two (inside a character where
+ * the text has multi-byte ones).
  */
 import { decodeUtf8, Utf8StreamDecoder } from "../utf8.ts";
 
