@@ -7,7 +7,7 @@
  */
 
 import * as pako from "pako";
-import { concatBytes } from "./_bytes.ts";
+import { allocate, concatBytes } from "./_bytes.ts";
 import type { Extension, OutboundFrame } from "./extensions.ts";
 import { failConnection, RemoteProtocolError } from "./errors.ts";
 import { isControlOpcode, NO_RSV, Opcode, type RsvBits } from "./frame.ts";
@@ -87,6 +87,41 @@ const scratch = new Uint8Array(OUTPUT_CHUNK);
 /** zlib's usual memory level: 128 KiB of hash tables. */
 const MEM_LEVEL = 8;
 
+/**
+ * zlib streams a connection gave up after a message whose compressor
+ * resets (no context takeover), kept for the next such message on any
+ * connection: making one allocates its tables and window, a dozen typed
+ * arrays, each a buffer allocation in Deno. Idle connections still hold
+ * none, and a stream is reset before it is kept, so no history crosses.
+ */
+class SpareStreams {
+  readonly #max: number;
+  readonly #spares: { key: number; strm: pako.ZStream }[] = [];
+
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  /** A kept stream made with the same settings (`key`), or `null`. */
+  take(key: number): pako.ZStream | null {
+    const at = this.#spares.findIndex((spare) => spare.key === key);
+    if (at < 0) return null;
+    const { strm } = this.#spares[at]!;
+    this.#spares[at] = this.#spares[this.#spares.length - 1]!;
+    this.#spares.pop();
+    return strm;
+  }
+
+  /** Keep a stream that was reset, unless enough are kept already. */
+  give(key: number, strm: pako.ZStream): void {
+    if (this.#spares.length < this.#max) this.#spares.push({ key, strm });
+  }
+}
+
+// A deflater holds about 260 KiB, an inflater 40 KiB.
+const spareDeflaters = new SpareStreams(2);
+const spareInflaters = new SpareStreams(4);
+
 /** RFC 6455 §9.1 `token` (RFC 2616 tchar). */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
@@ -159,9 +194,9 @@ export class PerMessageDeflate implements Extension {
   #inboundNoContextTakeover = false;
   #outboundNoContextTakeover = false;
 
-  // Created on first use and dropped after a message when the side that
-  // compresses agreed not to take over context: idle connections then hold
-  // no zlib state (about 260 KiB for a deflater, 40 KiB for an inflater).
+  // Created (or taken from the spares) on first use, and given up after a
+  // message when the side that compresses agreed not to take over context:
+  // idle connections then hold no zlib state.
   #deflater: pako.ZStream | null = null;
   #inflater: pako.ZStream | null = null;
 
@@ -474,6 +509,9 @@ export class PerMessageDeflate implements Extension {
     if (this.#inboundNoContextTakeover) {
       // §7.1.1: the peer starts each message with an empty window, so ours
       // may go.
+      if (this.#inflater !== null && pako.zlibInflateReset(this.#inflater) === pako.Z_OK) {
+        spareInflaters.give(this.#inboundWindowBits, this.#inflater);
+      }
       this.#inflater = null;
     } else if (this.#inflateEnded && this.#inflater !== null) {
       // The next message continues over the same window, which ResetKeep
@@ -521,7 +559,12 @@ export class PerMessageDeflate implements Extension {
     const compressed = this.#deflate(data, fin);
     if (fin) {
       this.#outboundCompressed = false;
-      if (this.#outboundNoContextTakeover) this.#deflater = null;
+      if (this.#outboundNoContextTakeover) {
+        if (this.#deflater !== null && pako.zlibDeflateReset(this.#deflater) === pako.Z_OK) {
+          spareDeflaters.give(this.#deflaterKey(), this.#deflater);
+        }
+        this.#deflater = null;
+      }
     }
     return { rsv, data: compressed };
   }
@@ -542,25 +585,36 @@ export class PerMessageDeflate implements Extension {
     this.#enabled = true;
   }
 
+  // zlib has no 256-byte window for raw deflate and refuses 8; with 9 it
+  // keeps every distance within 2^9 - 262 = 250 bytes, so its output still
+  // fits a peer's 8-bit window.
+  #deflaterWindowBits(): number {
+    return Math.max(this.#outboundWindowBits, 9);
+  }
+
+  // What a kept deflater must have been made with to serve this connection.
+  #deflaterKey(): number {
+    return this.#level * 16 + this.#deflaterWindowBits();
+  }
+
   #deflate(data: Uint8Array, fin: boolean): Uint8Array {
     let strm = this.#deflater;
+    if (strm === null && this.#outboundNoContextTakeover) {
+      strm = spareDeflaters.take(this.#deflaterKey());
+    }
     if (strm === null) {
       strm = new pako.ZStream();
-      // zlib has no 256-byte window for raw deflate and refuses 8; with 9 it
-      // keeps every distance within 2^9 - 262 = 250 bytes, so its output
-      // still fits a peer's 8-bit window.
-      const windowBits = Math.max(this.#outboundWindowBits, 9);
       const status = pako.zlibDeflateInit2(
         strm,
         this.#level,
         8, // Z_DEFLATED, the only method
-        -windowBits, // negative: raw DEFLATE, no zlib header (§7.2.1)
+        -this.#deflaterWindowBits(), // negative: raw DEFLATE, no zlib header (§7.2.1)
         MEM_LEVEL,
         pako.Z_DEFAULT_STRATEGY,
       );
       if (status !== pako.Z_OK) throw new Error(`zlib deflateInit2 failed with ${status}`);
-      this.#deflater = strm;
     }
+    this.#deflater = strm;
     strm.input = data;
     strm.next_in = 0;
     strm.avail_in = data.length;
@@ -575,7 +629,7 @@ export class PerMessageDeflate implements Extension {
       if (status !== pako.Z_OK && status !== pako.Z_BUF_ERROR) {
         throw new Error(`zlib deflate failed with ${status}`);
       }
-      if (strm.next_out > 0) chunks.push(scratch.slice(0, strm.next_out));
+      if (strm.next_out > 0) chunks.push(copyOut(strm.next_out));
     } while (strm.avail_out === 0);
     strm.input = EMPTY;
     let output = concatBytes(chunks);
@@ -589,9 +643,12 @@ export class PerMessageDeflate implements Extension {
   #inflate(data: Uint8Array): Uint8Array {
     let strm = this.#inflater;
     if (strm === null) {
-      strm = new pako.ZStream();
-      const status = pako.zlibInflateInit2(strm, -this.#inboundWindowBits);
-      if (status !== pako.Z_OK) throw new Error(`zlib inflateInit2 failed with ${status}`);
+      strm = this.#inboundNoContextTakeover ? spareInflaters.take(this.#inboundWindowBits) : null;
+      if (strm === null) {
+        strm = new pako.ZStream();
+        const status = pako.zlibInflateInit2(strm, -this.#inboundWindowBits);
+        if (status !== pako.Z_OK) throw new Error(`zlib inflateInit2 failed with ${status}`);
+      }
       limitDistances(strm, this.#inboundWindowBits);
       this.#inflater = strm;
     }
@@ -613,7 +670,7 @@ export class PerMessageDeflate implements Extension {
       if (produced > 0) {
         const allowed = Math.min(produced, this.#maxMessageSize - this.#inboundSize);
         this.#inboundSize += produced;
-        if (allowed > 0) chunks.push(scratch.slice(0, allowed));
+        if (allowed > 0) chunks.push(copyOut(allowed));
         if (allowed < produced) {
           this.#pendingError = failConnection(
             1009,
@@ -753,6 +810,13 @@ function checkInteger(
 // against `dmax`) is what raw inflate leaves at 32 KiB; set to the window the
 // peer agreed to, a distance it may not use always fails. zlib-based
 // senders stay within 2^bits - 262, so none of their streams is refused.
+// The first `length` bytes zlib wrote to the scratch, in memory of their own.
+function copyOut(length: number): Uint8Array {
+  const bytes = allocate(length);
+  bytes.set(scratch.subarray(0, length));
+  return bytes;
+}
+
 function limitDistances(strm: pako.ZStream, windowBits: number): void {
   (strm.state as { dmax: number }).dmax = 1 << windowBits;
 }

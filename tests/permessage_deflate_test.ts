@@ -542,6 +542,41 @@ Deno.test("PerMessageDeflate shrinks a repeated message only with context takeov
   assert.equal(serverSecond, serverFirst);
 });
 
+Deno.test("PerMessageDeflate reuses zlib streams across connections without sharing history", () => {
+  // Without context takeover a connection gives its zlib streams up after
+  // each message, and another connection may take them: what one message
+  // left in a window must never decode on another connection.
+  const secret = textLike(2048, 6);
+  const options = { threshold: 0, clientNoContextTakeover: true, serverNoContextTakeover: true };
+  const [clientA, serverA] = negotiate(options, options);
+  assert.deepEqual(receive(serverA, send(clientA, Opcode.TEXT, secret)), secret);
+  assert.deepEqual(receive(clientA, send(serverA, Opcode.TEXT, secret)), secret);
+  // A stream that copies its whole text from 2048 bytes back: only a
+  // window that holds the secret decodes it.
+  const copy = pako.deflateRaw(secret, { dictionary: secret });
+  const frame = (data: Uint8Array): WireFrame[] => [
+    { opcode: Opcode.TEXT, rsv: RSV1, data, fin: true },
+  ];
+  // Where the window does hold it (context takeover), it decodes.
+  const [clientE, serverE] = negotiate({ threshold: 0 }, { threshold: 0 });
+  assert.deepEqual(receive(serverE, send(clientE, Opcode.TEXT, secret)), secret);
+  assert.deepEqual(receive(serverE, frame(copy)), secret);
+  for (let i = 0; i < 2; i++) {
+    const [clientB, serverB] = negotiate(options, options);
+    assert.equal(closeCode(() => receive(serverB, frame(copy))), 1007, "server side");
+    assert.equal(closeCode(() => receive(clientB, frame(copy))), 1007, "client side");
+  }
+  // Round trips keep working on connections that take turns.
+  const [clientC, serverC] = negotiate(options, options);
+  const [clientD, serverD] = negotiate(options, options);
+  for (let i = 0; i < 6; i++) {
+    const message = textLike(3000 + i, 10 + i);
+    const [client, server] = i % 2 === 0 ? [clientC, serverC] : [clientD, serverD];
+    assert.deepEqual(receive(server, send(client, Opcode.TEXT, message, 1 + (i % 3))), message);
+    assert.deepEqual(receive(client, send(server, Opcode.TEXT, message, 1 + (i % 3))), message);
+  }
+});
+
 Deno.test("PerMessageDeflate sends single-frame messages under the threshold uncompressed", () => {
   const [client, server] = negotiate({}, {});
   const short = textLike(31);
