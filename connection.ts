@@ -285,8 +285,12 @@ export interface WSConnectionOptions {
 export class WSConnection {
   readonly #type: ConnectionType;
   readonly #limits: Readonly<Limits>;
-  readonly #handshake: Handshake;
+  // Dropped once the connection is open and its last event was taken: it
+  // holds the request (its headers) and parsing state no open connection
+  // needs, which idle connections would otherwise keep for their lifetime.
+  #handshake: Handshake | null;
   #connection: Connection | null = null;
+  #extensions: readonly Extension[] = [];
 
   /**
    * Make a connection for one end.
@@ -307,12 +311,12 @@ export class WSConnection {
 
   /** Where the connection stands. */
   get state(): ConnectionState {
-    return this.#connection?.state ?? this.#handshake.state;
+    return this.#connection?.state ?? this.#handshake!.state;
   }
 
   /** The extensions negotiated in the handshake (empty before it completes). */
   get extensions(): readonly Extension[] {
-    return this.#connection === null ? [] : this.#handshake.extensions;
+    return this.#extensions;
   }
 
   /**
@@ -333,7 +337,7 @@ export class WSConnection {
       this.#connection.receiveData(data);
       return;
     }
-    this.#handshake.receiveData(data);
+    this.#handshake!.receiveData(data);
     this.#openIfUpgraded();
   }
 
@@ -344,7 +348,10 @@ export class WSConnection {
    * @returns A generator of events.
    */
   *events(): Generator<Event, void> {
-    yield* this.#handshake.events();
+    if (this.#handshake !== null) {
+      yield* this.#handshake.events();
+      if (this.#connection !== null) this.#handshake = null;
+    }
     if (this.#connection !== null) yield* this.#connection.events();
   }
 
@@ -365,16 +372,18 @@ export class WSConnection {
         `Cannot send ${event.constructor.name} before the handshake completes`,
       );
     }
-    const bytes = this.#handshake.send(event);
+    const bytes = this.#handshake!.send(event);
     this.#openIfUpgraded();
     return bytes;
   }
 
   #openIfUpgraded(): void {
-    if (this.#connection !== null || this.#handshake.state !== ConnectionState.OPEN) return;
+    const handshake = this.#handshake!;
+    if (this.#connection !== null || handshake.state !== ConnectionState.OPEN) return;
+    this.#extensions = handshake.extensions;
     this.#connection = new Connection(this.#type, {
-      extensions: this.#handshake.extensions,
-      trailingData: this.#handshake.takeTrailingData(),
+      extensions: this.#extensions,
+      trailingData: handshake.takeTrailingData(),
       limits: this.#limits,
     });
   }

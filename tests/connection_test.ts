@@ -315,6 +315,37 @@ Deno.test("A client and a server WSConnection talk in memory", () => {
   assert.equal(server.state, CLOSED);
 });
 
+Deno.test("WSConnection hands over from handshake to frames when events are taken one at a time", () => {
+  // The handshake's state is let go once the connection is open and its
+  // last event was taken; a reader that stops after each event must still
+  // get every event, in order.
+  const client = new ws.WSConnection(CLIENT);
+  const server = new ws.WSConnection(SERVER);
+  server.receiveData(client.send(new ws.Request({ host: "h", target: "/", subprotocols: ["p"] })));
+  const [request] = server.events();
+  assert.ok(request instanceof ws.Request);
+  client.receiveData(concat(
+    server.send(new ws.AcceptConnection({ subprotocol: "p" })),
+    server.send(new ws.TextMessage({ data: "one" })),
+    server.send(new ws.TextMessage({ data: "two" })),
+  ));
+  const taken: ws.Event[] = [];
+  for (let i = 0; i < 4; i++) {
+    const [event] = client.events();
+    if (event !== undefined) taken.push(event);
+  }
+  assert.ok(taken[0] instanceof ws.AcceptConnection && taken[0].subprotocol === "p");
+  assert.deepEqual(normalize(taken.slice(1)), [
+    { type: "text", data: "one", end: true },
+    { type: "text", data: "two", end: true },
+  ]);
+  assert.equal(client.state, OPEN);
+  assert.deepEqual(client.extensions, []);
+  assert.equal(server.state, OPEN);
+  server.receiveData(client.send(new ws.TextMessage({ data: "back" })));
+  assert.deepEqual(normalize([...server.events()]), [{ type: "text", data: "back", end: true }]);
+});
+
 Deno.test("A pipelined first frame behind the handshake request is delivered", () => {
   const client = new ws.WSConnection(CLIENT);
   const server = new ws.WSConnection(SERVER);
