@@ -236,7 +236,7 @@ class WebSocketServer implements Server {
       type: ConnectionType.SERVER,
       limits: this.#limits,
       ...(this.#extensions === undefined ? {} : { extensions: this.#extensions }),
-      onRequest: (socket, request) => void this.#runHandler(socket, request),
+      onRequest: (socket, request) => this.#runHandler(socket, request),
       // A callback, not a chain on `closed`: an idle connection then holds
       // no promise of the server's.
       onClosed: (socket) => {
@@ -247,15 +247,28 @@ class WebSocketServer implements Server {
     this.#sockets.add(socket);
   }
 
-  async #runHandler(socket: RawSocket, request: Parameters<Handler>[1]): Promise<void> {
+  #runHandler(socket: RawSocket, request: Parameters<Handler>[1]): void {
     if (this.#closing) {
       socket.shutdown();
       return;
     }
     this.#handlers++;
+    let running: ReturnType<Handler>;
+    try {
+      running = this.#handler(socket, request);
+    } catch (error) {
+      running = Promise.reject(error);
+    }
+    // Awaited where `request` is not in scope: a suspended async function
+    // keeps its arguments, and the request (its headers) would stay alive
+    // for as long as the handler runs, which is the connection's lifetime.
+    void this.#awaitHandler(socket, running);
+  }
+
+  async #awaitHandler(socket: RawSocket, running: ReturnType<Handler>): Promise<void> {
     try {
       try {
-        await this.#handler(socket, request);
+        await running;
       } catch (error) {
         this.#onError(error);
         socket.handlerDone(error, true);

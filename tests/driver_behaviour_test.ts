@@ -204,6 +204,22 @@ Deno.test("a handler that throws before deciding answers 500; after accepting, c
   assert.equal(errors.length, 2);
 });
 
+Deno.test("a handler that is not async and throws answers 500 too", async () => {
+  const errors: unknown[] = [];
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, onError: (e) => errors.push(e) },
+    (_socket, request) => {
+      throw new RangeError(`no ${request.target}`);
+    },
+  );
+  await assert.rejects(
+    connect(`ws://127.0.0.1:${server.addr.port}/sync`),
+    (error) => error instanceof HandshakeError && error.status === 500,
+  );
+  assert.equal(errors.length, 1);
+  assert.ok(errors[0] instanceof RangeError && errors[0].message === "no /sync");
+});
+
 Deno.test("an unmasked frame from a client is a protocol error: close 1002 on both ends", async () => {
   const closed = Promise.withResolvers<CloseInfo>();
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
