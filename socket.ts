@@ -95,7 +95,9 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
   readonly closed: Promise<CloseInfo>;
   /**
    * The next whole message. Rejects with {@linkcode ConnectionClosedError}
-   * once the connection is over and every message received was taken.
+   * once the connection is over and every message received was taken. A
+   * binary message is a view into memory shared with other messages: keep
+   * a copy (`slice()`) of those kept long, or it holds the rest alive.
    */
   receive(options?: ReceiveOptions): Promise<MessageData>;
   /**
