@@ -45,6 +45,41 @@ async function acceptHandshake(conn: Deno.Conn): Promise<boolean> {
   return engine.state === ws.ConnectionState.OPEN;
 }
 
+/**
+ * A raw server that answers the handshake, plays `script` on the
+ * connection and closes it, and a client socket to it whose reads go
+ * through `read` (which calls `conn.read` itself). `finish()` waits for
+ * both ends and closes the listener.
+ */
+async function scriptedServer(
+  script: (conn: Deno.Conn) => Promise<void>,
+  read: (conn: Deno.Conn, buffer: Uint8Array) => Promise<number | null>,
+): Promise<{ socket: RawSocket; finish: () => Promise<void> }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const peer = (async () => {
+    const conn = await listener.accept();
+    try {
+      if (await acceptHandshake(conn)) await script(conn);
+      await delay(100);
+    } finally {
+      conn.close();
+    }
+  })();
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: (listener.addr as Deno.NetAddr).port,
+  });
+  const socket = clientSocket(interpose(conn, { read: (buffer) => read(conn, buffer) }));
+  return {
+    socket,
+    finish: async () => {
+      await socket.closed;
+      await peer;
+      listener.close();
+    },
+  };
+}
+
 /** A client socket over `conn`, opening with `GET /`. */
 function clientSocket(conn: Deno.Conn): RawSocket {
   return new RawSocket(conn, {
@@ -330,37 +365,22 @@ Deno.test("a peer trickling a large frame costs small reads, not a large buffer 
   // Sizing reads to the frame in progress must not let a peer that sends a
   // few bytes at a time make us allocate (and zero) 64 KiB per read.
   const payload = randomBytes(prng(11), 60_000);
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const peer = (async () => {
-    const conn = await listener.accept();
-    try {
-      if (!await acceptHandshake(conn)) return;
-      const frame = new ws.FrameEncoder(ws.ConnectionType.SERVER).encodeData(payload, true);
-      // The header and a bulk first piece, then 100 bytes at a time.
-      await writeAll(conn, frame.subarray(0, 3_000));
-      await delay(5);
-      for (let at = 3_000; at < frame.length; at += 100) {
-        await writeAll(conn, frame.subarray(at, at + 100));
-        if (at % 2_000 === 1_000) await delay(1);
-      }
-      await delay(100);
-    } finally {
-      conn.close();
-    }
-  })();
-  const conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: (listener.addr as Deno.NetAddr).port,
-  });
   let offered = 0;
   let reads = 0;
-  const socket = clientSocket(interpose(conn, {
-    read(buffer) {
-      offered += buffer.length;
-      reads++;
-      return conn.read(buffer);
-    },
-  }));
+  const { socket, finish } = await scriptedServer(async (conn) => {
+    const frame = new ws.FrameEncoder(ws.ConnectionType.SERVER).encodeData(payload, true);
+    // The header and a bulk first piece, then 100 bytes at a time.
+    await writeAll(conn, frame.subarray(0, 3_000));
+    await delay(5);
+    for (let at = 3_000; at < frame.length; at += 100) {
+      await writeAll(conn, frame.subarray(at, at + 100));
+      if (at % 2_000 === 1_000) await delay(1);
+    }
+  }, (conn, buffer) => {
+    offered += buffer.length;
+    reads++;
+    return conn.read(buffer);
+  });
   try {
     assert.ok((await socket.opened).ok);
     assert.deepEqual(await socket.receive({ timeout: 5000 }), payload);
@@ -368,9 +388,7 @@ Deno.test("a peer trickling a large frame costs small reads, not a large buffer 
     // a read that brought more than 2 KiB.
     assert.ok(offered <= reads * 4096 + 4 * 65536, `${offered} bytes offered over ${reads} reads`);
   } finally {
-    await socket.closed;
-    await peer;
-    listener.close();
+    await finish();
   }
 });
 
@@ -381,35 +399,20 @@ Deno.test("bulk reads fill the rest of one buffer, and the messages they brought
   const payloads = Array.from({ length: 40 }, () => randomBytes(random, 2_500));
   const encoder = new ws.FrameEncoder(ws.ConnectionType.SERVER);
   const stream = concatAll(payloads.map((payload) => encoder.encodeData(payload, true)));
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const peer = (async () => {
-    const conn = await listener.accept();
-    try {
-      if (!await acceptHandshake(conn)) return;
-      // In pieces a few milliseconds apart, so that reads stop filling
-      // their buffer once it has grown past a piece.
-      for (let at = 0; at < stream.length; at += 10_000) {
-        await writeAll(conn, stream.subarray(at, at + 10_000));
-        await delay(3);
-      }
-      await delay(100);
-    } finally {
-      conn.close();
-    }
-  })();
-  const conn = await Deno.connect({
-    hostname: "127.0.0.1",
-    port: (listener.addr as Deno.NetAddr).port,
-  });
   const seen = new Set<ArrayBufferLike>();
   let tailReads = 0;
-  const socket = clientSocket(interpose(conn, {
-    read(buffer) {
-      if (buffer.byteOffset > 0 && seen.has(buffer.buffer)) tailReads++;
-      seen.add(buffer.buffer);
-      return conn.read(buffer);
-    },
-  }));
+  const { socket, finish } = await scriptedServer(async (conn) => {
+    // In pieces a few milliseconds apart, so that reads stop filling
+    // their buffer once it has grown past a piece.
+    for (let at = 0; at < stream.length; at += 10_000) {
+      await writeAll(conn, stream.subarray(at, at + 10_000));
+      await delay(3);
+    }
+  }, (conn, buffer) => {
+    if (buffer.byteOffset > 0 && seen.has(buffer.buffer)) tailReads++;
+    seen.add(buffer.buffer);
+    return conn.read(buffer);
+  });
   try {
     assert.ok((await socket.opened).ok);
     const received: Uint8Array[] = [];
@@ -425,9 +428,7 @@ Deno.test("bulk reads fill the rest of one buffer, and the messages they brought
     }
     assert.ok(tailReads > 0, "some read went into the rest of an earlier read's buffer");
   } finally {
-    await socket.closed;
-    await peer;
-    listener.close();
+    await finish();
   }
 });
 
