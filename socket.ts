@@ -870,8 +870,13 @@ export class RawSocket implements ServerSocket {
     }
   }
 
+  // Only once a request waits for the answer: before it arrives there is
+  // nothing to accept (the socket accepts it itself when no onRequest
+  // decides).
   #acceptIfPending(): void {
-    if (this.#type === ConnectionType.SERVER && !this.#answered) this.accept();
+    if (this.#type === ConnectionType.SERVER && !this.#answered && this.#decision !== null) {
+      this.accept();
+    }
   }
 
   #closedRejection(): Promise<never> {

@@ -7,7 +7,14 @@ import { connect, HandshakeError } from "../client.ts";
 import { serve } from "../server.ts";
 import { allocate } from "../_bytes.ts";
 import { type CloseInfo, ConnectionClosedError, RawSocket, type ServerSocket } from "../socket.ts";
-import { delay, rawOpen, withTimeout, writeAll } from "./_drivers.ts";
+import {
+  clientFrame,
+  delay,
+  handshakeRequest,
+  rawOpen,
+  withTimeout,
+  writeAll,
+} from "./_drivers.ts";
 import { concatAll, prng, randomBytes } from "./_util.ts";
 
 const encoder = new TextEncoder();
@@ -237,6 +244,28 @@ Deno.test("a handler that throws before deciding answers 500; after accepting, c
     reason: "TypeError",
   });
   assert.equal(errors.length, 2);
+});
+
+Deno.test("a server socket asked for a message before the request arrived waits for it", async () => {
+  // Without an onRequest callback the socket accepts the request itself;
+  // reading first must not try to accept a request that is not there yet.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const client = await Deno.connect({ hostname: "127.0.0.1", port });
+  const socket = new RawSocket(await listener.accept(), { type: ws.ConnectionType.SERVER });
+  try {
+    const message = socket.receive({ timeout: 5000 });
+    await delay(10);
+    await writeAll(
+      client,
+      concatAll([handshakeRequest(port), clientFrame(1, encoder.encode("hi"))]),
+    );
+    assert.equal(await message, "hi");
+  } finally {
+    client.close();
+    await socket.closed;
+    listener.close();
+  }
 });
 
 Deno.test("a handler that is not async and throws answers 500 too", async () => {
