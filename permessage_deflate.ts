@@ -7,7 +7,7 @@
  */
 
 import * as pako from "pako";
-import { allocate, concatBytes } from "./_bytes.ts";
+import { allocateKept, concatBytes } from "./_bytes.ts";
 import type { Extension, OutboundFrame } from "./extensions.ts";
 import { failConnection, RemoteProtocolError } from "./errors.ts";
 import { isControlOpcode, NO_RSV, Opcode, type RsvBits } from "./frame.ts";
@@ -810,9 +810,10 @@ function checkInteger(
 // against `dmax`) is what raw inflate leaves at 32 KiB; set to the window the
 // peer agreed to, a distance it may not use always fails. zlib-based
 // senders stay within 2^bits - 262, so none of their streams is refused.
-// The first `length` bytes zlib wrote to the scratch, in memory of their own.
+// The first `length` bytes zlib wrote to the scratch, in memory of their own
+// (inflated bytes become the application's message).
 function copyOut(length: number): Uint8Array {
-  const bytes = allocate(length);
+  const bytes = allocateKept(length);
   bytes.set(scratch.subarray(0, length));
   return bytes;
 }

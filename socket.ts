@@ -8,7 +8,7 @@
  * @module
  */
 
-import { allocate, concatBytes, inSlab, recycle } from "./_bytes.ts";
+import { allocate, allocateKept, concatBytes, inSlab, recycle } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
@@ -1038,7 +1038,7 @@ export class RawSocket implements ServerSocket {
           // buffer is reused and a few bytes never pin a large one. Into a
           // slab, because a fresh array costs a buffer allocation, in Deno
           // even for a few bytes (~1.3 µs here, a tenth of a small echo).
-          data = allocate(n);
+          data = allocateKept(n);
           data.set(into.subarray(0, n));
         } else {
           data = into.subarray(0, n);
@@ -1139,11 +1139,11 @@ export class RawSocket implements ServerSocket {
     this.#parts.push(data);
     const parts = this.#parts;
     this.#parts = [];
-    // Joined in allocate() memory, as small reads are copied: a fresh array
+    // Joined in a slab when small, as small reads are copied: a fresh array
     // per message split across reads was a third of the buffer allocations
     // on 16 x 1 KiB pipelined 16 deep.
     this.#inbox.push(
-      typeof data === "string" ? parts.join("") : concatBytes(parts as Uint8Array[], true),
+      typeof data === "string" ? parts.join("") : concatBytes(parts as Uint8Array[], allocateKept),
     );
   }
 
@@ -1329,14 +1329,14 @@ function coalesce(chunks: readonly Uint8Array[]): Uint8Array[] {
   let groupSize = 0;
   for (const chunk of chunks) {
     if (groupSize > 0 && groupSize + chunk.length > COALESCE) {
-      writes.push(concatBytes(group, true));
+      writes.push(concatBytes(group, allocate));
       group = [];
       groupSize = 0;
     }
     group.push(chunk);
     groupSize += chunk.length;
   }
-  if (groupSize > 0) writes.push(concatBytes(group, true));
+  if (groupSize > 0) writes.push(concatBytes(group, allocate));
   return writes;
 }
 

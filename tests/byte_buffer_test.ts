@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
-import { allocate, concatBytes, inSlab, recycle } from "../_bytes.ts";
+import { allocate, allocateKept, concatBytes, inSlab, recycle } from "../_bytes.ts";
 import { bytes, prng } from "./_util.ts";
 
 /** The obvious buffer: one array, concatenated on every push. */
@@ -229,16 +229,24 @@ Deno.test("concatBytes joins adjacent views of one buffer without copying, other
 
 Deno.test("a pooled join copies into a buffer that can be given back and reused", () => {
   const parts = [new Uint8Array(3000).fill(1), new Uint8Array(2000).fill(2)];
-  const joined = concatBytes(parts, true);
+  const joined = concatBytes(parts, allocate);
   assert.equal(joined.length, 5000);
   assert.ok(joined.subarray(0, 3000).every((byte) => byte === 1));
   assert.ok(joined.subarray(3000).every((byte) => byte === 2));
   recycle(joined);
   assert.equal(allocate(4000).buffer, joined.buffer, "the written join serves a later frame");
-  // Unpooled, a join is the caller's to keep, so it never enters the pool.
-  const kept = concatBytes(parts);
-  recycle(kept);
-  assert.notEqual(allocate(5000).buffer, kept.buffer);
+  // Joined fresh or for keeping, it never enters the pool, and a kept join
+  // never takes a spare (which may be twice its size).
+  for (const allocator of [undefined, allocateKept]) {
+    const kept = concatBytes(parts, allocator);
+    recycle(kept);
+    assert.notEqual(allocate(5000).buffer, kept.buffer);
+  }
+  const spare = allocate(9000);
+  recycle(spare);
+  assert.notEqual(concatBytes(parts, allocateKept).buffer, spare.buffer);
+  assert.equal(allocate(9000).buffer, spare.buffer, "the spare is still there");
+  assert.ok(inSlab(concatBytes([new Uint8Array(10), new Uint8Array(20)], allocateKept)));
 });
 
 Deno.test("allocate hands out disjoint arrays; small ones side by side", () => {
