@@ -6,7 +6,7 @@
  * process.
  *
  *     deno run -A bench/echo.ts [--rounds 3] [--duration 2] [--warmup 1]
- *       [--only TEXT] [--deflate] [--against DIR] [--json FILE]
+ *       [--only TEXT] [--deflate] [--against DIR] [--allocs] [--json FILE]
  *
  * Every row starts a fresh server process per measurement, and the servers
  * alternate A/B, B/A over the rounds, so that the noise of a shared
@@ -16,7 +16,13 @@
  * with permessage-deflate on compressible text (native cannot negotiate it).
  * `--against DIR` adds the echo server of another checkout of this module
  * (say, `git worktree add /tmp/before HEAD~3`), measured in the same rounds:
- * the way to tell a change's effect from this machine's drift.
+ * the way to tell a change's effect from this machine's drift. `--allocs`
+ * adds the server's `calloc` and `malloc` calls per message, counted with
+ * `perf` probes on libc (Linux, root): in Deno every new typed array is a
+ * buffer allocation (a calloc and a few mallocs), so these columns show
+ * where a change adds or removes one; unlike timings they barely move
+ * between runs. Each probe hit traps into the kernel, so a run with
+ * `--allocs` is slow: take its allocation columns, not its timings.
  *
  * @module
  */
@@ -33,6 +39,7 @@ interface Options {
   only: string;
   deflate: boolean;
   against: string;
+  allocs: boolean;
   json: string;
 }
 
@@ -44,6 +51,7 @@ function parseOptions(argv: readonly string[]): Options {
     only: "",
     deflate: false,
     against: "",
+    allocs: false,
     json: "",
   };
   for (let i = 0; i < argv.length; i++) {
@@ -59,6 +67,7 @@ function parseOptions(argv: readonly string[]): Options {
     else if (arg === "--only") options.only = value();
     else if (arg === "--deflate") options.deflate = true;
     else if (arg === "--against") options.against = value();
+    else if (arg === "--allocs") options.allocs = true;
     else if (arg === "--json") options.json = value();
     else throw new TypeError(`Unknown argument ${arg}`);
   }
@@ -131,6 +140,9 @@ interface Measurement {
   clientCpu: number;
   /** Peak resident memory of the server process, bytes. */
   peakRss: number;
+  /** libc calloc and malloc calls of the server per message echoed (`--allocs`), else NaN. */
+  callocs: number;
+  mallocs: number;
 }
 
 /** Lines of a child's stdout, as they come. */
@@ -234,18 +246,23 @@ async function measure(server: Server, row: Row, options: Options): Promise<Meas
     let cpu0 = 0;
     let t0 = 0;
     let result: Record<string, number> | null = null;
+    let counting: AllocationCount | null = null;
+    let allocations = { calloc: NaN, malloc: NaN };
     for await (const line of lines(load.stdout)) {
       const message = JSON.parse(line) as Record<string, number | string>;
       if (message["event"] === "measuring") {
+        if (options.allocs) counting = countAllocations(pid);
         cpu0 = cpuSeconds(pid);
         t0 = performance.now();
       } else if (message["event"] === "result") {
         const cpu = (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000);
         result = { ...message as Record<string, number>, cpu };
+        if (counting !== null) allocations = await counting.stop();
       }
     }
     const status = await load.status;
     if (!status.success || result === null) throw new Error(`Load client failed on ${row.name}`);
+    const messages = result["messages"]!;
     return {
       msgPerSec: result["msgPerSec"]!,
       mbPerSec: result["mbPerSec"]!,
@@ -254,10 +271,68 @@ async function measure(server: Server, row: Row, options: Options): Promise<Meas
       cpu: result["cpu"]!,
       clientCpu: result["clientCpu"]!,
       peakRss: statusBytes(pid, "VmHWM"),
+      callocs: allocations.calloc / messages,
+      mallocs: allocations.malloc / messages,
     };
   } finally {
     await stopServer(running);
   }
+}
+
+interface AllocationCount {
+  /** Stop counting; resolves with the calls counted. */
+  stop(): Promise<{ calloc: number; malloc: number }>;
+}
+
+/** Add uprobes on libc's calloc and malloc (once; `perf probe` keeps them). */
+async function addAllocationProbes(): Promise<void> {
+  const maps = Deno.readTextFileSync(`/proc/${Deno.pid}/maps`);
+  const libc = /\s(\/\S*\/libc\.so\.6)$/m.exec(maps)?.[1];
+  if (libc === undefined) throw new Error("--allocs: no libc.so.6 in this process's maps");
+  for (const symbol of ["calloc", "malloc"]) {
+    const { success, stderr } = await new Deno.Command("perf", {
+      args: ["probe", "-x", libc, "--add", symbol],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(stderr);
+    if (!success && !/already exists/.test(text)) {
+      throw new Error(`--allocs needs perf and root: perf probe failed: ${text.trim()}`);
+    }
+  }
+}
+
+/** Count the calloc and malloc calls of process `pid` from now until stop(). */
+function countAllocations(pid: number): AllocationCount {
+  const output = Deno.makeTempFileSync({ prefix: "echo-allocs-" });
+  const perf = new Deno.Command("perf", {
+    args: [
+      "stat",
+      "-x",
+      ",",
+      "-o",
+      output,
+      "-e",
+      "probe_libc:calloc,probe_libc:malloc",
+      "-p",
+      String(pid),
+    ],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  return {
+    async stop() {
+      perf.kill("SIGINT");
+      await perf.status;
+      const text = Deno.readTextFileSync(output);
+      Deno.removeSync(output);
+      const count = (event: string): number => {
+        const line = text.split("\n").find((l) => l.includes(event));
+        return line === undefined ? NaN : Number(line.split(",")[0]);
+      };
+      return { calloc: count("probe_libc:calloc"), malloc: count("probe_libc:malloc") };
+    },
+  };
 }
 
 /** Resident memory per idle connection, two ways (bytes). */
@@ -350,14 +425,18 @@ const AGAINST: Server[] = options.against === "" ? [] : [{
 const servers = [OURS, NATIVE, ...AGAINST, ...(options.deflate ? [OURS_DEFLATE] : [])];
 const rows = ROWS.filter((row) => row.name.includes(options.only));
 const report: Record<string, unknown>[] = [];
+if (options.allocs) await addAllocationProbes();
+// The allocation columns, only with --allocs.
+const allocHeader = options.allocs ? " calloc/msg | malloc/msg |" : "";
+const allocRule = options.allocs ? "--:|--:|" : "";
 
 console.log(
   `# echo: ${options.rounds} rounds, ${options.warmup} s warm-up + ${options.duration} s per measurement, fresh server per measurement`,
 );
 console.log(
-  "| row | server | msg/s | MB/s | p50 ms | p99 ms | server CPU | server µs CPU/msg | client CPU | peak RSS MB | ours/native (min–max) | target |",
+  `| row | server | msg/s | MB/s | p50 ms | p99 ms | server CPU | server µs CPU/msg | client CPU | peak RSS MB |${allocHeader} ours/native (min–max) | target |`,
 );
-console.log("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+console.log(`|---|---|--:|--:|--:|--:|--:|--:|--:|--:|${allocRule}--:|--:|`);
 for (const row of rows) {
   const results = new Map<string, Measurement[]>(servers.map((server) => [server.name, []]));
   const ratios = new Map<string, number[]>(servers.map((server) => [server.name, []]));
@@ -389,6 +468,8 @@ for (const row of rows) {
       cpuPerMessage: median(ms.map((m) => m.cpu / m.msgPerSec)),
       clientCpu: median(ms.map((m) => m.clientCpu)),
       peakRss: median(ms.map((m) => m.peakRss)),
+      callocsPerMessage: median(ms.map((m) => m.callocs)),
+      mallocsPerMessage: median(ms.map((m) => m.mallocs)),
       ratio,
       ratios: rs,
       target: row.target,
@@ -400,7 +481,11 @@ for (const row of rows) {
         fmt(entry.p50, 3)
       } | ${fmt(entry.p99, 3)} | ${fmt(entry.cpu, 2)} | ${fmt(entry.cpuPerMessage * 1e6, 1)} | ${
         fmt(entry.clientCpu, 2)
-      } | ${fmt(entry.peakRss / 1e6, 1)} | ${
+      } | ${fmt(entry.peakRss / 1e6, 1)} |${
+        options.allocs
+          ? ` ${fmt(entry.callocsPerMessage, 2)} | ${fmt(entry.mallocsPerMessage, 2)} |`
+          : ""
+      } ${
         isNative ? "" : `${fmt(ratio, 2)}x (${fmt(Math.min(...rs), 2)}–${fmt(Math.max(...rs), 2)})`
       } | ${server === OURS ? `≥ ${row.target}x ${ratio >= row.target ? "✓" : "✗"}` : ""} |`,
     );
