@@ -146,6 +146,17 @@ export function mask(data: Uint8Array, key: Uint8Array, offset = 0): void {
   for (let i = head + words * 8; i < n; i++) data[i]! ^= k >>> ((i & 3) << 3);
 }
 
+/**
+ * Forget the cached 64-bit view, so that the next {@linkcode mask} call
+ * makes its own: for the benchmark that shows what the cache is worth.
+ * Not part of the module's API (`mod.ts` does not export it).
+ *
+ * @returns Nothing.
+ */
+export function forgetMaskView(): void {
+  cachedBuffer = null;
+}
+
 /** Rotate a little-endian key word so that byte `shift & 3` comes first. */
 function rotate(word: number, shift: number): number {
   const bits = (shift & 3) << 3;

@@ -1,12 +1,14 @@
 /**
  * The masking kernels that bench/mask_bench.ts and bench/mask_table.ts
  * compare with `mask()` from mask.ts: the byte loop (what `ws` runs without
- * its native addon), `mask()`'s algorithm without its view cache (to show
- * what the cache is worth), and a WebAssembly SIMD kernel that works on
- * bytes already in its own memory.
+ * its native addon), `mask()` without its view cache (to show what the
+ * cache is worth), and a WebAssembly SIMD kernel that works on bytes
+ * already in its own memory.
  *
  * @module
  */
+
+import { forgetMaskView, mask } from "../mask.ts";
 
 /**
  * The obvious loop, one byte at a time: `ws`'s JavaScript fallback.
@@ -18,65 +20,16 @@ export function byteLoop(data: Uint8Array, key: Uint8Array): void {
   for (let i = 0; i < data.length; i++) data[i]! ^= key[i & 3]!;
 }
 
-const scratch32 = new Uint32Array(2);
-const scratch64 = new BigUint64Array(scratch32.buffer);
-
 /**
- * `mask()` with a fresh `BigUint64Array` view per call instead of its
- * one-entry cache: the same words, head and tail.
+ * `mask()` itself, made to build its `BigUint64Array` view on every call
+ * instead of taking it from its one-entry cache: what the cache is worth.
  *
  * @param data The bytes, masked in place.
  * @param key The 4-byte key.
  */
 export function maskNoCache(data: Uint8Array, key: Uint8Array): void {
-  const n = data.length;
-  const k = (key[0]! | (key[1]! << 8) | (key[2]! << 16) | (key[3]! << 24)) >>> 0;
-  if (n < 32) {
-    for (let i = 0; i < n; i++) data[i]! ^= k >>> ((i & 3) << 3);
-    return;
-  }
-  const start = data.byteOffset;
-  const head = (8 - (start & 7)) & 7;
-  for (let i = 0; i < head; i++) data[i]! ^= k >>> ((i & 3) << 3);
-  const bits = (head & 3) << 3;
-  const aligned = bits === 0 ? k : ((k >>> bits) | (k << (32 - bits))) >>> 0;
-  scratch32[0] = aligned;
-  scratch32[1] = aligned;
-  const k64 = scratch64[0]!;
-  const words = Math.floor((n - head) / 8);
-  const view = new BigUint64Array(data.buffer, start + head, words);
-  // The same 16/4/1-word loops as mask(), so the two differ only in the
-  // view. A copy on purpose: mask() calling a shared loop function was ~40%
-  // slower at 1 KiB (measured; V8 does not inline a loop this size).
-  const end16 = words & ~15;
-  const end4 = words & ~3;
-  let w = 0;
-  for (; w < end16; w += 16) {
-    view[w]! ^= k64;
-    view[w + 1]! ^= k64;
-    view[w + 2]! ^= k64;
-    view[w + 3]! ^= k64;
-    view[w + 4]! ^= k64;
-    view[w + 5]! ^= k64;
-    view[w + 6]! ^= k64;
-    view[w + 7]! ^= k64;
-    view[w + 8]! ^= k64;
-    view[w + 9]! ^= k64;
-    view[w + 10]! ^= k64;
-    view[w + 11]! ^= k64;
-    view[w + 12]! ^= k64;
-    view[w + 13]! ^= k64;
-    view[w + 14]! ^= k64;
-    view[w + 15]! ^= k64;
-  }
-  for (; w < end4; w += 4) {
-    view[w]! ^= k64;
-    view[w + 1]! ^= k64;
-    view[w + 2]! ^= k64;
-    view[w + 3]! ^= k64;
-  }
-  for (; w < words; w++) view[w]! ^= k64;
-  for (let i = head + words * 8; i < n; i++) data[i]! ^= k >>> ((i & 3) << 3);
+  forgetMaskView();
+  mask(data, key);
 }
 
 // The kernel, hand-assembled (there is no assembler among the project's

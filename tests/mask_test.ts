@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mask } from "../mask.ts";
+import { forgetMaskView, mask } from "../mask.ts";
 import { prng, randomBytes } from "./_util.ts";
 
 /** The definition of RFC 6455 §5.3, one byte at a time. */
@@ -62,6 +62,20 @@ Deno.test("mask matches the reference for random large lengths and positions", (
     assert.deepEqual(data, expected, `length ${length} alignment ${alignment} offset ${offset}`);
     assert.deepEqual(whole.subarray(0, alignment), before.subarray(0, alignment));
     assert.deepEqual(whole.subarray(alignment + length), before.subarray(alignment + length));
+  }
+});
+
+Deno.test("mask gives the same bytes when its view cache was forgotten before each call", () => {
+  // The bench that weighs the cache runs mask() this way.
+  const random = prng(21);
+  const buffer = randomBytes(random, 70_000);
+  const key = randomBytes(random, 4);
+  for (const [start, length] of [[3, 100], [8, 4096], [14, 65_536], [1, 33]] as const) {
+    const view = buffer.subarray(start, start + length);
+    const expected = referenceMask(view, key, 0);
+    forgetMaskView();
+    mask(view, key);
+    assert.deepEqual(view, expected, `${length} bytes at ${start}`);
   }
 });
 
