@@ -508,6 +508,12 @@ const MAX_READ = 256 * 1024;
 // The rest of a large frame is read into one buffer of its size, up to this
 // much: what a peer that announces a large frame and stalls makes us hold.
 const FRAME_READ = 64 * 1024;
+// Such a read asks for this much more than the frame's rest. A read that
+// fills its buffer leaves the socket marked readable, so the next read is a
+// recv that fails with EAGAIN before the wait; a shorter one tells Deno's
+// reactor the socket is drained (one syscall less per 64 KiB message). The
+// slack also takes in the start of the next frame when one follows.
+const READ_SLACK = 1024;
 // Reads up to this size are copied out so that the buffer is reused.
 const SMALL_READ = 2048;
 // A larger read is handed on as a view, and the next read goes into the
@@ -1001,7 +1007,7 @@ export class RawSocket implements ServerSocket {
         if (held > 0) {
           // The message so far moves to the front and the rest is read in
           // behind it: the whole message then is one view, never joined.
-          target = new Uint8Array(held + expected);
+          target = new Uint8Array(held + expected + READ_SLACK);
           let at = 0;
           for (const part of this.#parts as Uint8Array[]) {
             target.set(part, at);
@@ -1009,7 +1015,7 @@ export class RawSocket implements ServerSocket {
           }
           this.#parts = [target.subarray(0, held)];
         } else {
-          target = new Uint8Array(Math.min(expected, Math.max(size, FRAME_READ)));
+          target = new Uint8Array(Math.min(expected + READ_SLACK, Math.max(size, FRAME_READ)));
         }
       } else {
         target = buffer ??= new Uint8Array(size);

@@ -421,6 +421,50 @@ Deno.test("a peer trickling a large frame costs small reads, not a large buffer 
   }
 });
 
+Deno.test("the read for a large frame's rest asks for more than that rest", async () => {
+  // A read that fills its buffer leaves the socket marked readable, and the
+  // next read is a recv that fails with EAGAIN; a buffer with room to spare
+  // saves that syscall, and its spare room takes in the next frame.
+  const random = prng(15);
+  const large = randomBytes(random, 60_000);
+  const small = randomBytes(random, 300);
+  const encoder = new ws.FrameEncoder(ws.ConnectionType.SERVER);
+  const first = encoder.encodeData(large, true);
+  const rest = concatAll([first.subarray(3_000), encoder.encodeData(small, true)]);
+  const reads: { offered: number; got: number }[] = [];
+  const { socket, finish } = await scriptedServer(async (conn) => {
+    await writeAll(conn, first.subarray(0, 3_000));
+    await delay(20);
+    await writeAll(conn, rest);
+  }, async (conn, buffer) => {
+    const got = await conn.read(buffer);
+    reads.push({ offered: buffer.length, got: got ?? 0 });
+    return got;
+  });
+  try {
+    assert.ok((await socket.opened).ok);
+    assert.deepEqual(await socket.receive({ timeout: 5000 }), large);
+    assert.deepEqual(await socket.receive({ timeout: 5000 }), small);
+    // What the frame still lacked before each read: the bytes read so far,
+    // less the handshake's response that came first.
+    const wire = 3_000 + rest.length;
+    let ofFrame = wire - reads.reduce((sum, read) => sum + read.got, 0);
+    const report = reads.map((read) => `${read.got}/${read.offered}`).join(", ");
+    let sized = 0;
+    for (const read of reads) {
+      const lacking = first.length - Math.max(0, ofFrame);
+      if (read.offered > 4096 && lacking > 0) {
+        assert.ok(read.offered > lacking, `${lacking} lacking; reads ${report}`);
+        sized++;
+      }
+      ofFrame += read.got;
+    }
+    assert.ok(sized > 0, `no read sized to the frame: ${report}`);
+  } finally {
+    await finish();
+  }
+});
+
 Deno.test("bulk reads fill the rest of one buffer, and the messages they brought stay intact", async () => {
   // A read that brings more than 2 KiB is handed on as views, not copied;
   // the next read goes into the rest of that buffer, never over those views.
