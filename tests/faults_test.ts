@@ -340,12 +340,12 @@ Deno.test("shutdown() amid open, half-handshaken and unresponsive sockets ends t
   }
 });
 
-// KNOWN BUG, reported to the lead (fails until fixed). When the peer
-// starts the closing handshake while a write is stuck (it stopped reading),
-// the server queues its close reply behind that write and waits for the
-// flush with no timer: `closeTimeout` is armed only for closes we start, and
-// heartbeats stop once closing. The socket, its descriptor and its handler
-// are held until the peer goes away, which a hostile peer never does.
+// When the peer starts the closing handshake while a write is stuck (it
+// stopped reading), the close reply queues behind that write. Without a
+// timer on that flush (`closeTimeout` was once armed only for closes we
+// start, and heartbeats stop once closing), the socket, its descriptor and
+// its handler were held until the peer went away, which a hostile peer
+// never does.
 Deno.test("a close from a peer that stopped reading ends the server socket by closeTimeout", async () => {
   const closeTimeout = 300;
   const stuck = Promise.withResolvers<void>();
@@ -385,10 +385,10 @@ Deno.test("a close from a peer that stopped reading ends the server socket by cl
   }
 });
 
-// KNOWN BUG, reported to the lead (fails until fixed); the same cause as
-// the one above: reject() also waits for its response to flush with no
-// timer, so a refusal with a body larger than the socket buffers, sent to
-// a peer that never reads, holds the socket for as long as the peer likes.
+// The same hazard as above for reject(): it waits for its response to
+// flush, so without a timer a refusal with a body larger than the socket
+// buffers, sent to a peer that never reads, would hold the socket for as
+// long as the peer likes.
 Deno.test("a refusal that a peer never reads ends the server socket by closeTimeout", async () => {
   const closeTimeout = 300;
   const ended = Promise.withResolvers<{ info: CloseInfo; at: number }>();
@@ -418,12 +418,11 @@ Deno.test("a refusal that a peer never reads ends the server socket by closeTime
   }
 });
 
-// KNOWN BUG, reported to the lead (fails until fixed). client.ts's
-// raceAbort() closes a connection that completes after the abort twice:
-// once in its abort handler and again in its fulfilment handler. The second
-// close() throws BadResource inside a promise callback: an unhandled
-// rejection, which kills a program. The same happens when
-// `handshakeTimeout` expires while TCP is still connecting.
+// A connection that completes after the abort must be closed exactly once:
+// client.ts's raceAbort() once closed it in its abort handler and again in
+// its fulfilment handler, and the second close() threw BadResource inside a
+// promise callback, an unhandled rejection that kills a program. The same
+// path runs when `handshakeTimeout` expires while TCP is still connecting.
 Deno.test("a connect() aborted while TCP is still connecting rejects without an uncaught error", async () => {
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, echo);
   const uncaught: unknown[] = [];
