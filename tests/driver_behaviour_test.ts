@@ -445,19 +445,20 @@ Deno.test("the read for a large frame's rest asks for more than that rest", asyn
     assert.ok((await socket.opened).ok);
     assert.deepEqual(await socket.receive({ timeout: 5000 }), large);
     assert.deepEqual(await socket.receive({ timeout: 5000 }), small);
-    // What the frame still lacked before each read: the bytes read so far,
-    // less the handshake's response that came first.
-    const wire = 3_000 + rest.length;
-    let ofFrame = wire - reads.reduce((sum, read) => sum + read.got, 0);
+    // What the frame still lacked before each read: the frame's bytes read
+    // so far count from minus the length of the handshake's response,
+    // which came first (everything read, less the frames sent).
+    const framesSent = 3_000 + rest.length;
+    let frameBytesRead = framesSent - reads.reduce((sum, read) => sum + read.got, 0);
     const report = reads.map((read) => `${read.got}/${read.offered}`).join(", ");
     let sized = 0;
     for (const read of reads) {
-      const lacking = first.length - Math.max(0, ofFrame);
+      const lacking = first.length - Math.max(0, frameBytesRead);
       if (read.offered > 4096 && lacking > 0) {
         assert.ok(read.offered > lacking, `${lacking} lacking; reads ${report}`);
         sized++;
       }
-      ofFrame += read.got;
+      frameBytesRead += read.got;
     }
     assert.ok(sized > 0, `no read sized to the frame: ${report}`);
   } finally {
