@@ -509,7 +509,8 @@ export class PerMessageDeflate implements Extension {
     if (this.#inboundNoContextTakeover) {
       // §7.1.1: the peer starts each message with an empty window, so ours
       // may go.
-      if (this.#inflater !== null && pako.zlibInflateReset(this.#inflater) === pako.Z_OK) {
+      if (this.#inflater !== null) {
+        resetInflater(this.#inflater);
         spareInflaters.give(this.#inboundWindowBits, this.#inflater);
       }
       this.#inflater = null;
@@ -820,4 +821,62 @@ function copyOut(length: number): Uint8Array {
 
 function limitDistances(strm: pako.ZStream, windowBits: number): void {
   (strm.state as { dmax: number }).dmax = 1 << windowBits;
+}
+
+/** The fields of pako's inflate state that a reset sets. */
+interface InflateState {
+  total: number;
+  wsize: number;
+  whave: number;
+  wnext: number;
+  mode: number;
+  last: number;
+  havedict: number;
+  flags: number;
+  dmax: number;
+  head: unknown;
+  hold: number;
+  bits: number;
+  lencode: Int32Array;
+  lendyn: Int32Array;
+  distcode: Int32Array;
+  distdyn: Int32Array;
+  sane: number;
+  back: number;
+}
+
+// What pako's reset sets `mode` to, read from a fresh stream rather than
+// copied from its source.
+const INFLATE_START_MODE = ((): number => {
+  const strm = new pako.ZStream();
+  pako.zlibInflateInit2(strm, -15);
+  return (strm.state as InflateState).mode;
+})();
+
+/**
+ * `inflateReset` (RFC 1951 stream, empty window) for a raw inflater, as
+ * zlib does it: the two code tables stay. pako's own reset allocates them
+ * afresh, two buffer allocations per message under no context takeover and
+ * the largest single cost of a short one (bench/echo.ts --deflate --allocs).
+ * The fields are pako's inflateResetKeep and inflateReset for `wrap` 0;
+ * tests/permessage_deflate_test.ts checks them against pako's reset.
+ */
+export function resetInflater(strm: pako.ZStream): void {
+  const state = strm.state as InflateState;
+  strm.total_in = strm.total_out = state.total = 0;
+  strm.msg = "";
+  state.wsize = state.whave = state.wnext = 0;
+  state.mode = INFLATE_START_MODE;
+  state.last = 0;
+  state.havedict = 0;
+  state.flags = -1;
+  state.dmax = 32768;
+  state.head = null;
+  state.hold = 0;
+  state.bits = 0;
+  // Rebuilt from each dynamic block's header before use, as in zlib.
+  state.lencode = state.lendyn;
+  state.distcode = state.distdyn;
+  state.sane = 1;
+  state.back = -1;
 }

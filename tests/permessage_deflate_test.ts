@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
 import * as pako from "pako";
-import { PerMessageDeflate, type PerMessageDeflateOptions } from "../permessage_deflate.ts";
+import {
+  PerMessageDeflate,
+  type PerMessageDeflateOptions,
+  resetInflater,
+} from "../permessage_deflate.ts";
 import { RemoteProtocolError } from "../errors.ts";
 import { NO_RSV, Opcode, type RsvBits } from "../frame.ts";
 import { bytes, concatAll, prng, randomBytes } from "./_util.ts";
@@ -575,6 +579,62 @@ Deno.test("PerMessageDeflate reuses zlib streams across connections without shar
     assert.deepEqual(receive(server, send(client, Opcode.TEXT, message, 1 + (i % 3))), message);
     assert.deepEqual(receive(client, send(server, Opcode.TEXT, message, 1 + (i % 3))), message);
   }
+});
+
+Deno.test("resetInflater leaves an inflater as pako's own reset does, code tables kept", () => {
+  // resetInflater writes pako's inflate state itself, to keep the tables
+  // pako's reset would allocate afresh: a pako whose reset sets more, or
+  // other values, must fail here, not decode wrongly.
+  const inflater = (): pako.ZStream => {
+    const strm = new pako.ZStream();
+    assert.equal(pako.zlibInflateInit2(strm, -15), pako.Z_OK);
+    return strm;
+  };
+  const inflate = (strm: pako.ZStream, data: Uint8Array): Uint8Array => {
+    const out = new Uint8Array(1 << 16);
+    strm.input = data;
+    strm.next_in = 0;
+    strm.avail_in = data.length;
+    strm.output = out;
+    strm.next_out = 0;
+    strm.avail_out = out.length;
+    const status = pako.zlibInflate(strm, pako.Z_SYNC_FLUSH);
+    assert.ok(status === pako.Z_OK || status === pako.Z_STREAM_END, `status ${status}`);
+    return out.slice(0, strm.next_out);
+  };
+  const TABLES = ["lencode", "lendyn", "distcode", "distdyn"];
+  const comparable = (strm: pako.ZStream): Record<string, unknown> => {
+    const state = strm.state as Record<string, unknown>;
+    const fields: Record<string, unknown> = {
+      total_in: strm.total_in,
+      total_out: strm.total_out,
+      msg: strm.msg,
+      adler: strm.adler,
+    };
+    for (const [key, value] of Object.entries(state)) {
+      if (key !== "strm" && !TABLES.includes(key)) fields[key] = value;
+    }
+    return fields;
+  };
+  // Dynamic blocks, so that both tables were built, with a sync flush each.
+  const first = pako.deflateRaw(textLike(5000, 3));
+  const second = pako.deflateRaw(textLike(7000, 4));
+  const theirs = inflater();
+  const ours = inflater();
+  assert.deepEqual(inflate(ours, first), inflate(theirs, first));
+  const tables = TABLES.map((key) => (ours.state as Record<string, unknown>)[key]);
+  assert.equal(pako.zlibInflateReset(theirs), pako.Z_OK);
+  resetInflater(ours);
+  assert.deepEqual(comparable(ours), comparable(theirs));
+  const state = ours.state as Record<string, unknown>;
+  assert.equal(state["lencode"], state["lendyn"]);
+  assert.equal(state["distcode"], state["distdyn"]);
+  assert.equal(state["lendyn"], tables[1], "the length table is kept");
+  assert.equal(state["distdyn"], tables[3], "the distance table is kept");
+  // And the next stream decodes alike, to the same state.
+  assert.deepEqual(inflate(ours, second), textLike(7000, 4));
+  assert.deepEqual(inflate(theirs, second), textLike(7000, 4));
+  assert.deepEqual(comparable(ours), comparable(theirs));
 });
 
 Deno.test("PerMessageDeflate sends single-frame messages under the threshold uncompressed", () => {
