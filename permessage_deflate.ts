@@ -517,7 +517,7 @@ export class PerMessageDeflate implements Extension {
     } else if (this.#inflateEnded && this.#inflater !== null) {
       // The next message continues over the same window, which ResetKeep
       // preserves while it clears the ended stream.
-      pako.zlibInflateResetKeep(this.#inflater);
+      resetInflater(this.#inflater, { keepWindow: true });
       limitDistances(this.#inflater, this.#inboundWindowBits);
     }
     this.#inflateEnded = false;
@@ -854,18 +854,22 @@ const INFLATE_START_MODE = ((): number => {
 })();
 
 /**
- * `inflateReset` (RFC 1951 stream, empty window) for a raw inflater, as
- * zlib does it: the two code tables stay. pako's own reset allocates them
- * afresh, two buffer allocations per message under no context takeover and
- * the largest single cost of a short one (bench/echo.ts --deflate --allocs).
- * The fields are pako's inflateResetKeep and inflateReset for `wrap` 0;
- * tests/permessage_deflate_test.ts checks them against pako's reset.
+ * zlib's `inflateReset` for a raw inflater (a new stream, empty window), or
+ * `inflateResetKeep` with `keepWindow` (a new stream over the same window),
+ * as zlib does them: the two code tables stay. pako's own resets allocate
+ * them afresh, two buffer allocations per message under no context
+ * takeover and the largest single cost of a short one (bench/echo.ts
+ * --deflate --allocs). The fields are pako's for `wrap` 0;
+ * tests/permessage_deflate_test.ts checks them against pako's resets.
+ *
+ * @param strm A raw inflater.
+ * @param options Whether the window stays.
  */
-export function resetInflater(strm: pako.ZStream): void {
+export function resetInflater(strm: pako.ZStream, options: { keepWindow?: boolean } = {}): void {
   const state = strm.state as InflateState;
   strm.total_in = strm.total_out = state.total = 0;
   strm.msg = "";
-  state.wsize = state.whave = state.wnext = 0;
+  if (options.keepWindow !== true) state.wsize = state.whave = state.wnext = 0;
   state.mode = INFLATE_START_MODE;
   state.last = 0;
   state.havedict = 0;

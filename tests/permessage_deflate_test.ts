@@ -581,7 +581,7 @@ Deno.test("PerMessageDeflate reuses zlib streams across connections without shar
   }
 });
 
-Deno.test("resetInflater leaves an inflater as pako's own reset does, code tables kept", () => {
+Deno.test("resetInflater leaves an inflater as pako's own resets do, code tables kept", async (t) => {
   // resetInflater writes pako's inflate state itself, to keep the tables
   // pako's reset would allocate afresh: a pako whose reset sets more, or
   // other values, must fail here, not decode wrongly.
@@ -616,25 +616,30 @@ Deno.test("resetInflater leaves an inflater as pako's own reset does, code table
     }
     return fields;
   };
-  // Dynamic blocks, so that both tables were built, with a sync flush each.
+  // Dynamic blocks, so that both tables were built; each stream ends.
   const first = pako.deflateRaw(textLike(5000, 3));
   const second = pako.deflateRaw(textLike(7000, 4));
-  const theirs = inflater();
-  const ours = inflater();
-  assert.deepEqual(inflate(ours, first), inflate(theirs, first));
-  const tables = TABLES.map((key) => (ours.state as Record<string, unknown>)[key]);
-  assert.equal(pako.zlibInflateReset(theirs), pako.Z_OK);
-  resetInflater(ours);
-  assert.deepEqual(comparable(ours), comparable(theirs));
-  const state = ours.state as Record<string, unknown>;
-  assert.equal(state["lencode"], state["lendyn"]);
-  assert.equal(state["distcode"], state["distdyn"]);
-  assert.equal(state["lendyn"], tables[1], "the length table is kept");
-  assert.equal(state["distdyn"], tables[3], "the distance table is kept");
-  // And the next stream decodes alike, to the same state.
-  assert.deepEqual(inflate(ours, second), textLike(7000, 4));
-  assert.deepEqual(inflate(theirs, second), textLike(7000, 4));
-  assert.deepEqual(comparable(ours), comparable(theirs));
+  for (const keepWindow of [false, true]) {
+    await t.step(keepWindow ? "inflateResetKeep" : "inflateReset", () => {
+      const theirs = inflater();
+      const ours = inflater();
+      assert.deepEqual(inflate(ours, first), inflate(theirs, first));
+      const tables = TABLES.map((key) => (ours.state as Record<string, unknown>)[key]);
+      const reset = keepWindow ? pako.zlibInflateResetKeep : pako.zlibInflateReset;
+      assert.equal(reset(theirs), pako.Z_OK);
+      resetInflater(ours, { keepWindow });
+      assert.deepEqual(comparable(ours), comparable(theirs));
+      const state = ours.state as Record<string, unknown>;
+      assert.equal(state["lencode"], state["lendyn"]);
+      assert.equal(state["distcode"], state["distdyn"]);
+      assert.equal(state["lendyn"], tables[1], "the length table is kept");
+      assert.equal(state["distdyn"], tables[3], "the distance table is kept");
+      // And the next stream decodes alike, to the same state.
+      assert.deepEqual(inflate(ours, second), textLike(7000, 4));
+      assert.deepEqual(inflate(theirs, second), textLike(7000, 4));
+      assert.deepEqual(comparable(ours), comparable(theirs));
+    });
+  }
 });
 
 Deno.test("PerMessageDeflate sends single-frame messages under the threshold uncompressed", () => {
