@@ -21,6 +21,18 @@ const WORDS = (
   "window context takeover server client compression payload extension negotiation"
 ).split(" ");
 
+/** Point a pako stream at `input` and a fresh output of `outputSize`; returns the output. */
+function feed(strm: pako.ZStream, input: Uint8Array, outputSize = 1 << 16): Uint8Array {
+  const output = new Uint8Array(outputSize);
+  strm.input = input;
+  strm.next_in = 0;
+  strm.avail_in = input.length;
+  strm.output = output;
+  strm.next_out = 0;
+  strm.avail_out = output.length;
+  return output;
+}
+
 function textLike(size: number, seed = 1): Uint8Array {
   const random = prng(seed);
   let text = "";
@@ -591,13 +603,7 @@ Deno.test("resetInflater leaves an inflater as pako's own resets do, code tables
     return strm;
   };
   const inflate = (strm: pako.ZStream, data: Uint8Array): Uint8Array => {
-    const out = new Uint8Array(1 << 16);
-    strm.input = data;
-    strm.next_in = 0;
-    strm.avail_in = data.length;
-    strm.output = out;
-    strm.next_out = 0;
-    strm.avail_out = out.length;
+    const out = feed(strm, data);
     const status = pako.zlibInflate(strm, pako.Z_SYNC_FLUSH);
     assert.ok(status === pako.Z_OK || status === pako.Z_STREAM_END, `status ${status}`);
     return out.slice(0, strm.next_out);
@@ -729,13 +735,7 @@ Deno.test("PerMessageDeflate fails a decompression bomb with 1009 without inflat
   const zeros = new Uint8Array(1 << 20);
   const blocks: Uint8Array[] = [];
   for (let i = 0; i < 2; i++) {
-    const out = new Uint8Array(1 << 16);
-    strm.input = zeros;
-    strm.next_in = 0;
-    strm.avail_in = zeros.length;
-    strm.output = out;
-    strm.next_out = 0;
-    strm.avail_out = out.length;
+    const out = feed(strm, zeros);
     assert.equal(pako.zlibDeflate(strm, pako.Z_SYNC_FLUSH), pako.Z_OK);
     blocks.push(out.slice(0, strm.next_out));
   }
