@@ -857,9 +857,9 @@ const INFLATE_START_MODE = ((): number => {
  * zlib's `inflateReset` for a raw inflater (a new stream, empty window), or
  * `inflateResetKeep` with `keepWindow` (a new stream over the same window),
  * as zlib does them: the two code tables stay. pako's own resets allocate
- * them afresh, two buffer allocations per message under no context
- * takeover and the largest single cost of a short one (bench/echo.ts
- * --deflate --allocs). The fields are pako's for `wrap` 0;
+ * them afresh: under no context takeover, two buffer allocations per
+ * message and a tenth of the server's time for short ones (bench/echo.ts
+ * --deflate, --allocs). The fields are pako's for `wrap` 0;
  * tests/permessage_deflate_test.ts checks them against pako's resets.
  *
  * @param strm A raw inflater.
