@@ -109,6 +109,39 @@ function ourInflate(data: Uint8Array): Uint8Array {
   return tail === null ? head : join([head, tail]);
 }
 
+// A server's inbound side under client_no_context_takeover: one stream for
+// many messages, reset after each, as a long-lived connection runs it.
+const resetEach = new pako.ZStream();
+pako.zlibInflateInit2(resetEach, -15);
+
+/** pako's zlib API on one stream, with pako's own reset after each message. */
+function pakoInflateReset(data: Uint8Array): Uint8Array {
+  const chunks: Uint8Array[] = [];
+  for (const input of [data, TAIL]) {
+    resetEach.input = input;
+    resetEach.next_in = 0;
+    resetEach.avail_in = input.length;
+    resetEach.output = scratch;
+    resetEach.next_out = 0;
+    resetEach.avail_out = scratch.length;
+    pako.zlibInflate(resetEach, pako.Z_SYNC_FLUSH);
+    chunks.push(scratch.slice(0, resetEach.next_out));
+  }
+  pako.zlibInflateReset(resetEach);
+  return join(chunks);
+}
+
+const serverSide = new PerMessageDeflate({ maxMessageSize: 1 << 30 });
+serverSide.accept("permessage-deflate; client_no_context_takeover");
+
+/** One extension for many messages, its inflater reset after each. */
+function ourInflateReset(data: Uint8Array): Uint8Array {
+  serverSide.frameInboundHeader(Opcode.BINARY, RSV1, data.length);
+  const head = serverSide.frameInboundPayloadData(data);
+  const tail = serverSide.frameInboundComplete(true);
+  return tail === null ? head : join([head, tail]);
+}
+
 function join(chunks: Uint8Array[]): Uint8Array {
   if (chunks.length === 1) return chunks[0]!;
   const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
@@ -129,6 +162,32 @@ const SIZES: [string, number, number][] = [
   ["16 KiB", 16 * 1024, 200],
   ["1 MiB", 1024 * 1024, 10],
 ];
+
+{
+  const data = text(125);
+  const wire = pakoDeflate(data).subarray(0, -4);
+  for (const decode of [pakoInflateReset, ourInflateReset]) {
+    for (let i = 0; i < 3; i++) {
+      if (!same(decode(wire), data)) throw new Error(`${decode.name} failed`);
+    }
+  }
+  const group = "inflate text 125 B, one stream reset per message";
+  for (
+    const [engine, fn] of [["pako, zlib API, zlibInflateReset", pakoInflateReset], [
+      "PerMessageDeflate, client_no_context_takeover",
+      ourInflateReset,
+    ]] as const
+  ) {
+    Deno.bench({
+      name: `${group}: ${engine}`,
+      group,
+      baseline: fn === pakoInflateReset,
+      n: 20_000,
+      warmup: 2_000,
+      fn: () => void fn(wire),
+    });
+  }
+}
 
 for (const [label, size, n] of SIZES) {
   for (const [kind, data] of [["text", text(size)], ["random", noise(size)]] as const) {
