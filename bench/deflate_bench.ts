@@ -13,7 +13,7 @@ import * as pako from "pako";
 import * as fflate from "fflate";
 import { PerMessageDeflate } from "../permessage_deflate.ts";
 import { NO_RSV, Opcode } from "../frame.ts";
-import { prng } from "../tests/_util.ts";
+import { pointZStream, prng } from "../tests/_util.ts";
 
 const TAIL = new Uint8Array([0x00, 0x00, 0xff, 0xff]);
 const RSV1 = { rsv1: true, rsv2: false, rsv3: false };
@@ -118,12 +118,7 @@ pako.zlibInflateInit2(resetEach, -15);
 function pakoInflateReset(data: Uint8Array): Uint8Array {
   const chunks: Uint8Array[] = [];
   for (const input of [data, TAIL]) {
-    resetEach.input = input;
-    resetEach.next_in = 0;
-    resetEach.avail_in = input.length;
-    resetEach.output = scratch;
-    resetEach.next_out = 0;
-    resetEach.avail_out = scratch.length;
+    pointZStream(resetEach, input, scratch);
     pako.zlibInflate(resetEach, pako.Z_SYNC_FLUSH);
     chunks.push(scratch.slice(0, resetEach.next_out));
   }

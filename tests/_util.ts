@@ -1,5 +1,6 @@
 // Shared helpers for the tests: a seeded PRNG, ways to chop a byte stream,
 // and a normal form of event sequences that chopping must not change.
+import type * as pako from "pako";
 import * as ws from "../mod.ts";
 
 /** A small seeded PRNG (mulberry32), so random tests are reproducible. */
@@ -218,4 +219,19 @@ export function rawFrame(options: {
     for (let i = 0; i < body.length; i++) body[i]! ^= key[i & 3]!;
   }
   return concat(new Uint8Array(head), body);
+}
+
+/** Point a pako stream at all of `input` and all of `output`; returns `output`. */
+export function pointZStream(
+  strm: pako.ZStream,
+  input: Uint8Array,
+  output: Uint8Array<ArrayBuffer>,
+): Uint8Array<ArrayBuffer> {
+  strm.input = input;
+  strm.next_in = 0;
+  strm.avail_in = input.length;
+  strm.output = output;
+  strm.next_out = 0;
+  strm.avail_out = output.length;
+  return output;
 }

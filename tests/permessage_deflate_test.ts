@@ -7,7 +7,7 @@ import {
 } from "../permessage_deflate.ts";
 import { RemoteProtocolError } from "../errors.ts";
 import { NO_RSV, Opcode, type RsvBits } from "../frame.ts";
-import { bytes, concatAll, prng, randomBytes } from "./_util.ts";
+import { bytes, concatAll, pointZStream, prng, randomBytes } from "./_util.ts";
 
 // ---------------------------------------------------------------- helpers
 
@@ -20,18 +20,6 @@ const WORDS = (
   "the of and to in is that it for on was with as by at websocket frame message deflate " +
   "window context takeover server client compression payload extension negotiation"
 ).split(" ");
-
-/** Point a pako stream at `input` and a fresh output of `outputSize`; returns the output. */
-function feed(strm: pako.ZStream, input: Uint8Array, outputSize = 1 << 16): Uint8Array {
-  const output = new Uint8Array(outputSize);
-  strm.input = input;
-  strm.next_in = 0;
-  strm.avail_in = input.length;
-  strm.output = output;
-  strm.next_out = 0;
-  strm.avail_out = output.length;
-  return output;
-}
 
 function textLike(size: number, seed = 1): Uint8Array {
   const random = prng(seed);
@@ -603,7 +591,7 @@ Deno.test("resetInflater leaves an inflater as pako's own resets do, code tables
     return strm;
   };
   const inflate = (strm: pako.ZStream, data: Uint8Array): Uint8Array => {
-    const out = feed(strm, data);
+    const out = pointZStream(strm, data, new Uint8Array(1 << 16));
     const status = pako.zlibInflate(strm, pako.Z_SYNC_FLUSH);
     assert.ok(status === pako.Z_OK || status === pako.Z_STREAM_END, `status ${status}`);
     return out.slice(0, strm.next_out);
@@ -735,7 +723,7 @@ Deno.test("PerMessageDeflate fails a decompression bomb with 1009 without inflat
   const zeros = new Uint8Array(1 << 20);
   const blocks: Uint8Array[] = [];
   for (let i = 0; i < 2; i++) {
-    const out = feed(strm, zeros);
+    const out = pointZStream(strm, zeros, new Uint8Array(1 << 16));
     assert.equal(pako.zlibDeflate(strm, pako.Z_SYNC_FLUSH), pako.Z_OK);
     blocks.push(out.slice(0, strm.next_out));
   }
