@@ -805,12 +805,6 @@ function checkInteger(
   return value;
 }
 
-// zlib's own check lets a distance reach back over everything one call has
-// output, so a distance past the negotiated window failed or passed
-// depending on how the bytes were chopped. Its strict check (every distance
-// against `dmax`) is what raw inflate leaves at 32 KiB; set to the window the
-// peer agreed to, a distance it may not use always fails. zlib-based
-// senders stay within 2^bits - 262, so none of their streams is refused.
 // The first `length` bytes zlib wrote to the scratch, in memory of their own
 // (inflated bytes become the application's message).
 function copyOut(length: number): Uint8Array {
@@ -819,6 +813,12 @@ function copyOut(length: number): Uint8Array {
   return bytes;
 }
 
+// zlib's own check lets a distance reach back over everything one call has
+// output, so a distance past the negotiated window failed or passed
+// depending on how the bytes were chopped. Its strict check (every distance
+// against `dmax`) is what raw inflate leaves at 32 KiB; set to the window the
+// peer agreed to, a distance it may not use always fails. zlib-based
+// senders stay within 2^bits - 262, so none of their streams is refused.
 function limitDistances(strm: pako.ZStream, windowBits: number): void {
   (strm.state as { dmax: number }).dmax = 1 << windowBits;
 }
