@@ -992,8 +992,8 @@ export class RawSocket implements ServerSocket {
 
   async #read(): Promise<void> {
     let size = IDLE_READ;
-    let buffer: Uint8Array | null = null;
-    let used = 0; // bytes at the front of `buffer` handed on as views
+    // The part of the reused read buffer no view handed on covers yet.
+    let free: Uint8Array | null = null;
     let bulk = false; // whether the last read brought more than SMALL_READ
     while (!this.#connClosed) {
       if (this.#inbox.full && this.#state === "open") {
@@ -1030,14 +1030,10 @@ export class RawSocket implements ServerSocket {
           target = new Uint8Array(Math.min(expected + READ_SLACK, Math.max(size, FRAME_READ)));
         }
       } else {
-        target = buffer ??= new Uint8Array(size);
+        target = free ??= new Uint8Array(size);
       }
-      const reused = target === buffer;
-      const into = held > 0
-        ? target.subarray(held)
-        : reused && used > 0
-        ? target.subarray(used)
-        : target;
+      const reused = target === free;
+      const into = held > 0 ? target.subarray(held) : target;
       let n: number | null;
       try {
         n = await this.#conn.read(into);
@@ -1061,11 +1057,8 @@ export class RawSocket implements ServerSocket {
         } else {
           data = into.subarray(0, n);
           if (reused) {
-            used += n;
-            if (size - used < MIN_TAIL) {
-              buffer = null;
-              used = 0;
-            }
+            free = into.subarray(n);
+            if (free.length < MIN_TAIL) free = null;
           }
         }
       }
@@ -1082,13 +1075,11 @@ export class RawSocket implements ServerSocket {
         const cap = this.#ws.bytesExpected > size ? KEEP_READ : MAX_READ;
         if (n === size && size < cap) {
           size *= 2;
-          buffer = null;
-          used = 0;
+          free = null;
         } else if (n <= SMALL_READ && size > KEEP_READ) {
           // The burst is over: give the large buffer back.
           size = KEEP_READ;
-          buffer = null;
-          used = 0;
+          free = null;
         }
       }
     }
