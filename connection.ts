@@ -77,7 +77,9 @@ export class Connection {
   #state = ConnectionState.OPEN;
   // True once a close frame or a protocol error ended the inbound stream.
   #inboundClosed = false;
-  #pending: ConnectionEvent[] = [];
+  // True once the transport's stream ended: what is buffered is still
+  // decoded, and then a 1006 close stands in for the peer's.
+  #streamEnded = false;
 
   /**
    * Make a connection for one end of an upgraded stream.
@@ -122,7 +124,8 @@ export class Connection {
   /**
    * Pass received bytes in, or `null` at end of stream. End of stream
    * before a close frame arrived yields `CloseConnection` with 1006 (RFC
-   * 6455 §7.1.5); after one it just moves to CLOSED. Data after CLOSED is a
+   * 6455 §7.1.5), after the events of the bytes that came before it; after
+   * a close frame it just moves to CLOSED. Data after CLOSED is a
    * `LocalProtocolError`; data after the peer's close or a protocol error
    * is ignored.
    *
@@ -130,14 +133,8 @@ export class Connection {
    */
   receiveData(data: Uint8Array | null): void {
     if (data === null) {
-      // §7.1.5: 1006 is the close code only when no close frame arrived;
-      // after the peer's close (or a failure already reported) the end of
-      // the stream just ends the connection.
-      if (!this.#inboundClosed) {
-        this.#pending.push(new CloseConnection({ code: CloseReason.ABNORMAL_CLOSURE }));
-      }
+      this.#streamEnded = true;
       this.#state = ConnectionState.CLOSED;
-      this.#inboundClosed = true;
       return;
     }
     if (this.#state === ConnectionState.CLOSED) {
@@ -153,28 +150,52 @@ export class Connection {
    * @returns A generator of events.
    */
   *events(): Generator<ConnectionEvent, void> {
-    while (this.#pending.length > 0) yield this.#pending.shift()!;
-    while (!this.#inboundClosed) {
-      let event: ConnectionEvent | null;
-      try {
-        event = this.#nextEvent();
-      } catch (error) {
-        if (
-          !(error instanceof RemoteProtocolError) || !(error.eventHint instanceof CloseConnection)
-        ) {
-          throw error;
-        }
-        // §7.1.7: fail the connection, as if the peer had sent that close.
-        this.#endInbound();
-        yield error.eventHint;
-        return;
-      }
-      if (event === null) return;
-      yield event;
-    }
+    let event;
+    while ((event = this.nextEvent()) !== null) yield event;
   }
 
-  #nextEvent(): ConnectionEvent | null {
+  /**
+   * The next event the received bytes make up, or `null` until more
+   * arrive: {@linkcode events} one at a time, without a generator object
+   * per call (what a driver's loop over every read wants).
+   *
+   * @example
+   * ```ts
+   * import * as ws from "./mod.ts";
+   * const client = new ws.Connection(ws.ConnectionType.CLIENT);
+   * const server = new ws.Connection(ws.ConnectionType.SERVER);
+   * server.receiveData(client.send(new ws.TextMessage({ data: "hi" })));
+   * const event = server.nextEvent();
+   * if (!(event instanceof ws.TextMessage && event.data === "hi")) throw new Error("Example failed");
+   * if (server.nextEvent() !== null) throw new Error("Example failed");
+   * ```
+   *
+   * @returns The event, or `null`.
+   */
+  nextEvent(): ConnectionEvent | null {
+    if (this.#inboundClosed) return null;
+    let event: ConnectionEvent | null;
+    try {
+      event = this.#decodeEvent();
+    } catch (error) {
+      if (
+        !(error instanceof RemoteProtocolError) || !(error.eventHint instanceof CloseConnection)
+      ) {
+        throw error;
+      }
+      // §7.1.7: fail the connection, as if the peer had sent that close.
+      this.#endInbound();
+      return error.eventHint;
+    }
+    if (event !== null || !this.#streamEnded) return event;
+    // §7.1.5: 1006 is the close code only when no close frame arrived;
+    // after the peer's close (or a failure already reported) the end of
+    // the stream just ends the connection.
+    this.#inboundClosed = true;
+    return new CloseConnection({ code: CloseReason.ABNORMAL_CLOSURE });
+  }
+
+  #decodeEvent(): ConnectionEvent | null {
     const frame = this.#decoder.processBuffer();
     if (frame === null) return null;
     switch (frame.opcode) {
@@ -209,6 +230,7 @@ export class Connection {
   // for one); the closing handshake is over if our close is already out.
   #endInbound(): void {
     this.#inboundClosed = true;
+    if (this.#streamEnded) return; // over already: CLOSED
     this.#state = this.#state === ConnectionState.LOCAL_CLOSING
       ? ConnectionState.CLOSED
       : ConnectionState.REMOTE_CLOSING;
@@ -348,11 +370,33 @@ export class WSConnection {
    * @returns A generator of events.
    */
   *events(): Generator<Event, void> {
+    let event;
+    while ((event = this.nextEvent()) !== null) yield event;
+  }
+
+  /**
+   * The next event, or `null` until more bytes arrive: {@linkcode events}
+   * one at a time, without a generator object per call.
+   *
+   * @example
+   * ```ts
+   * import * as ws from "./mod.ts";
+   * const client = new ws.WSConnection(ws.ConnectionType.CLIENT);
+   * const server = new ws.WSConnection(ws.ConnectionType.SERVER);
+   * server.receiveData(client.send(new ws.Request({ host: "example.com", target: "/" })));
+   * if (!(server.nextEvent() instanceof ws.Request)) throw new Error("Example failed");
+   * if (server.nextEvent() !== null) throw new Error("Example failed");
+   * ```
+   *
+   * @returns The event, or `null`.
+   */
+  nextEvent(): Event | null {
     if (this.#handshake !== null) {
-      yield* this.#handshake.events();
-      if (this.#connection !== null) this.#handshake = null;
+      const event = this.#handshake.nextEvent();
+      if (event !== null || this.#connection === null) return event;
+      this.#handshake = null;
     }
-    if (this.#connection !== null) yield* this.#connection.events();
+    return this.#connection?.nextEvent() ?? null;
   }
 
   /**

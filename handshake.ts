@@ -272,7 +272,17 @@ export class Handshake {
   *events(): Generator<WsRequest | AcceptConnection | RejectConnection | RejectData, void> {
     // One at a time, so a caller that stops iterating early loses nothing.
     let event;
-    while ((event = this.#queue.shift()) !== undefined) yield event;
+    while ((event = this.nextEvent()) !== null) yield event;
+  }
+
+  /**
+   * The next pending event, or `null` when there is none: {@linkcode events}
+   * one at a time, without a generator.
+   *
+   * @returns The event, or `null`.
+   */
+  nextEvent(): WsRequest | AcceptConnection | RejectConnection | RejectData | null {
+    return this.#queue.shift() ?? null;
   }
 
   /**

@@ -1113,7 +1113,8 @@ export class RawSocket implements ServerSocket {
 
   #process(): void {
     try {
-      for (const event of this.#ws.events()) {
+      let event;
+      while ((event = this.#ws.nextEvent()) !== null) {
         if (event instanceof TextMessage) this.#onData(event.data, event.messageFinished);
         else if (event instanceof BytesMessage) this.#onData(event.data, event.messageFinished);
         else if (event instanceof Ping) {

@@ -315,6 +315,42 @@ Deno.test("A client and a server WSConnection talk in memory", () => {
   assert.equal(server.state, CLOSED);
 });
 
+Deno.test("nextEvent() and events() take from one queue, a protocol failure's close included", () => {
+  const conn = new ws.Connection(SERVER);
+  conn.receiveData(concat(text("one"), text("two"), rawFrame({ opcode: 3 }), text("after")));
+  assert.deepEqual(normalize([conn.nextEvent()!]), [{ type: "text", data: "one", end: true }]);
+  const [second] = conn.events();
+  assert.deepEqual(normalize([second!]), [{ type: "text", data: "two", end: true }]);
+  const failure = conn.nextEvent();
+  assert.ok(failure instanceof ws.CloseConnection && failure.code === 1002);
+  assert.equal(conn.state, REMOTE_CLOSING);
+  assert.equal(conn.nextEvent(), null);
+  assert.deepEqual([...conn.events()], []);
+  conn.receiveData(null);
+  assert.equal(conn.nextEvent(), null, "no 1006 after the failure's close");
+
+  const ended = new ws.Connection(SERVER);
+  ended.receiveData(text("last"));
+  ended.receiveData(null);
+  assert.deepEqual(normalize([ended.nextEvent()!, ended.nextEvent()!]), [
+    { type: "text", data: "last", end: true },
+    { type: "close", code: 1006, reason: "" },
+  ]);
+  assert.equal(ended.nextEvent(), null);
+
+  const client = new ws.WSConnection(CLIENT);
+  const server = new ws.WSConnection(SERVER);
+  assert.equal(server.nextEvent(), null);
+  server.receiveData(
+    concat(client.send(new ws.Request({ host: "h", target: "/" })), text("early")),
+  );
+  assert.ok(server.nextEvent() instanceof ws.Request);
+  assert.equal(server.nextEvent(), null, "no frames before the handshake is answered");
+  server.send(new ws.AcceptConnection());
+  assert.deepEqual(normalize([server.nextEvent()!]), [{ type: "text", data: "early", end: true }]);
+  assert.equal(server.nextEvent(), null);
+});
+
 Deno.test("WSConnection hands over from handshake to frames when events are taken one at a time", () => {
   // The handshake's state is let go once the connection is open and its
   // last event was taken; a reader that stops after each event must still
