@@ -5,6 +5,8 @@
  * @module
  */
 
+import { emptied } from "./_array.ts";
+
 const EMPTY = new Uint8Array(0);
 
 /** Pieces up to this size are copied by a loop: `set` needs a `subarray` view first, which costs more. */
@@ -247,7 +249,7 @@ export class ByteBuffer {
     if (this.#length === 0) {
       // The common case of a parser keeping up: start again with an empty
       // list rather than a long one full of dropped slots.
-      this.#chunks = [];
+      this.#chunks = emptied(this.#chunks);
       this.#first = 0;
       return;
     }

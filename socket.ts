@@ -8,6 +8,7 @@
  * @module
  */
 
+import { emptied, takeFirst } from "./_array.ts";
 import { allocate, allocateKept, concatBytes, inSlab, recycle } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
@@ -335,7 +336,7 @@ export class Inbox {
    * @param item The message.
    */
   push(item: MessageData): void {
-    const waiter = this.#waiters.shift();
+    const waiter = takeFirst(this.#waiters);
     if (waiter !== undefined) {
       waiter(item);
       return;
@@ -430,7 +431,7 @@ export class Inbox {
     this.#taken++;
     // Compact now and then, so a long queue is not shifted one by one.
     if (this.#head === this.#items.length) {
-      this.#items = [];
+      this.#items = emptied(this.#items);
       this.#head = 0;
     } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
       this.#items = this.#items.slice(this.#head);
@@ -959,7 +960,7 @@ export class RawSocket implements ServerSocket {
         const writes = coalesce(this.#out);
         const batch = this.#batch!;
         const size = this.#outBytes;
-        this.#out = [];
+        this.#out = emptied(this.#out);
         this.#sharedQueued = 0;
         this.#lastShared = null;
         this.#batch = null;

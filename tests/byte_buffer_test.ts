@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
 import { allocate, allocateKept, concatBytes, inSlab, recycle } from "../_bytes.ts";
+import { emptied, takeFirst } from "../_array.ts";
 import { bytes, prng } from "./_util.ts";
 
 /** The obvious buffer: one array, concatenated on every push. */
@@ -23,7 +24,9 @@ Deno.test("ByteBuffer agrees with a reference over random push and consume seque
     for (let step = 0; step < 2000; step++) {
       const action = random();
       if (action < 0.4) {
-        const size = random() < 0.2 ? 0 : Math.floor(random() * 40);
+        // Mostly small, now and then past the size copied by a loop.
+        const roll = random();
+        const size = roll < 0.2 ? 0 : Math.floor(random() * (roll < 0.3 ? 200 : 40));
         const chunk = new Uint8Array(size);
         for (let i = 0; i < size; i++) chunk[i] = counter++ & 0xff;
         buffer.push(chunk);
@@ -307,4 +310,20 @@ Deno.test("the pool keeps at most 16 buffers, and only slab views count as shari
   assert.ok(inSlab(allocate(100)));
   assert.ok(!inSlab(allocate(5_000)));
   assert.ok(!inSlab(new Uint8Array(100)));
+});
+
+Deno.test("emptied empties a short array in place and replaces a long one; takeFirst keeps order", () => {
+  const short = [1, 2, 3];
+  assert.equal(emptied(short), short);
+  assert.deepEqual(short, []);
+  const long = Array.from({ length: 33 }, (_, i) => i);
+  const replaced = emptied(long);
+  assert.notEqual(replaced, long);
+  assert.deepEqual(replaced, []);
+  assert.equal(long.length, 33, "a replaced array is left as it was");
+  const queue = [1, 2, 3];
+  assert.deepEqual([takeFirst(queue), takeFirst(queue), takeFirst(queue)], [1, 2, 3]);
+  assert.equal(takeFirst(queue), undefined);
+  queue.push(4);
+  assert.equal(takeFirst(queue), 4);
 });
