@@ -6,11 +6,9 @@
  */
 
 import { emptied } from "./_array.ts";
+import { copyBytes } from "./_bytes.ts";
 
 const EMPTY = new Uint8Array(0);
-
-/** Pieces up to this size are copied by a loop: `set` needs a `subarray` view first, which costs more. */
-const SMALL_COPY = 32;
 
 /**
  * Received bytes not yet parsed, held as the list of chunks they arrived in
@@ -157,11 +155,7 @@ export class ByteBuffer {
       const chunk = this.#chunks[this.#first]!;
       const take = Math.min(chunk.length - this.#offset, n - written);
       const from = this.#offset;
-      if (take <= SMALL_COPY) {
-        for (let i = 0; i < take; i++) out[written + i] = chunk[from + i]!;
-      } else {
-        out.set(chunk.subarray(from, from + take), written);
-      }
+      copyBytes(out, written, chunk, from, take);
       written += take;
       this.#advanceWithinHead(take, chunk.length);
     }

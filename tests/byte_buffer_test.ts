@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
-import { allocate, allocateKept, concatBytes, inSlab, recycle } from "../_bytes.ts";
+import { allocate, allocateKept, concatBytes, copyBytes, inSlab, recycle } from "../_bytes.ts";
 import { emptied, takeFirst } from "../_array.ts";
 import { bytes, prng } from "./_util.ts";
 
@@ -310,6 +310,19 @@ Deno.test("the pool keeps at most 16 buffers, and only slab views count as shari
   assert.ok(inSlab(allocate(100)));
   assert.ok(!inSlab(allocate(5_000)));
   assert.ok(!inSlab(new Uint8Array(100)));
+});
+
+Deno.test("copyBytes copies short and long runs between any offsets", () => {
+  const source = Uint8Array.from({ length: 300 }, (_, i) => (i * 7) & 0xff);
+  for (const length of [0, 1, 63, 64, 65, 200]) {
+    for (const [at, start] of [[0, 0], [3, 5], [17, 100 - (length % 50)]] as const) {
+      const target = new Uint8Array(300).fill(0xee);
+      copyBytes(target, at, source, start, length);
+      const expected = new Uint8Array(300).fill(0xee);
+      expected.set(source.subarray(start, start + length), at);
+      assert.deepEqual(target, expected, `length ${length} at ${at} from ${start}`);
+    }
+  }
 });
 
 Deno.test("emptied empties a short array in place and replaces a long one; takeFirst keeps order", () => {
