@@ -586,9 +586,15 @@ export class RawSocket implements ServerSocket {
   #outBytes = 0;
   #batch: PromiseWithResolvers<void> | null = null;
   #writing = false;
-  // Whether bytes are being written, and how many slabs the frames queued
-  // behind them share (the last one, to count each once).
-  #writeInFlight = false;
+  // The writes of the batch in flight (its frames joined), the one being
+  // written and how much of it is out, and what the batch counted.
+  #writes: Uint8Array[] = [];
+  #writeAt = 0;
+  #writeOffset = 0;
+  #writeBatch: PromiseWithResolvers<void> | null = null;
+  #writeSize = 0;
+  // How many slabs the frames queued behind the write in flight share (the
+  // last one, to count each once).
   #sharedQueued = 0;
   #lastShared: ArrayBufferLike | null = null;
   #pump: Promise<void> = Promise.resolve();
@@ -896,7 +902,7 @@ export class RawSocket implements ServerSocket {
 
   #write(bytes: Uint8Array): Promise<void> {
     if (this.#connClosed) return this.#closedRejection();
-    if (this.#writeInFlight && bytes.buffer !== this.#lastShared && inSlab(bytes)) {
+    if (this.#writeBatch !== null && bytes.buffer !== this.#lastShared && inSlab(bytes)) {
       if (this.#sharedQueued < MAX_SHARED_QUEUED) {
         this.#sharedQueued++;
         this.#lastShared = bytes.buffer;
@@ -916,8 +922,11 @@ export class RawSocket implements ServerSocket {
     return this.#batch.promise;
   }
 
+  // The flush is a chain of callbacks, not an async function: a call of
+  // one and its await left 460 bytes of garbage per batch, a fifth of all
+  // a small echo allocated (in memory, 256 sockets, one message each).
   readonly #startFlush = (): void => {
-    this.#pump = this.#flush();
+    this.#flushNext();
   };
 
   // Senders may leave the promise unawaited; a dead connection then shows
@@ -949,45 +958,82 @@ export class RawSocket implements ServerSocket {
     }
   }
 
-  async #flush(): Promise<void> {
-    try {
-      while (this.#out.length > 0 && !this.#connClosed) {
-        if (this.#inbox.size > 0) {
-          await this.#settle();
-          if (this.#connClosed) break;
-        }
-        // Joined now, so that only what is written stays referenced.
-        const writes = coalesce(this.#out);
-        const batch = this.#batch!;
-        const size = this.#outBytes;
-        this.#out = emptied(this.#out);
-        this.#sharedQueued = 0;
-        this.#lastShared = null;
-        this.#batch = null;
-        this.#writeInFlight = true;
-        try {
-          for (let i = 0; i < writes.length; i++) {
-            const bytes = writes[i]!;
-            const written = await this.#conn.write(bytes);
-            if (written < bytes.length) await writeRest(this.#conn, bytes, written);
-            // Written: this frame was only ever ours (send() encodes a copy).
-            recycle(bytes);
-          }
-        } catch {
-          this.#failBatch(batch, this.#closeInfo ?? ABNORMAL);
-          this.#abort(ABNORMAL);
-          return;
-        } finally {
-          this.#writeInFlight = false;
-        }
-        this.#outBytes = Math.max(0, this.#outBytes - size);
-        batch.resolve();
-      }
-    } finally {
+  // Write what is queued, or end the flush when nothing is.
+  #flushNext(): void {
+    if (this.#out.length === 0 || this.#connClosed) {
       this.#writing = false;
+      if (this.#closeAfterFlush && this.#out.length === 0) this.#closeConn();
+      return;
     }
-    if (this.#closeAfterFlush && this.#out.length === 0) this.#closeConn();
+    if (this.#inbox.size > 0) {
+      this.#pump = this.#settle().then(this.#writeQueued);
+      return;
+    }
+    this.#writeQueued();
   }
+
+  readonly #writeQueued = (): void => {
+    if (this.#connClosed) {
+      this.#flushNext();
+      return;
+    }
+    // Joined now, so that only what is written stays referenced.
+    coalesce(this.#out, this.#writes);
+    this.#writeBatch = this.#batch;
+    this.#writeSize = this.#outBytes;
+    this.#out = emptied(this.#out);
+    this.#sharedQueued = 0;
+    this.#lastShared = null;
+    this.#batch = null;
+    this.#writeAt = 0;
+    this.#writeOffset = 0;
+    this.#writeCurrent();
+  };
+
+  #writeCurrent(): void {
+    const bytes = this.#writes[this.#writeAt]!;
+    let written: Promise<number>;
+    try {
+      written = this.#conn.write(
+        this.#writeOffset === 0 ? bytes : bytes.subarray(this.#writeOffset),
+      );
+    } catch (error) {
+      written = Promise.reject(error);
+    }
+    // Never rejects: `closed` waits on it.
+    this.#pump = written.then(this.#onWritten, this.#onWriteFailed);
+  }
+
+  readonly #onWritten = (count: number): void => {
+    const bytes = this.#writes[this.#writeAt]!;
+    this.#writeOffset += count;
+    if (this.#writeOffset < bytes.length) {
+      this.#writeCurrent();
+      return;
+    }
+    // Written: this frame was only ever ours (send() encodes a copy).
+    recycle(bytes);
+    this.#writeOffset = 0;
+    if (++this.#writeAt < this.#writes.length) {
+      this.#writeCurrent();
+      return;
+    }
+    const batch = this.#writeBatch!;
+    this.#writeBatch = null;
+    this.#writes = emptied(this.#writes);
+    this.#outBytes = Math.max(0, this.#outBytes - this.#writeSize);
+    batch.resolve();
+    this.#flushNext();
+  };
+
+  readonly #onWriteFailed = (): void => {
+    const batch = this.#writeBatch!;
+    this.#writeBatch = null;
+    this.#writes = emptied(this.#writes);
+    this.#writing = false;
+    this.#failBatch(batch, this.#closeInfo ?? ABNORMAL);
+    this.#abort(ABNORMAL);
+  };
 
   // ---- Input ----
 
@@ -1331,11 +1377,13 @@ export class RawSocket implements ServerSocket {
   }
 }
 
-// The writes for a queue of frames: neighbours joined up to COALESCE
+// The writes for a queue of frames, appended to `writes`: neighbours joined up to COALESCE
 // bytes, a larger frame alone and uncopied.
-function coalesce(chunks: readonly Uint8Array[]): Uint8Array[] {
-  if (chunks.length === 1) return [chunks[0]!];
-  const writes: Uint8Array[] = [];
+function coalesce(chunks: readonly Uint8Array[], writes: Uint8Array[]): void {
+  if (chunks.length === 1) {
+    writes.push(chunks[0]!);
+    return;
+  }
   let group: Uint8Array[] = [];
   let groupSize = 0;
   for (const chunk of chunks) {
@@ -1348,11 +1396,6 @@ function coalesce(chunks: readonly Uint8Array[]): Uint8Array[] {
     groupSize += chunk.length;
   }
   if (groupSize > 0) writes.push(concatBytes(group, allocate));
-  return writes;
-}
-
-async function writeRest(conn: Deno.Conn, data: Uint8Array, written: number): Promise<void> {
-  while (written < data.length) written += await conn.write(data.subarray(written));
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -816,6 +816,63 @@ Deno.test("small frames queued behind a stalled write arrive whole and in order"
   await socket.close();
 });
 
+Deno.test("a transport that takes a few bytes per write still gets every frame out, in order", async () => {
+  // Short writes in the middle of a batch, and a batch of several writes
+  // (frames past 64 KiB go out alone): each frame resumes where it stopped.
+  const large = randomBytes(prng(7), 100_000);
+  const received = Promise.withResolvers<(string | Uint8Array)[]>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    const messages: (string | Uint8Array)[] = [];
+    for await (const message of socket) {
+      messages.push(message);
+      if (messages.length === 4) break;
+    }
+    received.resolve(messages);
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  let writes = 0;
+  let limit = Infinity;
+  const socket = clientSocket(interpose(conn, {
+    write(data) {
+      writes++;
+      return conn.write(data.subarray(0, Math.min(limit, data.length)));
+    },
+  }));
+  assert.ok((await socket.opened).ok);
+  limit = 4093; // not a divisor of any frame's length
+  const sends = [socket.send("one"), socket.send(large), socket.send("three"), socket.send("four")];
+  await withTimeout(Promise.all(sends), 3000, "sends");
+  const messages = await withTimeout(received.promise, 3000, "messages");
+  assert.deepEqual(messages, ["one", large, "three", "four"]);
+  assert.ok(writes > 100_000 / 4093, `${writes} writes`);
+  await socket.close();
+});
+
+Deno.test("a write that fails, at once or later, fails its sends and ends the socket with 1006", async () => {
+  for (const failure of ["throws", "rejects"] as const) {
+    await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+      for await (const _ of socket) { /* drain */ }
+    });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    let broken = false;
+    const socket = clientSocket(interpose(conn, {
+      write(data) {
+        if (!broken) return conn.write(data);
+        if (failure === "throws") throw new Deno.errors.BrokenPipe("gone");
+        return Promise.reject(new Deno.errors.BrokenPipe("gone"));
+      },
+    }));
+    assert.ok((await socket.opened).ok);
+    broken = true;
+    const sends = [socket.send("a"), socket.send("b")];
+    for (const send of sends) {
+      await assert.rejects(withTimeout(send, 2000, "send"), ConnectionClosedError);
+    }
+    assert.equal((await withTimeout(socket.closed, 2000, "closed")).code, 1006, failure);
+    await assert.rejects(socket.send("after"), ConnectionClosedError);
+  }
+});
+
 Deno.test("a server socket's fields describe the connection", async () => {
   const seen = Promise.withResolvers<ServerSocket>();
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket, request) => {
