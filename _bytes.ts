@@ -9,9 +9,35 @@ const fresh = (size: number): Uint8Array => new Uint8Array(size);
 // writing them together joins them without copying (see concatBytes).
 const SLAB_SIZE = 16 * 1024;
 const SLAB_MAX = 2 * 1024;
-let slab = EMPTY;
-let slabUsed = 0;
-const slabs = new WeakSet<ArrayBufferLike>();
+
+/** A slab, how much of it is cut, and how much of that came back. */
+class Slab {
+  readonly bytes = new Uint8Array(SLAB_SIZE);
+  used = 0;
+  returned = 0;
+
+  constructor(readonly reusable: boolean) {
+    slabOf.set(this.bytes.buffer, this);
+  }
+
+  cut(size: number): Uint8Array {
+    const view = new Uint8Array(this.bytes.buffer, this.used, size);
+    this.used += size;
+    return view;
+  }
+}
+
+const slabOf = new WeakMap<ArrayBufferLike, Slab>();
+// Frames come from slabs of their own, which are used again once every byte
+// cut from them came back (see recycle): a pipelined echo otherwise made a
+// fresh 16 KiB slab per 15 KiB of replies, and those external bytes pushed
+// V8 into a full collection every few dozen milliseconds. Bytes someone
+// keeps (allocateKept) never come back, so they have slabs apart.
+// Made on first use: importing the module allocates nothing.
+let frameSlab: Slab | null = null;
+let keptSlab: Slab | null = null;
+const freeSlabs: Slab[] = [];
+const FREE_SLABS = 64;
 
 // Larger arrays come from a few spare buffers that drivers hand back once
 // written (see recycle): a 64 KiB echo otherwise allocated, zeroed and
@@ -55,14 +81,10 @@ export function allocate(size: number): Uint8Array {
     if (size <= SPARE_MAX) lent.add(fresh.buffer);
     return fresh;
   }
-  if (slabUsed + size > slab.length) {
-    slab = new Uint8Array(SLAB_SIZE);
-    slabs.add(slab.buffer);
-    slabUsed = 0;
+  if (frameSlab === null || frameSlab.used + size > SLAB_SIZE) {
+    frameSlab = freeSlabs.pop() ?? new Slab(true);
   }
-  const view = slab.subarray(slabUsed, slabUsed + size);
-  slabUsed += size;
-  return view;
+  return frameSlab.cut(size);
 }
 
 /**
@@ -75,18 +97,34 @@ export function allocate(size: number): Uint8Array {
  * @returns The array, with unspecified contents: callers write every byte.
  */
 export function allocateKept(size: number): Uint8Array {
-  return size > SLAB_MAX ? new Uint8Array(size) : allocate(size);
+  if (size > SLAB_MAX) return new Uint8Array(size);
+  if (keptSlab === null || keptSlab.used + size > SLAB_SIZE) keptSlab = new Slab(false);
+  return keptSlab.cut(size);
 }
 
 /**
  * Give back an array from {@linkcode allocate} that nothing references any
- * more (a frame once written), so that a later one reuses its memory.
- * Anything else is ignored, and the pool keeps at most 16 buffers and 1 MiB.
+ * more (a frame once written), so that a later one reuses its memory: a
+ * large one whole, small ones (or adjacent ones joined into one view) by
+ * their bytes, the slab being reused once all of it is back. Anything else
+ * is ignored, and the pool keeps at most 16 buffers and 1 MiB.
  *
- * @param bytes The array; it must not be used after this call.
+ * @param bytes The array; it must not be used after this call, and given
+ *   back once only.
  */
 export function recycle(bytes: Uint8Array): void {
   const buffer = bytes.buffer;
+  const slab = slabOf.get(buffer);
+  if (slab !== undefined) {
+    if (!slab.reusable) return;
+    slab.returned += bytes.length;
+    if (slab.returned < slab.used) return;
+    // Every view cut from it is dead: start it over.
+    slab.used = 0;
+    slab.returned = 0;
+    if (slab !== frameSlab && freeSlabs.length < FREE_SLABS) freeSlabs.push(slab);
+    return;
+  }
   if (!lent.has(buffer) || !(buffer instanceof ArrayBuffer)) return;
   lent.delete(buffer);
   if (spares.length >= SPARES_COUNT || sparesBytes + buffer.byteLength > SPARES_BYTES) return;
@@ -102,7 +140,7 @@ export function recycle(bytes: Uint8Array): void {
  * @returns `true` for a slab view.
  */
 export function inSlab(bytes: Uint8Array): boolean {
-  return slabs.has(bytes.buffer);
+  return slabOf.has(bytes.buffer);
 }
 
 // Up to this many bytes a loop copies faster than `set`, which needs a
@@ -149,6 +187,27 @@ export function concatBytes(
   chunks: readonly Uint8Array[],
   allocator: (size: number) => Uint8Array = fresh,
 ): Uint8Array {
+  return join(chunks, allocator, false);
+}
+
+/**
+ * Join frames from {@linkcode allocate} for one write, as
+ * {@linkcode concatBytes} does into {@linkcode allocate}. When they are
+ * copied, the frames go back at once (see {@linkcode recycle}): only the
+ * copy is written, and their slabs can then be used again.
+ *
+ * @param frames The frames, in order; not to be used after this call.
+ * @returns The joined bytes, to be given back once written.
+ */
+export function joinFrames(frames: readonly Uint8Array[]): Uint8Array {
+  return join(frames, allocate, true);
+}
+
+function join(
+  chunks: readonly Uint8Array[],
+  allocator: (size: number) => Uint8Array,
+  recycleCopied: boolean,
+): Uint8Array {
   let length = 0;
   let filled = 0;
   let first: Uint8Array = EMPTY;
@@ -171,6 +230,7 @@ export function concatBytes(
   for (const chunk of chunks) {
     out.set(chunk, offset);
     offset += chunk.length;
+    if (recycleCopied) recycle(chunk);
   }
   return out;
 }

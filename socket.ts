@@ -9,7 +9,7 @@
  */
 
 import { emptied, takeFirst } from "./_array.ts";
-import { allocate, allocateKept, concatBytes, copyBytes, inSlab, recycle } from "./_bytes.ts";
+import { allocateKept, concatBytes, copyBytes, inSlab, joinFrames, recycle } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
@@ -907,7 +907,9 @@ export class RawSocket implements ServerSocket {
         this.#sharedQueued++;
         this.#lastShared = bytes.buffer;
       } else {
-        bytes = bytes.slice();
+        const copy = bytes.slice();
+        recycle(bytes); // unused now: its slab can be used again
+        bytes = copy;
       }
     }
     this.#out.push(bytes);
@@ -1388,14 +1390,14 @@ function coalesce(chunks: readonly Uint8Array[], writes: Uint8Array[]): void {
   let groupSize = 0;
   for (const chunk of chunks) {
     if (groupSize > 0 && groupSize + chunk.length > COALESCE) {
-      writes.push(concatBytes(group, allocate));
+      writes.push(joinFrames(group));
       group = [];
       groupSize = 0;
     }
     group.push(chunk);
     groupSize += chunk.length;
   }
-  if (groupSize > 0) writes.push(concatBytes(group, allocate));
+  if (groupSize > 0) writes.push(joinFrames(group));
 }
 
 function equalBytes(a: Uint8Array, b: Uint8Array): boolean {

@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { ByteBuffer } from "../byte_buffer.ts";
-import { allocate, allocateKept, concatBytes, copyBytes, inSlab, recycle } from "../_bytes.ts";
+import {
+  allocate,
+  allocateKept,
+  concatBytes,
+  copyBytes,
+  inSlab,
+  joinFrames,
+  recycle,
+} from "../_bytes.ts";
 import { emptied, takeFirst } from "../_array.ts";
 import { bytes, prng } from "./_util.ts";
 
@@ -310,6 +318,81 @@ Deno.test("the pool keeps at most 16 buffers, and only slab views count as shari
   assert.ok(inSlab(allocate(100)));
   assert.ok(!inSlab(allocate(5_000)));
   assert.ok(!inSlab(new Uint8Array(100)));
+});
+
+/** Frames cut from the start of a slab of their own (whatever earlier tests left cut). */
+function freshSlabStart(size: number): Uint8Array {
+  for (let i = 0; i < 100; i++) {
+    const bytes = allocate(size);
+    if (bytes.byteOffset === 0) return bytes;
+  }
+  throw new Error("no slab started in 100 allocations");
+}
+
+Deno.test("a frame slab starts over once every byte cut from it came back, and only then", () => {
+  const first = freshSlabStart(1000);
+  const second = allocate(200);
+  assert.equal(second.buffer, first.buffer);
+  recycle(first);
+  const third = allocate(50);
+  assert.equal(third.byteOffset, 1200, "not while a frame is out");
+  recycle(second);
+  recycle(third);
+  const again = allocate(10);
+  assert.equal(again.buffer, first.buffer);
+  assert.equal(again.byteOffset, 0, "all back: the slab starts over");
+  // Adjacent frames written as one view come back by their bytes too.
+  const joined = concatBytes([again, allocate(30), allocate(40)]);
+  assert.equal(joined.length, 80);
+  recycle(joined);
+  const single = allocate(1);
+  assert.equal(single.byteOffset, 0);
+  recycle(allocate(100));
+  assert.equal(allocate(1).byteOffset, 101, "one byte still out keeps the slab as it is");
+});
+
+Deno.test("joinFrames gives back the frames it copies, not those it joins as a view", () => {
+  const first = freshSlabStart(1000);
+  const view = joinFrames([first, allocate(500)]);
+  assert.equal(view.buffer, first.buffer);
+  assert.equal(view.length, 1500);
+  recycle(view);
+  const apart = freshSlabStart(1000);
+  const gap = allocate(10);
+  const copy = joinFrames([apart, allocate(1000)]);
+  assert.equal(copy.length, 2000);
+  recycle(gap);
+  const probe = allocate(1);
+  assert.notEqual(probe.byteOffset, 0, "the copy is still out");
+  recycle(probe);
+  recycle(copy);
+  const next = allocate(1);
+  assert.equal(next.buffer, apart.buffer);
+  assert.equal(next.byteOffset, 0, "the copied frames came back with the join");
+});
+
+Deno.test("a full frame slab is used again once all of it came back; kept bytes never are", () => {
+  const slab = [freshSlabStart(2048)];
+  while (slab.length < 8) slab.push(allocate(2048));
+  assert.ok(slab.every((bytes) => bytes.buffer === slab[0]!.buffer));
+  const next = allocate(2048);
+  assert.notEqual(next.buffer, slab[0]!.buffer, "the slab is full: a new one");
+  for (const bytes of slab.slice(1)) recycle(bytes);
+  // One frame still out: the full slab is not reused.
+  const during = Array.from({ length: 8 }, () => allocate(2048));
+  assert.ok(during.every((bytes) => bytes.buffer !== slab[0]!.buffer));
+  recycle(slab[0]!);
+  let reused = false;
+  for (let i = 0; i < 16 && !reused; i++) reused = allocate(2048).buffer === slab[0]!.buffer;
+  assert.ok(reused, "all back: a later slab is the same memory");
+  // What allocateKept cuts is the application's: its slabs are others, and
+  // giving its bytes back changes nothing.
+  const kept = allocateKept(100);
+  assert.ok(inSlab(kept));
+  recycle(kept);
+  const frame = allocate(100);
+  assert.notEqual(frame.buffer, kept.buffer);
+  assert.notEqual(allocateKept(100).byteOffset, kept.byteOffset);
 });
 
 Deno.test("copyBytes copies short and long runs between any offsets", () => {
