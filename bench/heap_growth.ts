@@ -10,8 +10,10 @@
  *   frames (a leak per frame would show as ~bytes × 1e6);
  * - allocated per frame: `heapUsed` grows by what a batch allocates when
  *   no GC runs during it (a large new space makes sure of that; a batch
- *   whose figure is negative saw a GC and is dropped). It is compared with
- *   the floor: the event object and the payload view, made directly.
+ *   whose figure is negative saw a GC and is dropped), taking events with
+ *   `events()` and with `nextEvent()`. It is compared with the floor: the
+ *   event object and the payload view, made directly. What `nextEvent()`
+ *   adds to it is the decoder's `Frame` record.
  *
  * @module
  */
@@ -46,6 +48,18 @@ function feed(frames: number): void {
   for (let i = 0; i < frames; i += PER_CHUNK) {
     server.receiveData(stream);
     for (const event of server.events()) {
+      events++;
+      sink ^= (event as BytesMessage).data.length;
+    }
+  }
+}
+
+// The same, one event at a time: no generator and no iterator results.
+function feedByNextEvent(frames: number): void {
+  for (let i = 0; i < frames; i += PER_CHUNK) {
+    server.receiveData(stream);
+    let event;
+    while ((event = server.nextEvent()) !== null) {
       events++;
       sink ^= (event as BytesMessage).data.length;
     }
@@ -110,6 +124,7 @@ gc();
 const retainedAfter = Deno.memoryUsage().heapUsed;
 
 const ours = allocatedPerFrame(feed);
+const oneByOne = allocatedPerFrame(feedByNextEvent);
 const least = allocatedPerFrame(floor);
 console.log(
   `frames: ${events.toLocaleString("en-US")} (${(TOTAL / seconds / 1e6).toFixed(2)} M/s)`,
@@ -119,9 +134,14 @@ console.log(
     ((retainedAfter - retainedBefore) / 1024).toFixed(1)
   } KiB (${((retainedAfter - retainedBefore) / TOTAL).toFixed(3)} bytes per frame)`,
 );
-console.log(`allocated per frame, Connection.events(): ${ours.toFixed(1)} bytes`);
 console.log(`allocated per frame, event + payload view alone: ${least.toFixed(1)} bytes`);
-console.log(`beyond the floor: ${(ours - least).toFixed(1)} bytes per frame`);
+for (const [name, bytes] of [["events()", ours], ["nextEvent()", oneByOne]] as const) {
+  console.log(
+    `allocated per frame, Connection.${name}: ${bytes.toFixed(1)} bytes, ${
+      (bytes - least).toFixed(1)
+    } beyond the floor`,
+  );
+}
 
 // The handshake: a connection storm's garbage is what grows the young
 // generation, and so the resident size per connection.
