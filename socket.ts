@@ -1379,8 +1379,8 @@ export class RawSocket implements ServerSocket {
   }
 }
 
-// The writes for a queue of frames, appended to `writes`: neighbours joined up to COALESCE
-// bytes, a larger frame alone and uncopied.
+// The writes for a queue of frames, appended to `writes`: neighbours joined
+// up to COALESCE bytes, a larger frame alone and uncopied.
 function coalesce(chunks: readonly Uint8Array[], writes: Uint8Array[]): void {
   if (chunks.length === 1) {
     writes.push(chunks[0]!);
