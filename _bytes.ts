@@ -182,8 +182,9 @@ export function copyBytes(
  *
  * @param chunks The arrays, in order.
  * @param allocator Makes the array a copy goes into: by default a fresh
- *   one; {@linkcode allocate} for bytes that are written and given back,
- *   {@linkcode allocateKept} for bytes someone keeps. In Deno each fresh
+ *   one; {@linkcode allocate} for bytes that are written and given back
+ *   (frames: see {@linkcode joinFrames}), {@linkcode allocateKept} for
+ *   bytes someone keeps. In Deno each fresh
  *   array is a buffer allocation (~1.3 µs here, whatever its size).
  * @returns The joined bytes.
  */
