@@ -6,7 +6,7 @@
  * process.
  *
  *     deno run -A bench/echo.ts [--rounds 3] [--duration 2] [--warmup 1]
- *       [--only TEXT] [--deflate] [--against DIR] [--allocs] [--json FILE]
+ *       [--only TEXT] [--deflate] [--against DIR] [--allocs] [--gc] [--json FILE]
  *
  * Every row starts a fresh server process per measurement, and the servers
  * alternate A/B, B/A over the rounds, so that the noise of a shared
@@ -23,6 +23,10 @@
  * where a change adds or removes one; unlike timings they barely move
  * between runs. Each probe hit traps into the kernel, so a run with
  * `--allocs` is slow: take its allocation columns, not its timings.
+ * `--gc` runs the servers with V8's `--trace-gc-nvp` and adds the bytes the
+ * server's JS heap allocated per message and its full collections
+ * (mark-compacts) per second: garbage per message is what a change to the
+ * hot path moves first, and it is as steady across runs as the counts.
  *
  * @module
  */
@@ -40,6 +44,7 @@ interface Options {
   deflate: boolean;
   against: string;
   allocs: boolean;
+  gc: boolean;
   json: string;
 }
 
@@ -52,6 +57,7 @@ function parseOptions(argv: readonly string[]): Options {
     deflate: false,
     against: "",
     allocs: false,
+    gc: false,
     json: "",
   };
   for (let i = 0; i < argv.length; i++) {
@@ -68,6 +74,7 @@ function parseOptions(argv: readonly string[]): Options {
     else if (arg === "--deflate") options.deflate = true;
     else if (arg === "--against") options.against = value();
     else if (arg === "--allocs") options.allocs = true;
+    else if (arg === "--gc") options.gc = true;
     else if (arg === "--json") options.json = value();
     else throw new TypeError(`Unknown argument ${arg}`);
   }
@@ -143,6 +150,10 @@ interface Measurement {
   /** libc calloc and malloc calls of the server per message echoed (`--allocs`), else NaN. */
   callocs: number;
   mallocs: number;
+  /** JS heap bytes the server allocated per message echoed (`--gc`), else NaN. */
+  heapPerMessage: number;
+  /** The server's full collections per second (`--gc`), else NaN. */
+  fullGcsPerSecond: number;
 }
 
 /** Lines of a child's stdout, as they come. */
@@ -162,22 +173,33 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
 interface Running {
   child: Deno.ChildProcess;
   port: number;
-  output: AsyncGenerator<string>;
+  /** Called with each line the server prints once it listens. */
+  onLine: ((line: string) => void) | null;
+  /** Resolves when the server's output has ended. */
+  drained: Promise<void>;
 }
 
-async function startServer(server: Server): Promise<Running> {
+async function startServer(server: Server, v8Flags: readonly string[] = []): Promise<Running> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", path(server.script), "--port", "0", ...server.args],
+    args: ["run", "-A", ...v8Flags, path(server.script), "--port", "0", ...server.args],
     stdout: "piped",
     stderr: "inherit",
     stdin: "null",
   }).spawn();
   const output = lines(child.stdout);
-  for await (const line of output) {
-    const match = /listening on ws:\/\/[^:]+:(\d+)\//.exec(line);
-    if (match !== null) return { child, port: Number(match[1]), output };
+  let port = 0;
+  while (port === 0) {
+    const next = await output.next();
+    if (next.done) throw new Error(`${server.name} exited before listening`);
+    const match = /listening on ws:\/\/[^:]+:(\d+)\//.exec(next.value);
+    if (match !== null) port = Number(match[1]);
   }
-  throw new Error(`${server.name} exited before listening`);
+  const running: Running = { child, port, onLine: null, drained: Promise.resolve() };
+  // Read on while it runs: a server that prints (--gc) must never fill the pipe.
+  running.drained = (async () => {
+    for await (const line of output) running.onLine?.(line);
+  })();
+  return running;
 }
 
 async function stopServer(running: Running): Promise<void> {
@@ -195,8 +217,23 @@ async function stopServer(running: Running): Promise<void> {
   }, 2000);
   await running.child.status;
   clearTimeout(timer);
-  // Drain what is left so the stream does not keep the process alive.
-  for await (const _ of running.output) { /* nothing */ }
+  await running.drained;
+}
+
+/** What V8's `--trace-gc-nvp` lines say while `counting` is on. */
+class GcTally {
+  counting = false;
+  /** JS heap bytes allocated between collections, summed. */
+  allocated = 0;
+  fullGcs = 0;
+
+  line(line: string): void {
+    const at = line.indexOf("GC: {");
+    if (!this.counting || at < 0) return;
+    const record = JSON.parse(line.slice(at + 4)) as { gc?: string; allocated?: number };
+    this.allocated += record.allocated ?? 0;
+    if (record.gc === "mc") this.fullGcs++;
+  }
 }
 
 /** utime + stime of a process, in seconds (Linux `/proc`). */
@@ -225,7 +262,9 @@ function client(args: string[], stdin: "piped" | "null"): Deno.ChildProcess {
 }
 
 async function measure(server: Server, row: Row, options: Options): Promise<Measurement> {
-  const running = await startServer(server);
+  const running = await startServer(server, options.gc ? ["--v8-flags=--trace-gc-nvp"] : []);
+  const gc = new GcTally();
+  running.onLine = (line) => gc.line(line);
   try {
     const pid = running.child.pid;
     const load = client([
@@ -252,9 +291,11 @@ async function measure(server: Server, row: Row, options: Options): Promise<Meas
       const message = JSON.parse(line) as Record<string, number | string>;
       if (message["event"] === "measuring") {
         if (options.allocs) counting = countAllocations(pid);
+        gc.counting = true;
         cpu0 = cpuSeconds(pid);
         t0 = performance.now();
       } else if (message["event"] === "result") {
+        gc.counting = false;
         const cpu = (cpuSeconds(pid) - cpu0) / ((performance.now() - t0) / 1000);
         result = { ...message as Record<string, number>, cpu };
         if (counting !== null) allocations = await counting.stop();
@@ -273,6 +314,8 @@ async function measure(server: Server, row: Row, options: Options): Promise<Meas
       peakRss: statusBytes(pid, "VmHWM"),
       callocs: allocations.calloc / messages,
       mallocs: allocations.malloc / messages,
+      heapPerMessage: options.gc ? gc.allocated / messages : NaN,
+      fullGcsPerSecond: options.gc ? gc.fullGcs / result["seconds"]! : NaN,
     };
   } finally {
     await stopServer(running);
@@ -427,8 +470,9 @@ const rows = ROWS.filter((row) => row.name.includes(options.only));
 const report: Record<string, unknown>[] = [];
 if (options.allocs) await addAllocationProbes();
 // The allocation columns, only with --allocs.
-const allocHeader = options.allocs ? " calloc/msg | malloc/msg |" : "";
-const allocRule = options.allocs ? "--:|--:|" : "";
+const allocHeader = (options.allocs ? " calloc/msg | malloc/msg |" : "") +
+  (options.gc ? " heap B/msg | full GCs/s |" : "");
+const allocRule = (options.allocs ? "--:|--:|" : "") + (options.gc ? "--:|--:|" : "");
 
 console.log(
   `# echo: ${options.rounds} rounds, ${options.warmup} s warm-up + ${options.duration} s per measurement, fresh server per measurement`,
@@ -470,6 +514,8 @@ for (const row of rows) {
       peakRss: median(ms.map((m) => m.peakRss)),
       callocsPerMessage: median(ms.map((m) => m.callocs)),
       mallocsPerMessage: median(ms.map((m) => m.mallocs)),
+      heapPerMessage: median(ms.map((m) => m.heapPerMessage)),
+      fullGcsPerSecond: median(ms.map((m) => m.fullGcsPerSecond)),
       ratio,
       ratios: rs,
       target: row.target,
@@ -485,7 +531,7 @@ for (const row of rows) {
         options.allocs
           ? ` ${fmt(entry.callocsPerMessage, 2)} | ${fmt(entry.mallocsPerMessage, 2)} |`
           : ""
-      } ${
+      }${options.gc ? ` ${fmt(entry.heapPerMessage)} | ${fmt(entry.fullGcsPerSecond, 1)} |` : ""} ${
         isNative ? "" : `${fmt(ratio, 2)}x (${fmt(Math.min(...rs), 2)}–${fmt(Math.max(...rs), 2)})`
       } | ${server === OURS ? `≥ ${row.target}x ${ratio >= row.target ? "✓" : "✗"}` : ""} |`,
     );
