@@ -873,6 +873,24 @@ Deno.test("a write that fails, at once or later, fails its sends and ends the so
   }
 });
 
+Deno.test("an iterator asked again before its answer came answers each call in order", async () => {
+  const answers = Promise.withResolvers<IteratorResult<string | Uint8Array, undefined>[]>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    const messages = socket[Symbol.asyncIterator]();
+    // Three calls before any message: each must get its own answer.
+    const pending = [messages.next(), messages.next(), messages.next()];
+    answers.resolve(await Promise.all(pending));
+  });
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  await socket.send("one");
+  await socket.send("two");
+  await socket.close();
+  const [first, second, third] = await withTimeout(answers.promise, 3000, "answers");
+  assert.deepEqual(first, { done: false, value: "one" });
+  assert.deepEqual(second, { done: false, value: "two" });
+  assert.deepEqual(third, { done: true, value: undefined });
+});
+
 Deno.test("a server socket's fields describe the connection", async () => {
   const seen = Promise.withResolvers<ServerSocket>();
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket, request) => {
