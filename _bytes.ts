@@ -10,15 +10,22 @@ const fresh = (size: number): Uint8Array => new Uint8Array(size);
 const SLAB_SIZE = 16 * 1024;
 const SLAB_MAX = 2 * 1024;
 
-/** A slab, how much of it is cut, and how much of that came back. */
+/** How much of a slab is cut, and (for a frame slab) how much of that came back. */
+interface Tally {
+  used: number;
+  returned: number;
+}
+
+/** A slab small arrays are cut from. */
 class Slab {
-  readonly buffer = new ArrayBuffer(SLAB_SIZE);
-  used = 0;
-  returned = 0;
+  constructor(
+    readonly buffer: ArrayBufferLike = new ArrayBuffer(SLAB_SIZE),
+    readonly tally: Tally = { used: 0, returned: 0 },
+  ) {}
 
   cut(size: number): Uint8Array {
-    const view = new Uint8Array(this.buffer, this.used, size);
-    this.used += size;
+    const view = new Uint8Array(this.buffer, this.tally.used, size);
+    this.tally.used += size;
     return view;
   }
 }
@@ -27,20 +34,26 @@ class Slab {
 // cut from them came back (see recycle): a pipelined echo otherwise made a
 // fresh 16 KiB slab per 15 KiB of replies, and those external bytes pushed
 // V8 into a full collection every few dozen milliseconds. Bytes someone
-// keeps (allocateKept) never come back, so they have slabs apart, which are
-// in no table: in a WeakMap from buffer to slab (the slab holds its buffer)
-// each of them outlived the young generation, and the collections cost
-// more than the slabs saved (1 KiB echo in memory: 1.7 -> 2.4 µs/msg).
+// keeps (allocateKept) never come back, so they have slabs apart.
+// A frame slab's tally is found from its buffer through a WeakMap whose
+// values hold no path back to their keys. With the slab itself as the value
+// (it holds its buffer) every slab in the map outlived the young
+// generation: with kept slabs in it a 1 KiB echo went 1.7 -> 2.4 µs/msg in
+// memory, and an engine used without this module's drivers (which never
+// gives frames back) ran 25-29 full collections per 600k messages, not 0-2.
 // Made on first use: importing the module allocates nothing.
 let frameSlab: Slab | null = null;
 let keptSlab: Slab | null = null;
-const frameSlabs = new WeakMap<ArrayBufferLike, Slab>();
-const freeSlabs: Slab[] = [];
+const frameTallies = new WeakMap<ArrayBufferLike, Tally>();
+// Frame slabs whose bytes all came back, to be cut again.
+const freeSlabs: ArrayBufferLike[] = [];
 const FREE_SLABS = 64;
 
-function newFrameSlab(): Slab {
+function nextFrameSlab(): Slab {
+  const buffer = freeSlabs.pop();
+  if (buffer !== undefined) return new Slab(buffer, frameTallies.get(buffer)!);
   const slab = new Slab();
-  frameSlabs.set(slab.buffer, slab);
+  frameTallies.set(slab.buffer, slab.tally);
   return slab;
 }
 
@@ -86,9 +99,7 @@ export function allocate(size: number): Uint8Array {
     if (size <= SPARE_MAX) lent.add(fresh.buffer);
     return fresh;
   }
-  if (frameSlab === null || frameSlab.used + size > SLAB_SIZE) {
-    frameSlab = freeSlabs.pop() ?? newFrameSlab();
-  }
+  if (frameSlab === null || frameSlab.tally.used + size > SLAB_SIZE) frameSlab = nextFrameSlab();
   return frameSlab.cut(size);
 }
 
@@ -103,7 +114,7 @@ export function allocate(size: number): Uint8Array {
  */
 export function allocateKept(size: number): Uint8Array {
   if (size > SLAB_MAX) return new Uint8Array(size);
-  if (keptSlab === null || keptSlab.used + size > SLAB_SIZE) keptSlab = new Slab();
+  if (keptSlab === null || keptSlab.tally.used + size > SLAB_SIZE) keptSlab = new Slab();
   return keptSlab.cut(size);
 }
 
@@ -119,14 +130,14 @@ export function allocateKept(size: number): Uint8Array {
  */
 export function recycle(bytes: Uint8Array): void {
   const buffer = bytes.buffer;
-  const slab = frameSlabs.get(buffer);
-  if (slab !== undefined) {
-    slab.returned += bytes.length;
-    if (slab.returned < slab.used) return;
+  const tally = frameTallies.get(buffer);
+  if (tally !== undefined) {
+    tally.returned += bytes.length;
+    if (tally.returned < tally.used) return;
     // Every view cut from it is dead: start it over.
-    slab.used = 0;
-    slab.returned = 0;
-    if (slab !== frameSlab && freeSlabs.length < FREE_SLABS) freeSlabs.push(slab);
+    tally.used = 0;
+    tally.returned = 0;
+    if (buffer !== frameSlab?.buffer && freeSlabs.length < FREE_SLABS) freeSlabs.push(buffer);
     return;
   }
   if (!lent.has(buffer) || !(buffer instanceof ArrayBuffer)) return;
@@ -144,7 +155,7 @@ export function recycle(bytes: Uint8Array): void {
  * @returns `true` for a slab view.
  */
 export function inSlab(bytes: Uint8Array): boolean {
-  return frameSlabs.has(bytes.buffer);
+  return frameTallies.has(bytes.buffer);
 }
 
 // Up to this many bytes a loop copies faster than `set`, which needs a
@@ -184,8 +195,8 @@ export function copyBytes(
  * @param allocator Makes the array a copy goes into: by default a fresh
  *   one; {@linkcode allocate} for bytes that are written and given back
  *   (frames: see {@linkcode joinFrames}), {@linkcode allocateKept} for
- *   bytes someone keeps. In Deno each fresh
- *   array is a buffer allocation (~1.3 µs here, whatever its size).
+ *   bytes someone keeps. In Deno each fresh array is a buffer allocation
+ *   (~1.3 µs here, whatever its size).
  * @returns The joined bytes.
  */
 export function concatBytes(
