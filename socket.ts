@@ -1045,22 +1045,25 @@ export class RawSocket implements ServerSocket {
       this.#writeCurrent();
       return;
     }
-    const batch = this.#writeBatch!;
-    this.#writeBatch = null;
-    this.#writes = emptied(this.#writes);
     this.#outBytes = Math.max(0, this.#outBytes - this.#writeSize);
-    batch.resolve();
+    this.#endWriteBatch().resolve();
     this.#flushNext();
   };
 
   readonly #onWriteFailed = (): void => {
-    const batch = this.#writeBatch!;
-    this.#writeBatch = null;
-    this.#writes = emptied(this.#writes);
+    const batch = this.#endWriteBatch();
     this.#writing = false;
     this.#failBatch(batch, this.#closeInfo ?? ABNORMAL);
     this.#abort(ABNORMAL);
   };
+
+  // The batch in flight is written, or failed: no write is in flight now.
+  #endWriteBatch(): PromiseWithResolvers<void> {
+    const batch = this.#writeBatch!;
+    this.#writeBatch = null;
+    this.#writes = emptied(this.#writes);
+    return batch;
+  }
 
   // ---- Input ----
 
