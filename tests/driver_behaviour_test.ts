@@ -506,6 +506,36 @@ Deno.test("bulk reads fill the rest of one buffer, and the messages they brought
   }
 });
 
+Deno.test("bursts of pipelined messages, once the buffer has grown, take one read each", async () => {
+  // A burst that lands in the short rest of a buffer takes two reads (the
+  // rest, then a fresh buffer): twice the syscalls of a pipelined echo.
+  const encoder = new ws.FrameEncoder(ws.ConnectionType.SERVER);
+  const payload = randomBytes(prng(16), 1024);
+  const burst = concatAll(Array.from({ length: 16 }, () => encoder.encodeData(payload, true)));
+  const BURSTS = 24;
+  const got: number[] = [];
+  const { socket, finish } = await scriptedServer(async (conn) => {
+    for (let i = 0; i < BURSTS; i++) {
+      await writeAll(conn, burst);
+      await delay(4);
+    }
+  }, async (conn, buffer) => {
+    const n = await conn.read(buffer);
+    if (n !== null) got.push(n);
+    return n;
+  });
+  try {
+    assert.ok((await socket.opened).ok);
+    for (let i = 0; i < 16 * BURSTS; i++) {
+      assert.deepEqual(await socket.receive({ timeout: 5000 }), payload, `message ${i}`);
+    }
+    const last = got.slice(-8);
+    assert.deepEqual(last, last.map(() => burst.length), `reads: ${got.join(", ")}`);
+  } finally {
+    await finish();
+  }
+});
+
 Deno.test("an idle socket's pending read holds a small buffer, and a burst's buffer is given back", async () => {
   const big = randomBytes(prng(12), 100_000);
   const medium = randomBytes(prng(13), 1_500);
