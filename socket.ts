@@ -1149,15 +1149,16 @@ export class RawSocket implements ServerSocket {
       }
       if (reused && n !== null) {
         // A full read means more is waiting: grow. So does a buffer that
-        // holds fewer than four bursts like this one: each fresh buffer is
-        // an allocation, zeroed, and external bytes for V8 to collect, and
-        // with four or more a pipelined echo spent ~10% less CPU per
-        // message than with one or two. When what fills it is one large
+        // holds fewer than four bursts like this one, up to FRAME_READ:
+        // each fresh buffer is an allocation, zeroed, and external bytes
+        // for V8 to collect, while a larger one is what a connection that
+        // goes quiet after its bursts holds in its pending read, until a
+        // small read gives it back. When what fills it is one large
         // frame, only to KEEP_READ: its rest comes into a buffer of its
         // own size once reads are bulk, and growing further for it made
         // every 64 KiB message climb 8, 16, ... 128 KiB and start over.
         const cap = this.#ws.bytesExpected > size ? KEEP_READ : MAX_READ;
-        const fewBursts = free === null && n > SMALL_READ && 4 * n > size;
+        const fewBursts = free === null && n > SMALL_READ && 4 * n > size && size < FRAME_READ;
         if ((n === into.length || fewBursts) && size < cap) {
           size *= 2;
           free = null;
