@@ -514,12 +514,14 @@ Deno.test("bursts of pipelined messages, once the buffer has grown, take one rea
   const burst = concatAll(Array.from({ length: 16 }, () => encoder.encodeData(payload, true)));
   const BURSTS = 24;
   const got: number[] = [];
+  let largest = 0;
   const { socket, finish } = await scriptedServer(async (conn) => {
     for (let i = 0; i < BURSTS; i++) {
       await writeAll(conn, burst);
       await delay(4);
     }
   }, async (conn, buffer) => {
+    largest = Math.max(largest, buffer.buffer.byteLength);
     const n = await conn.read(buffer);
     if (n !== null) got.push(n);
     return n;
@@ -531,6 +533,9 @@ Deno.test("bursts of pipelined messages, once the buffer has grown, take one rea
     }
     const last = got.slice(-8);
     assert.deepEqual(last, last.map(() => burst.length), `reads: ${got.join(", ")}`);
+    // What a connection that goes quiet after such bursts holds in its
+    // pending read: room for two bursts, not more.
+    assert.ok(largest <= 2 * burst.length + 1024, `a buffer of ${largest} bytes`);
   } finally {
     await finish();
   }
