@@ -1148,10 +1148,10 @@ export class RawSocket implements ServerSocket {
         break;
       }
       if (reused && n !== null) {
-        // A full read means more is waiting: grow. When what fills it is
-        // one large frame, only to KEEP_READ: its rest comes into a buffer
-        // of its own size once reads are bulk, and growing further for it
-        // made every 64 KiB message climb 8, 16, ... 128 KiB and start over.
+        // A full read means more is waiting: grow. When what fills it is one
+        // large frame, only to KEEP_READ: its rest comes into a buffer of
+        // its own size once reads are bulk, and growing further for it made
+        // every 64 KiB message climb 8, 16, ... 128 KiB and start over.
         const cap = this.#ws.bytesExpected > size ? KEEP_READ : MAX_READ;
         if (n === size && size < cap) {
           size *= 2;

@@ -515,10 +515,13 @@ Deno.test("bursts of pipelined messages, once the buffer has grown, take one rea
   const BURSTS = 24;
   const got: number[] = [];
   let largest = 0;
+  // The next burst goes out once the last one was taken, so that a slow
+  // reader never finds two waiting.
+  let taken = Promise.withResolvers<void>();
   const { socket, finish } = await scriptedServer(async (conn) => {
     for (let i = 0; i < BURSTS; i++) {
       await writeAll(conn, burst);
-      await delay(4);
+      await withTimeout(taken.promise, 5000, `burst ${i} taken`);
     }
   }, async (conn, buffer) => {
     largest = Math.max(largest, buffer.buffer.byteLength);
@@ -528,8 +531,13 @@ Deno.test("bursts of pipelined messages, once the buffer has grown, take one rea
   });
   try {
     assert.ok((await socket.opened).ok);
-    for (let i = 0; i < 16 * BURSTS; i++) {
-      assert.deepEqual(await socket.receive({ timeout: 5000 }), payload, `message ${i}`);
+    for (let i = 0; i < BURSTS; i++) {
+      for (let k = 0; k < 16; k++) {
+        assert.deepEqual(await socket.receive({ timeout: 5000 }), payload, `burst ${i}, ${k}`);
+      }
+      const burstTaken = taken;
+      taken = Promise.withResolvers<void>();
+      burstTaken.resolve();
     }
     const last = got.slice(-8);
     assert.deepEqual(last, last.map(() => burst.length), `reads: ${got.join(", ")}`);
