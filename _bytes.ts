@@ -195,8 +195,8 @@ export function copyBytes(
  * @param allocator Makes the array a copy goes into: by default a fresh
  *   one; {@linkcode allocate} for bytes that are written and given back
  *   (frames: see {@linkcode joinFrames}), {@linkcode allocateKept} for
- *   bytes someone keeps. In Deno each fresh array is a buffer allocation
- *   (~1.3 µs here, whatever its size).
+ *   bytes someone keeps. In Deno each fresh array is a buffer allocation:
+ *   ~1.4 µs here for a few bytes, 4.5 µs at 16 KiB, 10 µs at 64 KiB.
  * @returns The joined bytes.
  */
 export function concatBytes(
