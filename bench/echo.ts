@@ -6,7 +6,8 @@
  * process.
  *
  *     deno run -A bench/echo.ts [--rounds 3] [--duration 2] [--warmup 1]
- *       [--only TEXT] [--deflate] [--against DIR] [--allocs] [--gc] [--json FILE]
+ *       [--only TEXT] [--deflate] [--against DIR] [--floor] [--allocs] [--gc]
+ *       [--json FILE]
  *
  * Every row starts a fresh server process per measurement, and the servers
  * alternate A/B, B/A over the rounds, so that the noise of a shared
@@ -16,7 +17,11 @@
  * with permessage-deflate on compressible text (native cannot negotiate it).
  * `--against DIR` adds the echo server of another checkout of this module
  * (say, `git worktree add /tmp/before HEAD~3`), measured in the same rounds:
- * the way to tell a change's effect from this machine's drift. `--allocs`
+ * the way to tell a change's effect from this machine's drift. `--floor`
+ * adds bench/floor_echo_server.ts, the least any echo server on Deno's
+ * `conn.read`/`conn.write` does per message (fixed buffers, no protocol
+ * library): its ratio to native is how far a target is reachable on this
+ * machine at all, measured in the same rounds. `--allocs`
  * adds the server's `calloc` and `malloc` calls per message, counted with
  * `perf` probes on libc (Linux, root): in Deno every new typed array is a
  * buffer allocation (a calloc and a few mallocs), so these columns show
@@ -43,6 +48,7 @@ interface Options {
   only: string;
   deflate: boolean;
   against: string;
+  floor: boolean;
   allocs: boolean;
   gc: boolean;
   json: string;
@@ -56,6 +62,7 @@ function parseOptions(argv: readonly string[]): Options {
     only: "",
     deflate: false,
     against: "",
+    floor: false,
     allocs: false,
     gc: false,
     json: "",
@@ -73,6 +80,7 @@ function parseOptions(argv: readonly string[]): Options {
     else if (arg === "--only") options.only = value();
     else if (arg === "--deflate") options.deflate = true;
     else if (arg === "--against") options.against = value();
+    else if (arg === "--floor") options.floor = true;
     else if (arg === "--allocs") options.allocs = true;
     else if (arg === "--gc") options.gc = true;
     else if (arg === "--json") options.json = value();
@@ -127,6 +135,12 @@ const OURS: Server = {
 const NATIVE: Server = {
   name: "native",
   script: "native_echo_server.ts",
+  args: [],
+  deflate: false,
+};
+const FLOOR: Server = {
+  name: "floor",
+  script: "floor_echo_server.ts",
   args: [],
   deflate: false,
 };
@@ -465,7 +479,13 @@ const AGAINST: Server[] = options.against === "" ? [] : [{
   args: [],
   deflate: false,
 }];
-const servers = [OURS, NATIVE, ...AGAINST, ...(options.deflate ? [OURS_DEFLATE] : [])];
+const servers = [
+  OURS,
+  NATIVE,
+  ...AGAINST,
+  ...(options.floor ? [FLOOR] : []),
+  ...(options.deflate ? [OURS_DEFLATE] : []),
+];
 const rows = ROWS.filter((row) => row.name.includes(options.only));
 const report: Record<string, unknown>[] = [];
 if (options.allocs) await addAllocationProbes();
