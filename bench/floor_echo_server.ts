@@ -22,15 +22,9 @@
 // deno-lint-ignore-file no-console
 import { acceptToken } from "../handshake.ts";
 import { mask } from "../mask.ts";
+import { serverAddress } from "./_server_args.ts";
 
-let port = 0;
-let hostname = "127.0.0.1";
-for (let i = 0; i < Deno.args.length; i++) {
-  const arg = Deno.args[i];
-  if (arg === "--port") port = Number(Deno.args[++i]);
-  else if (arg === "--hostname") hostname = Deno.args[++i] ?? hostname;
-  else throw new TypeError(`Unknown argument ${arg}`);
-}
+const { port, hostname } = serverAddress();
 
 // Room for the largest frame the bench sends (64 KiB and its header) several
 // times over, so that a read never has to wait for room.

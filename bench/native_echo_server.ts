@@ -10,14 +10,9 @@
  */
 
 // deno-lint-ignore-file no-console
-let port = 0;
-let hostname = "127.0.0.1";
-for (let i = 0; i < Deno.args.length; i++) {
-  const arg = Deno.args[i];
-  if (arg === "--port") port = Number(Deno.args[++i]);
-  else if (arg === "--hostname") hostname = Deno.args[++i] ?? hostname;
-  else throw new TypeError(`Unknown argument ${arg}`);
-}
+import { serverAddress } from "./_server_args.ts";
+
+const { port, hostname } = serverAddress();
 
 const server = Deno.serve({
   hostname,
