@@ -1156,14 +1156,18 @@ export class RawSocket implements ServerSocket {
         if (n === size && size < cap) {
           size *= 2;
           free = null;
-        } else if (free === null && n > SMALL_READ && 2 * n + READ_SLACK > size && size < cap) {
+        } else if (
+          free === null && n > SMALL_READ && 2 * n + READ_SLACK > size && size < FRAME_READ &&
+          size < cap
+        ) {
           // A buffer too short for two bursts like this one: the next holds
           // two. Each fresh buffer is an allocation, zeroed, and external
           // bytes for V8 to collect (one per burst cost ~15% more CPU per
           // message, 16 x 1 KiB pipelined 16 deep), but the buffer is also
           // what a connection that goes quiet after its bursts holds in its
           // pending read until a small read gives it back: four bursts to a
-          // buffer saved no more CPU and held twice the memory.
+          // buffer saved no more CPU and held twice the memory. Never
+          // smaller: a larger buffer came from reads that filled it.
           size = Math.min(2 * n + READ_SLACK, FRAME_READ);
         } else if (n <= SMALL_READ && size > KEEP_READ) {
           // The burst is over: give the large buffer back.

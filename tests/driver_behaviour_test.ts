@@ -506,47 +506,66 @@ Deno.test("bulk reads fill the rest of one buffer, and the messages they brought
   }
 });
 
-Deno.test("bursts of pipelined messages, once the buffer has grown, take one read each", async () => {
-  // A burst that lands in the short rest of a buffer takes two reads (the
-  // rest, then a fresh buffer): twice the syscalls of a pipelined echo.
+/** A client socket's reads (bytes got, size of the buffer read into) over bursts of `count` 1 KiB messages. */
+async function readBursts(
+  count: number,
+  bursts: number,
+): Promise<{ reads: { got: number; buffer: number }[]; burstLength: number }> {
   const encoder = new ws.FrameEncoder(ws.ConnectionType.SERVER);
   const payload = randomBytes(prng(16), 1024);
-  const burst = concatAll(Array.from({ length: 16 }, () => encoder.encodeData(payload, true)));
-  const BURSTS = 24;
-  const got: number[] = [];
-  let largest = 0;
+  const burst = concatAll(Array.from({ length: count }, () => encoder.encodeData(payload, true)));
+  const reads: { got: number; buffer: number }[] = [];
   // The next burst goes out once the last one was taken, so that a slow
   // reader never finds two waiting.
   let taken = Promise.withResolvers<void>();
   const { socket, finish } = await scriptedServer(async (conn) => {
-    for (let i = 0; i < BURSTS; i++) {
+    for (let i = 0; i < bursts; i++) {
       await writeAll(conn, burst);
       await withTimeout(taken.promise, 5000, `burst ${i} taken`);
     }
   }, async (conn, buffer) => {
-    largest = Math.max(largest, buffer.buffer.byteLength);
     const n = await conn.read(buffer);
-    if (n !== null) got.push(n);
+    if (n !== null) reads.push({ got: n, buffer: buffer.buffer.byteLength });
     return n;
   });
   try {
     assert.ok((await socket.opened).ok);
-    for (let i = 0; i < BURSTS; i++) {
-      for (let k = 0; k < 16; k++) {
+    for (let i = 0; i < bursts; i++) {
+      for (let k = 0; k < count; k++) {
         assert.deepEqual(await socket.receive({ timeout: 5000 }), payload, `burst ${i}, ${k}`);
       }
       const burstTaken = taken;
       taken = Promise.withResolvers<void>();
       burstTaken.resolve();
     }
-    const last = got.slice(-8);
-    assert.deepEqual(last, last.map(() => burst.length), `reads: ${got.join(", ")}`);
-    // What a connection that goes quiet after such bursts holds in its
-    // pending read: room for two bursts, not more.
-    assert.ok(largest <= 2 * burst.length + 1024, `a buffer of ${largest} bytes`);
   } finally {
     await finish();
   }
+  return { reads, burstLength: burst.length };
+}
+
+Deno.test("bursts of pipelined messages, once the buffer has grown, take one read each", async () => {
+  // A burst that lands in the short rest of a buffer takes two reads (the
+  // rest, then a fresh buffer): twice the syscalls of a pipelined echo.
+  const { reads, burstLength } = await readBursts(16, 24);
+  const got = reads.map((read) => read.got);
+  const last = got.slice(-8);
+  assert.deepEqual(last, last.map(() => burstLength), `reads: ${got.join(", ")}`);
+  // What a connection that goes quiet after such bursts holds in its
+  // pending read: room for two bursts, not more.
+  const largest = Math.max(...reads.map((read) => read.buffer));
+  assert.ok(largest <= 2 * burstLength + 1024, `a buffer of ${largest} bytes`);
+});
+
+Deno.test("bursts larger than 64 KiB keep the buffer they grew", async () => {
+  // Sizing a buffer for two bursts must never shrink one that reads which
+  // filled it made larger: it would then grow again, a read at a time. (A
+  // write this large may arrive in pieces, so reads are not counted.)
+  const { reads } = await readBursts(150, 12);
+  const report = reads.map((read) => `${read.got}/${read.buffer}`).join(", ");
+  const largest = Math.max(...reads.map((read) => read.buffer));
+  assert.ok(largest >= 128 * 1024, `reads: ${report}`);
+  for (const read of reads.slice(-6)) assert.equal(read.buffer, largest, `reads: ${report}`);
 });
 
 Deno.test("an idle socket's pending read holds a small buffer, and a burst's buffer is given back", async () => {
