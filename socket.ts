@@ -543,9 +543,11 @@ const READ_SLACK = 1024;
 // Reads up to this size are copied out so that the buffer is reused.
 const SMALL_READ = 2048;
 // A larger read is handed on as a view, and the next read goes into the
-// rest of the same buffer while at least this much of it is left: a fresh
-// zeroed buffer for every bulk read was a fifth of the server's native
-// time (malloc, memset) on 16 x 1 KiB pipelined 16 deep.
+// rest of the same buffer while at least this much of it is left, and at
+// least as much as that read brought: a fresh zeroed buffer for every bulk
+// read was a fifth of the server's native time (malloc, memset) on 16 x 1
+// KiB pipelined 16 deep, and a rest shorter than the burst before it split
+// the next burst like it in two reads (two recvs per write there).
 const MIN_TAIL = KEEP_READ;
 // Writes coalesce frames up to this size; larger frames go out alone, uncopied.
 const COALESCE = 64 * 1024;
@@ -1134,9 +1136,6 @@ export class RawSocket implements ServerSocket {
         } else {
           data = into.subarray(0, n);
           if (reused) {
-            // A rest shorter than this read would split the next burst like
-            // it in two reads (16 x 1 KiB pipelined 16 deep: two recvs per
-            // write); the next read starts a fresh buffer instead.
             free = into.subarray(n);
             if (free.length < Math.max(MIN_TAIL, n)) free = null;
           }
