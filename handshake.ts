@@ -144,8 +144,9 @@ export function acceptToken(key: string): string {
  * A bad request throws a `RemoteProtocolError` whose `eventHint` is the
  * `RejectConnection` to send (the state stays CONNECTING so it can be
  * sent); a bad response throws one without a hint and the state becomes
- * CLOSED. The end of the stream before the handshake completes makes the
- * state CLOSED without an error.
+ * CLOSED. The end of the stream between messages makes the state CLOSED
+ * without an error; inside a head it is a bad request or response like
+ * any other (a server answers it with 400).
  *
  * @example A client and a server in memory
  * ```ts
@@ -318,13 +319,15 @@ export class Handshake {
     }
     const truncated = this.#state === ConnectionState.CONNECTING && this.#head !== null &&
       this.#head.bufferedLength > 0;
-    this.#state = ConnectionState.CLOSED;
     // A head cut short is an incomplete message (RFC 9112 §8), and a client
     // must fail the connection on it (RFC 6455 §4.1), as wsproto does; a
-    // stream that ends between messages is just closed.
+    // stream that ends between messages is just closed. A server stays
+    // CONNECTING, as for any bad request, so that the 400 the error carries
+    // can still reach a peer that only shut its sending side.
     if (truncated) {
       throw this.#fail(new HttpError(400, "The stream ended inside the handshake head"));
     }
+    this.#state = ConnectionState.CLOSED;
   }
 
   #readHead(data: Uint8Array): void {
