@@ -113,6 +113,8 @@ export class HandshakeError extends Error {
  * @returns The open socket.
  * @throws {HandshakeError} When the handshake fails or times out.
  * @throws {TypeError} For a URL of another scheme.
+ * @throws When `options.signal` aborts first: the signal's reason (an
+ *   `AbortError` `DOMException` unless one was given).
  *
  * @example Connecting with a subprotocol and a header
  * ```ts

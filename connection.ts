@@ -130,6 +130,7 @@ export class Connection {
    * is ignored.
    *
    * @param data The bytes received (the connection keeps them), or `null`.
+   * @throws {LocalProtocolError} When data comes after the state is CLOSED.
    */
   receiveData(data: Uint8Array | null): void {
     if (data === null) {
@@ -350,9 +351,15 @@ export class WSConnection {
   }
 
   /**
-   * Pass received bytes in, or `null` at end of stream.
+   * Pass received bytes in, or `null` at end of stream. During the
+   * handshake a bad request or response throws here, not from
+   * {@linkcode WSConnection.events}; once open, the peer's protocol errors
+   * are `CloseConnection` events, as in {@linkcode Connection.receiveData}.
    *
    * @param data The bytes received (the connection keeps them), or `null`.
+   * @throws {RemoteProtocolError} When the peer's request or response is
+   *   bad; a server's error carries the `RejectConnection` to answer with.
+   * @throws {LocalProtocolError} When data comes after the state is CLOSED.
    */
   receiveData(data: Uint8Array | null): void {
     if (this.#connection !== null) {

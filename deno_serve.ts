@@ -8,8 +8,11 @@
  * on this path the framing is Deno's own implementation, permessage-deflate
  * is not available, inbound messages are not paced by the reader (the
  * native socket has no way to pause), `ping()` is not available (Deno
- * answers pings, and `idleTimeout` sends its own), and `close()` takes only
- * 1000 and 3000-4999 (the WebSocket API's rule).
+ * answers pings, and `idleTimeout` sends its own), `close()` takes only
+ * 1000 and 3000-4999 (the WebSocket API's rule, so a handler that throws
+ * after accepting closes with 1000 "Internal error", not 1011), and
+ * `send()` resolves at once until 1 MiB is buffered (Deno's `WebSocket`
+ * does not tell when bytes are written).
  *
  * @module
  */
@@ -55,6 +58,12 @@ export interface UpgradeOptions {
  * response is returned without calling the handler); then the returned
  * promise resolves with the handler's `reject()` response, or the 101 once
  * the handler accepts (explicitly, by using the socket, or by returning).
+ *
+ * Deno's native `WebSocket` does the framing on this path, which limits
+ * the socket: no permessage-deflate and no `ping()`, `close()` takes only
+ * 1000 and 3000-4999 (a handler that throws after accepting closes with
+ * 1000 "Internal error", not 1011), and `send()` resolves at once until
+ * 1 MiB is buffered.
  *
  * @param request The request `Deno.serve` passed to its handler.
  * @param handler The WebSocket handler.

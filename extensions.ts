@@ -32,6 +32,58 @@ export interface OutboundFrame {
  * next hook runs, so an extension that finds an error after producing
  * output should return that output and throw on its next call: the close
  * code then does not depend on how the bytes were chopped.
+ *
+ * @example An extension that counts the frames received
+ * ```ts
+ * import * as ws from "./mod.ts";
+ * const NONE: ws.RsvBits = { rsv1: false, rsv2: false, rsv3: false };
+ * // Claims no RSV bit and leaves payloads as they are.
+ * class FrameCounter implements ws.Extension {
+ *   readonly name = "x-frame-counter";
+ *   framesIn = 0;
+ *   #enabled = false;
+ *   enabled(): boolean {
+ *     return this.#enabled;
+ *   }
+ *   offer(): string {
+ *     return this.name;
+ *   }
+ *   accept(offer: string): string | null {
+ *     if (offer !== this.name) return null;
+ *     this.#enabled = true;
+ *     return this.name;
+ *   }
+ *   finalize(_answer: string): void {
+ *     this.#enabled = true;
+ *   }
+ *   frameInboundHeader(_opcode: ws.Opcode, _rsv: ws.RsvBits, _length: number): ws.RsvBits {
+ *     this.framesIn++;
+ *     return NONE;
+ *   }
+ *   frameInboundPayloadData(data: Uint8Array): Uint8Array {
+ *     return data;
+ *   }
+ *   frameInboundComplete(_fin: boolean): Uint8Array | null {
+ *     return null;
+ *   }
+ *   frameOutbound(_opcode: ws.Opcode, rsv: ws.RsvBits, data: Uint8Array): ws.OutboundFrame {
+ *     return { rsv, data };
+ *   }
+ * }
+ *
+ * const counter = new FrameCounter(); // the server's, for this connection
+ * const server = new ws.WSConnection(ws.ConnectionType.SERVER);
+ * const client = new ws.WSConnection(ws.ConnectionType.CLIENT);
+ * server.receiveData(
+ *   client.send(new ws.Request({ host: "h", target: "/", extensions: [new FrameCounter()] })),
+ * );
+ * [...server.events()];
+ * client.receiveData(server.send(new ws.AcceptConnection({ extensions: [counter] })));
+ * [...client.events()];
+ * server.receiveData(client.send(new ws.TextMessage({ data: "hi" })));
+ * [...server.events()];
+ * if (!(counter.enabled() && counter.framesIn === 1)) throw new Error("Example failed");
+ * ```
  */
 export interface Extension {
   /** The extension token, as in `Sec-WebSocket-Extensions` (for example `permessage-deflate`). */

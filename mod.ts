@@ -3,7 +3,8 @@
  * permessage-deflate) in pure TypeScript. The engine never touches a
  * socket or a timer: bytes go in with `receiveData()`, events come out of
  * `events()`, and `send(event)` gives back the bytes to write. The drivers
- * `serve()` and `connect()` put it on `Deno.listen` / `Deno.connect`.
+ * `serve()` and `connect()` put it on `Deno.listen` / `Deno.connect`, and
+ * `upgrade()` runs the same handlers under `Deno.serve`.
  *
  * Import it as a namespace: `ws.Request` then stays apart from the global
  * Fetch `Request`.
@@ -15,6 +16,7 @@
  * function handle(conn: ws.WSConnection, bytes: Uint8Array | null): Uint8Array[] {
  *   const out: Uint8Array[] = [];
  *   conn.receiveData(bytes);
+ *   if (conn.state === ws.ConnectionState.CLOSED) return out; // the stream ended
  *   for (const event of conn.events()) {
  *     if (event instanceof ws.Request) out.push(conn.send(new ws.AcceptConnection()));
  *     else if (event instanceof ws.TextMessage) out.push(conn.send(new ws.TextMessage({ data: event.data })));

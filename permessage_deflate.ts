@@ -212,6 +212,8 @@ export class PerMessageDeflate implements Extension {
    * Make the extension for one connection.
    *
    * @param options What to offer or accept, and the limits.
+   * @throws {RangeError} When an option is not an integer in its range
+   *   (window bits 8-15, `compressionLevel` 0-9, sizes from 0).
    *
    * @example Asking the server for a small window
    * ```ts

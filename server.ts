@@ -58,14 +58,30 @@ export interface ServeOptions {
   onError?: (error: unknown) => void;
 }
 
-/** A running server, as {@linkcode serve} returns it. */
+/**
+ * A running server, as {@linkcode serve} returns it.
+ *
+ * @example Stopping a server with an AbortSignal
+ * ```ts
+ * import { serve } from "./server.ts";
+ * const controller = new AbortController();
+ * const server = serve({ hostname: "127.0.0.1", port: 0, signal: controller.signal }, async (socket) => {
+ *   for await (const message of socket) await socket.send(message);
+ * });
+ * if (server.addr.port === 0) throw new Error("Example failed"); // the real port
+ * controller.abort(); // as server.shutdown() does
+ * await server.finished;
+ * ```
+ */
 export interface Server extends AsyncDisposable {
   /** The address listened on. */
   readonly addr: Deno.NetAddr;
   /**
    * Stop accepting, close every open socket with 1001 (and drop those still
    * in the handshake), and wait until every connection is over and every
-   * handler returned.
+   * handler returned. A handler that never returns (one awaiting something
+   * other than its socket) keeps this promise pending: end such work on
+   * `socket.closed`.
    */
   shutdown(): Promise<void>;
   /** Resolves once the server has shut down and every handler returned. */

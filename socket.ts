@@ -105,6 +105,9 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
    * Send a message; resolves once its bytes are written to the transport,
    * so awaiting it makes a fast sender wait for a slow reader. Rejects with
    * {@linkcode ConnectionClosedError} when the connection is closing or over.
+   * Under `Deno.serve` (`upgrade()`) Deno's `WebSocket` does not tell when
+   * bytes are written: there it resolves at once while less than 1 MiB is
+   * buffered, and otherwise once the buffer drains below that.
    */
   send(data: MessageData): Promise<void>;
   /** Send a ping (at most 125 bytes); resolves when the matching pong arrives. */
@@ -112,10 +115,15 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
   /**
    * Start the closing handshake (if no close went out yet) and wait for its
    * end; the transport is dropped after `closeTimeout` if the peer never
-   * answers.
+   * answers. Rejects with a `RangeError` for a code that may not be sent
+   * (only 1000-1003, 1007-1014 and 3000-4999 may; under `Deno.serve` only
+   * 1000 and 3000-4999) or a reason over 123 bytes of UTF-8.
    */
   close(code?: number, reason?: string): Promise<CloseInfo>;
-  /** Iterate over whole messages; iteration ends when the connection is over. */
+  /**
+   * Iterate over whole messages; iteration ends once the peer's close has
+   * arrived (or the connection dropped) and every message was taken.
+   */
   [Symbol.asyncIterator](): AsyncIterator<MessageData, undefined>;
 }
 

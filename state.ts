@@ -32,6 +32,10 @@ export enum ConnectionType {
  *     └─reject─▶ REJECTING ─body finished─▶ CLOSED      (end of stream: CLOSED from anywhere)
  * ```
  *
+ * A rejection whose body goes out with it (or that has none) moves from
+ * CONNECTING to CLOSED at once; REJECTING is for a body still to be sent
+ * as `RejectData`.
+ *
  * @example
  * ```ts
  * import { ConnectionState, ConnectionType, WSConnection } from "./mod.ts";
