@@ -118,6 +118,10 @@ export function serve(options: ServeOptions, handler: Handler): Server {
   return new WebSocketServer(options, handler);
 }
 
+// The pause after a failed accept: from this, doubling up to the maximum.
+const ACCEPT_PAUSE_MIN = 5;
+const ACCEPT_PAUSE_MAX = 1000;
+
 class WebSocketServer implements Server {
   readonly #listener: Deno.Listener;
   readonly #handler: Handler;
@@ -135,6 +139,8 @@ class WebSocketServer implements Server {
   #heartbeat: ReturnType<typeof setInterval> | undefined;
   #closing = false;
   #shutdown: Promise<void> | null = null;
+  // Ends the accept loop's pause after an error early, at shutdown.
+  #wake: (() => void) | null = null;
 
   constructor(options: ServeOptions, handler: Handler) {
     this.#handler = handler;
@@ -200,6 +206,7 @@ class WebSocketServer implements Server {
       } catch {
         // already closed
       }
+      this.#wake?.();
       for (const socket of this.#sockets) socket.shutdown();
       await this.#finished;
     })();
@@ -221,22 +228,39 @@ class WebSocketServer implements Server {
   }
 
   async #acceptLoop(): Promise<void> {
+    let pause = 0;
     while (!this.#closing) {
       let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
       } catch (error) {
         if (this.#closing || error instanceof Deno.errors.BadResource) break;
-        // Out of file descriptors and the like: report, and go on accepting.
+        // Out of file descriptors and the like: report, and try again after
+        // a pause that doubles while the errors last (as Go's net/http
+        // does), so a lasting error neither spins nor floods onError.
         this.#onError(error);
+        pause = Math.min(Math.max(ACCEPT_PAUSE_MIN, 2 * pause), ACCEPT_PAUSE_MAX);
+        await this.#sleep(pause);
         continue;
       }
+      pause = 0;
       if (this.#closing) {
         conn.close();
         break;
       }
       this.#handle(conn);
     }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    const timer = setTimeout(() => this.#wake?.(), ms);
+    this.#wake = () => {
+      clearTimeout(timer);
+      this.#wake = null;
+      resolve();
+    };
+    return promise;
   }
 
   #handle(conn: Deno.Conn): void {
