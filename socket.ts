@@ -339,11 +339,15 @@ export class Inbox {
   }
 
   /**
-   * Queue a message, or hand it straight to a waiting reader.
+   * Queue a message, or hand it straight to a waiting reader; once the
+   * inbox ended, drop it.
    *
    * @param item The message.
    */
   push(item: MessageData): void {
+    // Nothing reads an ended inbox: a transport still delivering after the
+    // end (Deno's WebSocket past our close timeout) must not fill it.
+    if (this.#end !== null) return;
     const waiter = takeFirst(this.#waiters);
     if (waiter !== undefined) {
       waiter(item);
@@ -403,7 +407,8 @@ export class Inbox {
     if (item !== undefined) return Promise.resolve(item);
     if (this.#end !== null) return Promise.reject(new ConnectionClosedError(this.#end));
     const { timeout, signal } = options;
-    signal?.throwIfAborted();
+    // A rejection, not a throw: callers chain .catch() on the promise.
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<MessageData>((resolve, reject) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const settle = (): void => {

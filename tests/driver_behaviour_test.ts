@@ -6,7 +6,13 @@ import * as ws from "../mod.ts";
 import { connect, HandshakeError } from "../client.ts";
 import { serve } from "../server.ts";
 import { allocate } from "../_bytes.ts";
-import { type CloseInfo, ConnectionClosedError, RawSocket, type ServerSocket } from "../socket.ts";
+import {
+  type CloseInfo,
+  ConnectionClosedError,
+  Inbox,
+  RawSocket,
+  type ServerSocket,
+} from "../socket.ts";
 import {
   clientFrame,
   delay,
@@ -671,6 +677,33 @@ Deno.test("receive() times out, and the socket stays usable", async () => {
   await assert.rejects(socket.ping(), ConnectionClosedError);
 });
 
+Deno.test("receive() with a signal aborted already rejects with its reason, not a throw", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) await socket.send(message);
+  });
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  const reason = new Error("stop");
+  let received: Promise<unknown> | undefined;
+  assert.doesNotThrow(() => (received = socket.receive({ signal: AbortSignal.abort(reason) })));
+  await assert.rejects(received!, (e: unknown) => e === reason);
+  // Aborting while it waits rejects the same way.
+  const controller = new AbortController();
+  const waiting = socket.receive({ signal: controller.signal });
+  controller.abort(reason);
+  await assert.rejects(waiting, (e: unknown) => e === reason);
+  await socket.close();
+});
+
+Deno.test("an inbox drops what is pushed after its end", () => {
+  const inbox = new Inbox();
+  inbox.push("kept");
+  inbox.end({ code: 1000, reason: "" });
+  inbox.push("late");
+  assert.equal(inbox.size, "kept".length + 64); // 64: the per-message overhead counted
+  assert.equal(inbox.take(), "kept");
+  assert.equal(inbox.take(), undefined);
+});
+
 Deno.test("close() drops TCP after closeTimeout when the peer never answers", async () => {
   await using server = serve(
     { hostname: "127.0.0.1", port: 0, limits: { closeTimeout: 100 } },
@@ -815,6 +848,43 @@ Deno.test("an aborted signal shuts the server down", async () => {
   controller.abort();
   await withTimeout(server.finished, 3000, "finished");
   assert.equal((await socket.closed).code, 1001);
+});
+
+Deno.test("an accept() that keeps failing is tried again after pauses that double", async () => {
+  // A listener out of file descriptors fails every accept(); Deno itself
+  // panics when really out of them, so the listener is stubbed.
+  const realListen = Deno.listen;
+  const namespace = Deno as unknown as { listen: unknown };
+  let accepts = 0;
+  namespace.listen = (options: Deno.TcpListenOptions) => {
+    const real = realListen({ ...options, transport: "tcp" });
+    return {
+      addr: real.addr,
+      accept: () => {
+        accepts++;
+        return new Promise((_, reject) =>
+          setTimeout(() => reject(new Error("Too many open files (os error 24)")), 0)
+        );
+      },
+      close: () => real.close(),
+    };
+  };
+  try {
+    let errors = 0;
+    const server = serve({ hostname: "127.0.0.1", port: 0, onError: () => errors++ }, () => {});
+    await delay(700);
+    // Pauses of 5, 10, ..., 320 ms, then one of 640 ms under way: a handful
+    // of tries, where a loop without them made hundreds.
+    assert.ok(accepts >= 4 && accepts <= 10, `${accepts} accepts in 700 ms`);
+    assert.equal(errors, accepts);
+    // Shutdown ends that pause rather than waiting it out.
+    const start = performance.now();
+    await withTimeout(server.shutdown(), 3000, "shutdown");
+    const took = performance.now() - start;
+    assert.ok(took < 300, `shutdown took ${took.toFixed(0)} ms`);
+  } finally {
+    namespace.listen = realListen;
+  }
 });
 
 Deno.test("frames made in one turn go out in one write", async () => {
