@@ -231,6 +231,7 @@ export class ConnectionClosedError extends Error {
 
 const ABNORMAL: CloseInfo = Object.freeze({ code: 1006, reason: "" });
 const NOOP = (): void => {};
+const EMPTY = new Uint8Array(0);
 
 /**
  * A promise that is only made if somebody asks for it: a server socket's
@@ -637,6 +638,8 @@ export class RawSocket implements ServerSocket {
   // last one, to count each once).
   #sharedQueued = 0;
   #lastShared: ArrayBufferLike | null = null;
+  // Where in #out the pong not yet written waits (-1: none).
+  #queuedPong = -1;
   #pump: Promise<void> = Promise.resolve();
   #closeAfterFlush = false;
 
@@ -657,6 +660,8 @@ export class RawSocket implements ServerSocket {
   // whether anything arrived since.
   #heartbeatAt = 0;
   #heard = false;
+  // Whether reading waits for the application to take queued messages.
+  #paused = false;
 
   /**
    * Start running a connection: a server waits for the request, a client
@@ -901,7 +906,9 @@ export class RawSocket implements ServerSocket {
   /**
    * Driver: one heartbeat tick. Sends a ping when none is outstanding and
    * `pingInterval` passed since the last; drops the connection when a ping
-   * went unanswered (nothing at all received) for `pongTimeout`.
+   * went unanswered (nothing at all received) for `pongTimeout`. While
+   * reading waits for the application to take messages, the peer counts
+   * as heard: its answer may be among the bytes not read yet.
    *
    * @param now `Date.now()`.
    * @param pingInterval Milliseconds between pings.
@@ -910,7 +917,8 @@ export class RawSocket implements ServerSocket {
   heartbeat(now: number, pingInterval: number, pongTimeout: number): void {
     if (this.#state !== "open" || this.#ws.state !== ConnectionState.OPEN) return;
     if (this.#heartbeatAt !== 0) {
-      if (this.#heard) this.#heartbeatAt = -now; // answered; next ping measured from here
+      // Answered; the next ping is measured from here.
+      if (this.#heard || this.#paused) this.#heartbeatAt = -now;
       else if (now - this.#heartbeatAt >= pongTimeout) {
         this.#abort({ code: 1006, reason: "Ping timeout" });
         return;
@@ -919,7 +927,9 @@ export class RawSocket implements ServerSocket {
     if (this.#heartbeatAt <= 0 && now + this.#heartbeatAt >= pingInterval) {
       this.#heard = false;
       this.#heartbeatAt = now;
-      this.ping().catch(NOOP);
+      // Not ping(): that waits for this very pong, and a peer that sends
+      // but never answers would add a waiter every interval.
+      this.#write(this.#ws.send(new Ping({ payload: EMPTY })));
     }
   }
 
@@ -962,6 +972,24 @@ export class RawSocket implements ServerSocket {
       queueMicrotask(this.#startFlush);
     }
     return this.#batch.promise;
+  }
+
+  // RFC 6455 §5.5.3: a pong may answer only the latest of several pings.
+  // So a pong not yet written is replaced, not joined by another: a peer
+  // that pings and never reads made us queue a pong per ping, without limit.
+  #answerPing(ping: Ping): void {
+    if (this.#connClosed) return;
+    const pong = this.#ws.send(ping.response());
+    const at = this.#queuedPong;
+    if (at < 0) {
+      this.#queuedPong = this.#out.length;
+      this.#write(pong);
+      return;
+    }
+    const replaced = this.#out[at]!;
+    this.#out[at] = pong;
+    this.#outBytes += pong.length - replaced.length;
+    recycle(replaced); // never written
   }
 
   // The flush is a chain of callbacks, not an async function: a call of
@@ -1024,6 +1052,7 @@ export class RawSocket implements ServerSocket {
     this.#writeBatch = this.#batch;
     this.#writeSize = this.#outBytes;
     this.#out = emptied(this.#out);
+    this.#queuedPong = -1;
     this.#sharedQueued = 0;
     this.#lastShared = null;
     this.#batch = null;
@@ -1089,7 +1118,9 @@ export class RawSocket implements ServerSocket {
     let bulk = false; // whether the last read brought more than SMALL_READ
     while (!this.#connClosed) {
       if (this.#inbox.full && this.#state === "open") {
+        this.#paused = true;
         await Promise.race([this.#inbox.drained(), this.#closing.promise]);
+        this.#paused = false;
       }
       if (this.#decision !== null) {
         await this.#decision.promise;
@@ -1223,7 +1254,7 @@ export class RawSocket implements ServerSocket {
         if (event instanceof TextMessage) this.#onData(event.data, event.messageFinished);
         else if (event instanceof BytesMessage) this.#onData(event.data, event.messageFinished);
         else if (event instanceof Ping) {
-          if (this.#ws.state === ConnectionState.OPEN) this.#write(this.#ws.send(event.response()));
+          if (this.#ws.state === ConnectionState.OPEN) this.#answerPing(event);
         } else if (event instanceof Pong) this.#onPong(event.payload);
         else if (event instanceof CloseConnection) this.#onClose(event);
         else if (event instanceof AcceptConnection) this.#onAccept(event);
@@ -1412,6 +1443,7 @@ export class RawSocket implements ServerSocket {
     if (this.#batch !== null) this.#failBatch(this.#batch, info);
     this.#batch = null;
     this.#out = [];
+    this.#queuedPong = -1;
     this.#outBytes = 0;
     this.#decision?.resolve();
     if (this.#type === ConnectionType.CLIENT) {

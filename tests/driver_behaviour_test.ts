@@ -18,6 +18,7 @@ import {
   delay,
   handshakeRequest,
   rawOpen,
+  waitFor,
   withTimeout,
   writeAll,
 } from "./_drivers.ts";
@@ -793,6 +794,77 @@ Deno.test("a peer that stops answering heartbeat pings is dropped; one that answ
   await delay(50);
   assert.deepEqual(results, [{ code: 1006, reason: "Ping timeout" }]);
   await alive.close();
+});
+
+Deno.test("a peer that reads slowly is not dropped while its messages wait to be taken", async () => {
+  // Reading pauses while the application is behind, so the peer's pongs
+  // wait unread: that silence is ours, not the peer's.
+  let info: Promise<CloseInfo> | null = null;
+  let taken = 0;
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, pingInterval: 30, pongTimeout: 100 },
+    async (socket) => {
+      socket.accept();
+      info = socket.closed;
+      for await (const _ of socket) {
+        taken++;
+        await delay(25);
+      }
+    },
+  );
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  const message = new Uint8Array(64 * 1024);
+  // 2.5 MiB: reading pauses at 1 MiB queued until half is taken, eight
+  // messages or 200 ms, twice pongTimeout.
+  for (let i = 0; i < 40; i++) socket.send(message).catch(() => {});
+  const deadline = Date.now() + 5000;
+  while (taken < 40 && socket.state === "open" && Date.now() < deadline) await delay(20);
+  assert.equal(taken, 40);
+  assert.equal(socket.state, "open");
+  await socket.close();
+  assert.equal((await info!).code, 1000);
+});
+
+Deno.test("a peer that pings and never reads gets a pong for the latest ping, not one each", async () => {
+  // RFC 6455 §5.5.3 allows it; a pong per ping queued without limit.
+  let server_: ServerSocket | null = null;
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    socket.accept();
+    server_ = socket;
+    await socket.closed;
+  });
+  const conn = await rawOpen(server.addr.port, "/");
+  const PINGS = 1000;
+  const ROUNDS = 128; // 128,000 pings of 125 bytes: 16 MiB each way, past the kernel's buffers
+  const batch = new Uint8Array(131 * PINGS);
+  const payload = new Uint8Array(125);
+  let last = 0;
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < PINGS; i++) {
+      new DataView(payload.buffer).setUint32(0, ++last);
+      batch.set(clientFrame(0x9, payload), 131 * i);
+    }
+    await writeAll(conn, batch);
+  }
+  await waitFor(() => server_ !== null && server_.bufferedAmount < 1024, 2000);
+  assert.ok(server_!.bufferedAmount < 1024, `${server_!.bufferedAmount} bytes queued`);
+  // Reading now, the last pong answers the last ping.
+  const engine = new ws.Connection(ws.ConnectionType.CLIENT);
+  let latest = 0;
+  const buffer = new Uint8Array(1 << 16);
+  const deadline = Date.now() + 5000;
+  while (latest !== last && Date.now() < deadline) {
+    const n = await withTimeout(conn.read(buffer), 2000, "read").catch(() => null);
+    if (n === null) break;
+    engine.receiveData(buffer.slice(0, n));
+    for (const event of engine.events()) {
+      if (event instanceof ws.Pong) {
+        latest = new DataView(event.payload.buffer, event.payload.byteOffset).getUint32(0);
+      }
+    }
+  }
+  assert.equal(latest, last);
+  conn.close();
 });
 
 Deno.test("shutdown() closes every open socket with 1001 and waits for them", async () => {
