@@ -10,9 +10,11 @@
  * native socket has no way to pause), `ping()` is not available (Deno
  * answers pings, and `idleTimeout` sends its own), `close()` takes only
  * 1000 and 3000-4999 (the WebSocket API's rule, so a handler that throws
- * after accepting closes with 1000 "Internal error", not 1011), and
+ * after accepting closes with 1000 "Internal error", not 1011),
  * `send()` resolves at once until 1 MiB is buffered (Deno's `WebSocket`
- * does not tell when bytes are written).
+ * does not tell when bytes are written), and a peer that leaves our close
+ * unanswered past `closeTimeout` keeps its connection until it closes or
+ * fails `idleTimeout`'s ping: `WebSocket` cannot drop a transport.
  *
  * @module
  */
@@ -191,11 +193,15 @@ class NativeSocket implements ServerSocket {
     this.#native = socket;
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
-      this.#state = "open";
       for (const { data, done } of this.#early.splice(0)) {
         socket.send(data);
         done.resolve();
       }
+      // A close() made before the socket opened goes out now, after the
+      // sends made before it: on a CONNECTING socket it would do nothing.
+      const close = this.#sentClose;
+      if (close === null) this.#state = "open";
+      else if (this.#state === "closing") socket.close(close.code, close.reason);
     };
     socket.onmessage = (event: MessageEvent) => {
       const data = event.data;
@@ -284,9 +290,10 @@ class NativeSocket implements ServerSocket {
     }
     const native = this.#native;
     if (native !== null && this.#state !== "closed" && this.#closeTimer === undefined) {
+      const opened = this.#state === "open";
       this.#state = "closing";
       this.#sentClose = { code, reason };
-      native.close(code, reason);
+      if (opened) native.close(code, reason); // else once open (see accept)
       this.#closeTimer = setTimeout(
         () => this.#finish({ code: 1006, reason: "" }),
         this.#options.closeTimeout ?? DEFAULT_LIMITS.closeTimeout,

@@ -92,7 +92,13 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
   readonly state: SocketState;
   /** Bytes given to `send()` (and control frames) not yet written to the transport. */
   readonly bufferedAmount: number;
-  /** Resolves (never rejects) once the connection is over and its transport released. */
+  /**
+   * Resolves (never rejects) once the connection is over and its transport
+   * released. Under `Deno.serve` it also resolves, with 1006, when the
+   * peer leaves our close unanswered for `closeTimeout`; the transport then
+   * stays with Deno's `WebSocket`, which has no way to drop it, until the
+   * peer closes or fails `idleTimeout`'s ping.
+   */
   readonly closed: Promise<CloseInfo>;
   /**
    * The next whole message. Rejects with {@linkcode ConnectionClosedError}

@@ -7,6 +7,7 @@ import { connect } from "../client.ts";
 import { upgrade } from "../deno_serve.ts";
 import { serve } from "../server.ts";
 import type { CloseInfo, Handler } from "../socket.ts";
+import { withTimeout } from "./_drivers.ts";
 
 // Echoes, with a command or two, and records how each connection ended.
 function makeHandler(ended: CloseInfo[]): Handler {
@@ -115,6 +116,25 @@ Deno.test("the Deno.serve helper returns the handler's refusal and the handshake
   } finally {
     await server.shutdown();
   }
+});
+
+Deno.test("on Deno.serve, a send and a close made before the socket opened go out in order", async () => {
+  const ended: CloseInfo[] = [];
+  const server = denoServe(async (socket) => {
+    socket.accept();
+    const sent = socket.send("early");
+    ended.push(await socket.close(4000, "bye"));
+    await sent;
+  });
+  try {
+    const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+    assert.equal(await socket.receive({ timeout: 3000 }), "early");
+    const info = await withTimeout(socket.closed, 3000, "the close");
+    assert.deepEqual(info, { code: 4000, reason: "bye" });
+  } finally {
+    await server.shutdown();
+  }
+  assert.deepEqual(ended, [{ code: 4000, reason: "bye" }]);
 });
 
 Deno.test("on Deno.serve, ping() is refused and close() takes only 1000 and 3000-4999", async () => {
