@@ -1121,6 +1121,8 @@ export class RawSocket implements ServerSocket {
     let size = IDLE_READ;
     // The part of the reused read buffer no view handed on covers yet.
     let free: Uint8Array | null = null;
+    // The same for the last buffer a frame's rest was read into.
+    let frameRest: Uint8Array | null = null;
     let bulk = false; // whether the last read brought more than SMALL_READ
     while (!this.#connClosed) {
       if (this.#inbox.full && this.#state === "open") {
@@ -1143,7 +1145,13 @@ export class RawSocket implements ServerSocket {
       const expected = this.#ws.bytesExpected;
       let target: Uint8Array;
       let held = 0;
-      if (expected > size && bulk) {
+      if (expected > size && bulk && frameRest !== null && frameRest.length >= MIN_TAIL) {
+        // A peer sending a frame in pieces: each goes behind the last in
+        // one buffer. A fresh buffer per piece, each pinned by its piece's
+        // view until the message is whole, held 32 times a 4 MiB frame
+        // sent in 2 KiB pieces (and re-copied a message read so far).
+        target = frameRest;
+      } else if (expected > size && bulk) {
         held = this.#assemblable(expected);
         if (held > 0) {
           // The message so far moves to the front and the rest is read in
@@ -1163,6 +1171,7 @@ export class RawSocket implements ServerSocket {
       }
       const reused = target === free;
       const into = held > 0 ? target.subarray(held) : target;
+      frameRest = null;
       let n: number | null;
       try {
         n = await this.#conn.read(into);
@@ -1190,6 +1199,8 @@ export class RawSocket implements ServerSocket {
             if (free.length < Math.max(MIN_TAIL, n)) free = null;
           }
         }
+        // Only a bulk read keeps the frame path (and a smaller one was copied).
+        if (!reused && n > SMALL_READ) frameRest = into.subarray(n);
       }
       this.#receive(data);
       if (data === null) {

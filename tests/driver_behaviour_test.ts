@@ -428,6 +428,36 @@ Deno.test("a peer trickling a large frame costs small reads, not a large buffer 
   }
 });
 
+Deno.test("a frame sent in pieces of a few KiB fills one buffer after another, not one each", async () => {
+  // Each bulk piece used to get a fresh buffer sized for the frame's rest
+  // (up to 65 KiB), pinned by the piece's view until the message was
+  // whole: 32 times the payload held, and a message re-copied per piece.
+  for (const size of [60_000, 512 * 1024]) {
+    const payload = randomBytes(prng(size), size);
+    const buffers = new Set<ArrayBufferLike>();
+    const { socket, finish } = await scriptedServer(async (conn) => {
+      const frame = new ws.FrameEncoder(ws.ConnectionType.SERVER).encodeData(payload, true);
+      for (let at = 0; at < frame.length; at += 2_100) {
+        await writeAll(conn, frame.subarray(at, at + 2_100));
+        await delay(1); // a read each, mostly
+      }
+    }, (conn, buffer) => {
+      buffers.add(buffer.buffer);
+      return conn.read(buffer);
+    });
+    try {
+      assert.ok((await socket.opened).ok);
+      const before = new Set(buffers);
+      assert.deepEqual(await socket.receive({ timeout: 10_000 }), payload);
+      let bytes = 0;
+      for (const buffer of buffers) if (!before.has(buffer)) bytes += buffer.byteLength;
+      assert.ok(bytes < 1.5 * size + 70_000, `${bytes} bytes of read buffers for ${size}`);
+    } finally {
+      await finish();
+    }
+  }
+});
+
 Deno.test("the read for a large frame's rest asks for more than that rest", async () => {
   // A read that fills its buffer leaves the socket marked readable, and the
   // next read is a recv that fails with EAGAIN; a buffer with room to spare
