@@ -577,6 +577,9 @@ const COALESCE = 64 * 1024;
 // many slabs wait as views; others are copied, so a stalled peer pins a few
 // slabs, not one per frame.
 const MAX_SHARED_QUEUED = 16;
+// Output queued or in flight past which a new pong replaces the one not
+// yet written rather than queueing behind it.
+const PONGS_BACKED_UP = 64 * 1024;
 // Ticks a write waits for a reader that stopped taking queued messages.
 const FLUSH_PATIENCE = 3;
 // The body of a refused handshake kept for the error.
@@ -644,7 +647,7 @@ export class RawSocket implements ServerSocket {
   // last one, to count each once).
   #sharedQueued = 0;
   #lastShared: ArrayBufferLike | null = null;
-  // Where in #out the pong not yet written waits (-1: none).
+  // Where in #out the last pong not yet written waits (-1: none).
   #queuedPong = -1;
   #pump: Promise<void> = Promise.resolve();
   #closeAfterFlush = false;
@@ -980,14 +983,16 @@ export class RawSocket implements ServerSocket {
     return this.#batch.promise;
   }
 
-  // RFC 6455 §5.5.3: a pong may answer only the latest of several pings.
-  // So a pong not yet written is replaced, not joined by another: a peer
-  // that pings and never reads made us queue a pong per ping, without limit.
+  // RFC 6455 §5.5.3 lets a pong answer only the latest of several pings.
+  // While output flows every ping gets its pong (conformance suites expect
+  // them all: Autobahn 2.10); once output backs up, a pong not yet written
+  // is replaced instead: a peer that pinged and never read made us queue
+  // a pong per ping, without limit.
   #answerPing(ping: Ping): void {
     if (this.#connClosed) return;
     const pong = this.#ws.send(ping.response());
     const at = this.#queuedPong;
-    if (at < 0) {
+    if (at < 0 || this.#outBytes < PONGS_BACKED_UP) {
       this.#queuedPong = this.#out.length;
       this.#write(pong);
       return;
