@@ -5,16 +5,8 @@
  * `serve()` gives, so one handler runs on both transports.
  *
  * `Deno.serve` cannot hand the raw bytes of a connection over after a 101:
- * on this path the framing is Deno's own implementation, permessage-deflate
- * is not available, inbound messages are not paced by the reader (the
- * native socket has no way to pause), `ping()` is not available (Deno
- * answers pings, and `idleTimeout` sends its own), `close()` takes only
- * 1000 and 3000-4999 (the WebSocket API's rule, so a handler that throws
- * after accepting closes with 1000 "Internal error", not 1011),
- * `send()` resolves at once until 1 MiB is buffered (Deno's `WebSocket`
- * does not tell when bytes are written), and a peer that leaves our close
- * unanswered past `closeTimeout` keeps its connection until it closes or
- * fails `idleTimeout`'s ping: `WebSocket` cannot drop a transport.
+ * on this path the framing is Deno's own implementation, which limits what
+ * the socket can do (see {@linkcode upgrade}).
  *
  * @module
  */
@@ -62,10 +54,18 @@ export interface UpgradeOptions {
  * the handler accepts (explicitly, by using the socket, or by returning).
  *
  * Deno's native `WebSocket` does the framing on this path, which limits
- * the socket: no permessage-deflate and no `ping()`, `close()` takes only
- * 1000 and 3000-4999 (a handler that throws after accepting closes with
- * 1000 "Internal error", not 1011), and `send()` resolves at once until
- * 1 MiB is buffered.
+ * the socket:
+ * - no permessage-deflate, and no `ping()` (Deno answers pings, and
+ *   `idleTimeout` sends its own);
+ * - `close()` takes only 1000 and 3000-4999 (the WebSocket API's rule), so
+ *   a handler that throws after accepting closes with 1000 "Internal
+ *   error", not 1011;
+ * - `send()` resolves at once until 1 MiB is buffered: the native socket
+ *   does not tell when bytes are written;
+ * - a peer that leaves our close unanswered past `closeTimeout` keeps its
+ *   connection until it closes or fails `idleTimeout`'s ping: the native
+ *   socket cannot drop its transport;
+ * - inbound messages are not paced by the reader: it cannot pause.
  *
  * @param request The request `Deno.serve` passed to its handler.
  * @param handler The WebSocket handler.
