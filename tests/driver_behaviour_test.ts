@@ -18,7 +18,6 @@ import {
   delay,
   handshakeRequest,
   rawOpen,
-  waitFor,
   withTimeout,
   writeAll,
 } from "./_drivers.ts";
