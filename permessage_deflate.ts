@@ -506,7 +506,7 @@ export class PerMessageDeflate implements Extension {
     if (this.#pendingError !== null) throw this.#pendingError;
     if (!this.#enabled || this.#inboundControlFrame || !fin) return null;
     if (!this.#inboundCompressed) return null;
-    const output = this.#inflate(TAIL);
+    const output = this.#inflate(TAIL, true);
     this.#inboundCompressed = false;
     if (this.#inboundNoContextTakeover) {
       // §7.1.1: the peer starts each message with an empty window, so ours
@@ -643,7 +643,11 @@ export class PerMessageDeflate implements Extension {
     return output.length === 0 ? EMPTY_MESSAGE : output;
   }
 
-  #inflate(data: Uint8Array): Uint8Array {
+  // `last` marks the tail, which must leave zlib at a block boundary: an
+  // empty payload, or one cut short, leaves it inside a block that the next
+  // message would then continue (as its data, silently, when that message
+  // starts with a stored block).
+  #inflate(data: Uint8Array, last = false): Uint8Array {
     let strm = this.#inflater;
     if (strm === null) {
       strm = this.#inboundNoContextTakeover ? spareInflaters.take(this.#inboundWindowBits) : null;
@@ -668,7 +672,8 @@ export class PerMessageDeflate implements Extension {
       strm.output = scratch;
       strm.next_out = 0;
       strm.avail_out = room;
-      const status = pako.zlibInflate(strm, pako.Z_SYNC_FLUSH);
+      // Z_BLOCK stops zlib at each block's end, where `data_type` says so.
+      const status = pako.zlibInflate(strm, last ? pako.Z_BLOCK : pako.Z_SYNC_FLUSH);
       const produced = strm.next_out;
       if (produced > 0) {
         const allowed = Math.min(produced, this.#maxMessageSize - this.#inboundSize);
@@ -699,16 +704,25 @@ export class PerMessageDeflate implements Extension {
         );
         break;
       }
-      // zlib stops when input runs out or output space does; only the
-      // latter leaves more to collect.
-      if (strm.avail_out !== 0 || status === pako.Z_BUF_ERROR) break;
+      // zlib stops when input runs out, output space does, or (Z_BLOCK) a
+      // block ends; only the latter two leave more to do.
+      if (status === pako.Z_BUF_ERROR || (strm.avail_out !== 0 && strm.avail_in === 0)) break;
     }
     strm.input = EMPTY;
+    if (last && !this.#inflateEnded && this.#pendingError === null && !atBlockEnd(strm)) {
+      this.#pendingError = failConnection(
+        1007,
+        "Invalid compressed data: the message does not end at a DEFLATE block boundary",
+      );
+    }
     // The bytes inflated before an error go up first and the error comes
     // with the next hook call, so the message layer judges them (invalid
     // UTF-8, its own size limit) exactly as it would had they arrived one
-    // at a time: chopping never changes which close code wins.
-    if (this.#pendingError !== null && chunks.length === 0) throw this.#pendingError;
+    // at a time: chopping never changes which close code wins. Not so at
+    // the tail: no call of this message comes after it, and the message
+    // must not end as if whole. The tail always comes whole, so what it
+    // inflates to, and so the error, does not depend on chopping either.
+    if (this.#pendingError !== null && (last || chunks.length === 0)) throw this.#pendingError;
     return concatBytes(chunks);
   }
 }
@@ -782,6 +796,12 @@ function parseValue(raw: string): string | null {
     value = raw.slice(1, -1).replace(/\\(.)/g, "$1");
   }
   return TOKEN.test(value) ? value : null;
+}
+
+// zlib's `data_type` has 128 set when inflate() stopped right after a
+// block's end (with Z_BLOCK).
+function atBlockEnd(strm: pako.ZStream): boolean {
+  return strm.avail_in === 0 && (strm.data_type & 128) !== 0;
 }
 
 function endsWithTail(data: Uint8Array): boolean {

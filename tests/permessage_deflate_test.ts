@@ -715,6 +715,26 @@ Deno.test("PerMessageDeflate fails with 1007 on data that does not inflate", () 
   }
 });
 
+Deno.test("PerMessageDeflate fails with 1007 on a message that does not end at a block boundary", () => {
+  // "\x01..\x05" in a stored block, as a level-0 sender writes it, tail stripped.
+  const stored = bytes(0x00, 0x05, 0x00, 0xfa, 0xff, 1, 2, 3, 4, 5, 0x00);
+  const unfinished = [
+    bytes(), // with the tail alone, zlib waits inside a stored block's header
+    concatAll([stored, bytes(...TAIL)]), // the sender's tail left on: the receiver's one dangles
+    stored.subarray(0, 7), // cut inside the stored block
+  ];
+  for (const data of unfinished) {
+    const [, server] = negotiate();
+    const frame = { opcode: Opcode.BINARY, rsv: RSV1, data, fin: true };
+    // Taken as a message, its tail would have left zlib mid-block, and the next
+    // message (a stored block too) would have come out as its compressed bytes.
+    assert.equal(closeCode(() => receive(server, [frame])), 1007, `[${data.join()}]`);
+  }
+  const [, server] = negotiate();
+  const frame = { opcode: Opcode.BINARY, rsv: RSV1, data: stored, fin: true };
+  assert.deepEqual(receive(server, [frame, frame]), bytes(1, 2, 3, 4, 5, 1, 2, 3, 4, 5));
+});
+
 Deno.test("PerMessageDeflate fails a decompression bomb with 1009 without inflating it", () => {
   // Sync-flushed runs of zeros compress to identical 1036-byte blocks, so a
   // 1 GiB message costs about 1 MiB on the wire.
