@@ -113,13 +113,20 @@ export interface Extension {
    * on this frame; any other bit set is a protocol error.
    */
   frameInboundHeader(opcode: Opcode, rsv: RsvBits, payloadLength: number): RsvBits;
-  /** A piece of a frame's payload, unmasked; return what to pass up. */
-  frameInboundPayloadData(data: Uint8Array): Uint8Array;
+  /**
+   * A piece of a frame's payload, unmasked; return what to pass up. `room`
+   * is how many more bytes the message may grow by before it is over the
+   * connection's `maxMessageSize`: an extension that expands data should
+   * produce at most one byte more than that, which is enough for the
+   * message layer to fail it with 1009.
+   */
+  frameInboundPayloadData(data: Uint8Array, room: number): Uint8Array;
   /**
    * The frame's payload has all arrived; `fin` is its FIN bit. Return bytes
-   * to append to the frame's payload, or `null`.
+   * to append to the frame's payload, or `null`. `room` is as for
+   * `frameInboundPayloadData`.
    */
-  frameInboundComplete(fin: boolean): Uint8Array | null;
+  frameInboundComplete(fin: boolean, room: number): Uint8Array | null;
   /** Rewrite one outbound frame (`fin` is its FIN bit). */
   frameOutbound(opcode: Opcode, rsv: RsvBits, data: Uint8Array, fin: boolean): OutboundFrame;
 }

@@ -10,7 +10,7 @@
 import { concatBytes } from "./_bytes.ts";
 import { failConnection } from "./errors.ts";
 import type { Extension } from "./extensions.ts";
-import { CloseReason, type Frame, isValidCloseCode, Opcode } from "./frame.ts";
+import { CloseReason, type Frame, isValidCloseCode, MAX_CONTROL_PAYLOAD, Opcode } from "./frame.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
 import { decodeUtf8, Utf8StreamDecoder } from "./utf8.ts";
 
@@ -108,7 +108,7 @@ export class MessageDecoder {
     this.#pieceEndedFrame = frame.frameFinished;
 
     const messageFinished = frame.frameFinished && frame.messageFinished;
-    const payload = this.#payloadHooks(frame.payload);
+    const payload = this.#payloadHooks(frame.payload, this.#room());
     let data: string | Uint8Array;
     if (this.#extensions.length === 0) {
       data = this.#take(payload, messageFinished);
@@ -122,8 +122,8 @@ export class MessageDecoder {
       // already given) is raised now: the rest of the frame may never come.
       const head = this.#take(payload, false);
       const rest = frame.frameFinished
-        ? this.#completeHooks(frame.messageFinished)
-        : this.#payloadHooks(EMPTY);
+        ? this.#completeHooks(frame.messageFinished, this.#room())
+        : this.#payloadHooks(EMPTY, this.#room());
       const tail = this.#take(rest, messageFinished);
       data = typeof head === "string"
         ? head + (tail as string)
@@ -174,22 +174,28 @@ export class MessageDecoder {
    */
   processControl(frame: Frame): Uint8Array {
     return concatBytes([
-      this.#payloadHooks(frame.payload),
-      this.#completeHooks(frame.messageFinished),
+      this.#payloadHooks(frame.payload, MAX_CONTROL_PAYLOAD),
+      this.#completeHooks(frame.messageFinished, MAX_CONTROL_PAYLOAD),
     ]);
   }
 
-  #payloadHooks(payload: Uint8Array): Uint8Array {
+  // What the message may still grow by: an extension that inflates stops
+  // one byte past it, so that a small bomb is never expanded whole.
+  #room(): number {
+    return this.#maxMessageSize - this.#messageSize;
+  }
+
+  #payloadHooks(payload: Uint8Array, room: number): Uint8Array {
     for (const extension of this.#extensions) {
-      payload = extension.frameInboundPayloadData(payload);
+      payload = extension.frameInboundPayloadData(payload, room);
     }
     return payload;
   }
 
-  #completeHooks(fin: boolean): Uint8Array {
+  #completeHooks(fin: boolean, room: number): Uint8Array {
     let tail: Uint8Array = EMPTY;
     for (const extension of this.#extensions) {
-      const more = extension.frameInboundComplete(fin);
+      const more = extension.frameInboundComplete(fin, room);
       if (more !== null) tail = concatBytes([tail, more]);
     }
     return tail;

@@ -52,7 +52,8 @@ export interface PerMessageDeflateOptions {
   threshold?: number;
   /**
    * The largest decompressed message accepted, in bytes; over it the
-   * connection fails with 1009. Default `DEFAULT_LIMITS.maxMessageSize`.
+   * connection fails with 1009. Default `DEFAULT_LIMITS.maxMessageSize`;
+   * on a connection, its own `maxMessageSize` holds too when smaller.
    */
   maxMessageSize?: number;
   /** zlib's compression level, 0 (stored) to 9 (smallest). Default 6. */
@@ -148,9 +149,9 @@ interface DeflateParams {
  * a server lists it among the extensions it is willing to accept.
  *
  * Inbound, decompression is incremental and bounded: a message inflating
- * past `maxMessageSize` fails the connection with 1009 before more than
- * that many bytes (plus one) were produced, and corrupt compressed data
- * fails it with 1007.
+ * past `maxMessageSize` (or the connection's, when smaller) fails the
+ * connection with 1009 before more than that many bytes (plus one) were
+ * produced, and corrupt compressed data fails it with 1007.
  *
  * @example A client and a server agreeing, then a round trip
  * ```ts
@@ -453,9 +454,11 @@ export class PerMessageDeflate implements Extension {
    * anything else passes through unchanged.
    *
    * @param data The unmasked piece.
+   * @param room How many more bytes the message may grow by under the
+   *   connection's own limit; the tighter of it and `maxMessageSize` holds.
    * @returns The bytes inflated so far from it (possibly none), or `data`.
    * @throws {RemoteProtocolError} Close 1009 when the message inflates past
-   * `maxMessageSize`, 1007 when the data is not valid DEFLATE.
+   * its limit, 1007 when the data is not valid DEFLATE.
    *
    * @example Corrupt compressed data
    * ```ts
@@ -471,9 +474,9 @@ export class PerMessageDeflate implements Extension {
    * }
    * ```
    */
-  frameInboundPayloadData(data: Uint8Array): Uint8Array {
+  frameInboundPayloadData(data: Uint8Array, room: number = Infinity): Uint8Array {
     if (!this.#enabled || this.#inboundControlFrame || !this.#inboundCompressed) return data;
-    return this.#inflate(data);
+    return this.#inflate(data, room);
   }
 
   /**
@@ -482,6 +485,7 @@ export class PerMessageDeflate implements Extension {
    * when the peer resets its context, drop ours.
    *
    * @param fin The frame's FIN bit.
+   * @param room As for {@linkcode PerMessageDeflate.frameInboundPayloadData}.
    * @returns The last inflated bytes of the message, or `null`.
    * @throws {RemoteProtocolError} Close 1009 or 1007, as for the payload.
    *
@@ -502,11 +506,11 @@ export class PerMessageDeflate implements Extension {
    * if (texts.join() !== "Hello,Hello") throw new Error("Example failed");
    * ```
    */
-  frameInboundComplete(fin: boolean): Uint8Array | null {
+  frameInboundComplete(fin: boolean, room: number = Infinity): Uint8Array | null {
     if (this.#pendingError !== null) throw this.#pendingError;
     if (!this.#enabled || this.#inboundControlFrame || !fin) return null;
     if (!this.#inboundCompressed) return null;
-    const output = this.#inflate(TAIL, true);
+    const output = this.#inflate(TAIL, room, true);
     this.#inboundCompressed = false;
     if (this.#inboundNoContextTakeover) {
       // §7.1.1: the peer starts each message with an empty window, so ours
@@ -647,7 +651,7 @@ export class PerMessageDeflate implements Extension {
   // empty payload, or one cut short, leaves it inside a block that the next
   // message would then continue (as its data, silently, when that message
   // starts with a stored block).
-  #inflate(data: Uint8Array, last = false): Uint8Array {
+  #inflate(data: Uint8Array, room: number, last = false): Uint8Array {
     let strm = this.#inflater;
     if (strm === null) {
       strm = this.#inboundNoContextTakeover ? spareInflaters.take(this.#inboundWindowBits) : null;
@@ -665,24 +669,26 @@ export class PerMessageDeflate implements Extension {
     strm.next_in = 0;
     strm.avail_in = data.length;
     const chunks: Uint8Array[] = [];
+    // Ours or the connection's, whichever is tighter: a connection made with
+    // a small `maxMessageSize` must not inflate a bomb to ours first.
+    const limit = Math.min(this.#maxMessageSize, this.#inboundSize + room);
     for (;;) {
       // Never give zlib room for more than one byte past the limit: a small
       // bomb cannot make us produce, let alone keep, its expansion.
-      const room = Math.min(OUTPUT_CHUNK, this.#maxMessageSize - this.#inboundSize + 1);
       strm.output = scratch;
       strm.next_out = 0;
-      strm.avail_out = room;
+      strm.avail_out = Math.min(OUTPUT_CHUNK, limit - this.#inboundSize + 1);
       // Z_BLOCK stops zlib at each block's end, where `data_type` says so.
       const status = pako.zlibInflate(strm, last ? pako.Z_BLOCK : pako.Z_SYNC_FLUSH);
       const produced = strm.next_out;
       if (produced > 0) {
-        const allowed = Math.min(produced, this.#maxMessageSize - this.#inboundSize);
+        const allowed = Math.min(produced, limit - this.#inboundSize);
         this.#inboundSize += produced;
         if (allowed > 0) chunks.push(copyOut(allowed));
         if (allowed < produced) {
           this.#pendingError = failConnection(
             1009,
-            `Decompressed message exceeds the limit of ${this.#maxMessageSize} bytes`,
+            `Decompressed message exceeds the limit of ${limit} bytes`,
           );
           break;
         }

@@ -48,8 +48,8 @@ export interface ServeOptions {
   /**
    * Accept permessage-deflate (RFC 7692) when a client offers it: `true`
    * for the defaults, or the options. A fresh extension is made for every
-   * connection; its decompressed-size limit is `limits.maxMessageSize`
-   * unless the options say otherwise.
+   * connection; what a message inflates to is bounded by
+   * `limits.maxMessageSize` (or the options' `maxMessageSize` when smaller).
    */
   deflate?: boolean | PerMessageDeflateOptions;
   /** Called once listening, with the address (the real port when `port` is 0). */
@@ -149,10 +149,7 @@ class WebSocketServer implements Server {
     this.#onError = options.onError ?? ((error) => console.error(error));
     const deflate = options.deflate ?? false;
     if (deflate !== false) {
-      const deflateOptions: PerMessageDeflateOptions = {
-        maxMessageSize: this.#limits.maxMessageSize,
-        ...(deflate === true ? {} : deflate),
-      };
+      const deflateOptions: PerMessageDeflateOptions = deflate === true ? {} : deflate;
       // Validate once, up front, rather than on the first connection.
       new PerMessageDeflate(deflateOptions);
       this.#extensions = () => [new PerMessageDeflate(deflateOptions)];

@@ -4,6 +4,7 @@
 // the decompressed size through PerMessageDeflate on a connection. The
 // time limits (handshakeTimeout, closeTimeout) belong to the drivers.
 import assert from "node:assert/strict";
+import * as pako from "pako";
 import * as ws from "../mod.ts";
 import { PerMessageDeflate } from "../permessage_deflate.ts";
 import { acceptToken } from "../handshake.ts";
@@ -307,8 +308,24 @@ for (const role of ROLES) {
     return {
       conn: new ws.Connection(role, { extensions: [local], limits: options.limits ?? {} }),
       encoder: new ws.FrameEncoder(peerType, { extensions: [peer] }),
+      local,
     };
   };
+
+  Deno.test(`${role}: the connection's maxMessageSize bounds what permessage-deflate inflates`, () => {
+    // 8 MiB of zeros in 8 KiB: the extension's own limit (64 MiB) lets it all through.
+    const bomb = pako.deflateRaw(new Uint8Array(8 << 20), { level: 9 });
+    const { conn, local } = deflatePair({ limits: { maxMessageSize: 1024 } });
+    const inflate = local.frameInboundPayloadData.bind(local);
+    let inflated = 0;
+    local.frameInboundPayloadData = (data, room) => {
+      const out = inflate(data, room);
+      inflated += out.length;
+      return out;
+    };
+    assert.equal(kinds(receive(conn, frame(role, true, 2, bomb, 4))).at(-1), "Close 1009");
+    assert.ok(inflated <= 1025, `${inflated} bytes inflated`);
+  });
 
   Deno.test(`${role}: a compressed message inflating to maxMessageSize passes and one byte more closes with 1009`, () => {
     for (const max of [0, 1, 1000, 70_000]) {
