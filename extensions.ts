@@ -24,7 +24,8 @@ export interface OutboundFrame {
  * `eventHint` is a `CloseConnection` with the close code to send.
  *
  * The hooks are called in this order for every inbound frame:
- * `frameInboundHeader` once, when the header has arrived;
+ * `frameInboundHeader` once, when the header has arrived (perhaps before
+ * its masking key);
  * `frameInboundPayloadData` for every piece of payload as it arrives, once
  * the frame is known to be in sequence (RFC 6455 §5.4); then
  * `frameInboundComplete` once the frame's payload has all arrived. The

@@ -76,6 +76,9 @@ export class FrameDecoder {
   #masked = false;
   #payloadLength = 0;
   #payloadConsumed = 0;
+  // Whether the extensions saw the header being read: its masking key may
+  // arrive in a later chunk, and each extension sees each header once.
+  #headerShown = false;
 
   /**
    * Make a decoder for one end of a connection.
@@ -194,7 +197,10 @@ export class FrameDecoder {
       }
     }
 
-    this.#checkRsv(opcode, rsvBits(first), payloadLength);
+    if (!this.#headerShown) {
+      this.#checkRsv(opcode, rsvBits(first), payloadLength);
+      this.#headerShown = true;
+    }
 
     if (masked !== this.#expectMasked) {
       throw failConnection(
@@ -215,6 +221,7 @@ export class FrameDecoder {
     }
 
     buffer.skip(headerLength);
+    this.#headerShown = false;
     this.#inFrame = true;
     this.#fin = fin;
     this.#opcode = opcode;

@@ -253,6 +253,35 @@ Deno.test("FrameDecoder rejects each protocol violation with its close code", as
   }
 });
 
+Deno.test("FrameDecoder shows each header to the extensions once, however it is chopped", () => {
+  // Masked frames of each length form: the key is the last of the header to come.
+  const stream = concat(
+    rawFrame({ opcode: 0x1, payload: utf8("hi") }),
+    rawFrame({ opcode: 0x2, payload: new Uint8Array(200) }),
+    rawFrame({ opcode: 0x9, payload: bytes(1) }),
+    rawFrame({ opcode: 0x2, payload: new Uint8Array(70_000) }),
+  );
+  for (const [style, chunks] of chopStyles(stream)) {
+    const seen: string[] = [];
+    const watcher: ws.Extension = {
+      name: "x-watcher",
+      enabled: () => true,
+      offer: () => null,
+      accept: () => null,
+      finalize: () => {},
+      frameInboundHeader: (opcode, _rsv, length) => {
+        seen.push(`${opcode}:${length}`);
+        return NO_RSV;
+      },
+      frameInboundPayloadData: (data) => data,
+      frameInboundComplete: () => null,
+      frameOutbound: (_opcode, rsv, data) => ({ rsv, data }),
+    };
+    decodeAll(SERVER, chunks, { extensions: [watcher] });
+    assert.deepEqual(seen, ["1:2", "2:200", "9:1", "2:70000"], style);
+  }
+});
+
 Deno.test("FrameDecoder accepts a frame of exactly the size limit", () => {
   const frames = decodeAll(SERVER, [rawFrame({ opcode: 2, payload: new Uint8Array(1000) })], {
     maxFrameSize: 1000,
