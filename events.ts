@@ -111,7 +111,10 @@ export class AcceptConnection {
 
 /** Options of {@linkcode RejectConnection}. */
 export interface RejectConnectionOptions {
-  /** The HTTP status, 400 unless given. */
+  /**
+   * The HTTP status, 400 unless given: 200 to 599 when sent, and no body
+   * with 204 or 304.
+   */
   statusCode?: number;
   /** The response headers. */
   headers?: Headers;

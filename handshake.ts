@@ -417,7 +417,13 @@ export class Handshake {
     }
     const startLine = `HTTP/1.1 ${status} ${REASON_PHRASES[status] ?? ""}`;
 
-    if (event.body !== null) {
+    // RFC 9110 §6.4.1: these responses end at their head, and a peer reads
+    // no body after them (nor does our client).
+    const bodiless = status === 204 || status === 304;
+    if (bodiless && event.hasBody && (event.body === null || event.body.length > 0)) {
+      throw new LocalProtocolError(`A ${status} rejection cannot have a body`);
+    }
+    if (event.body !== null && !bodiless) {
       if (lengths.length > 0) {
         throw new LocalProtocolError("A rejection with a body sets its own Content-Length");
       }
@@ -426,7 +432,7 @@ export class Handshake {
       this.#state = ConnectionState.CLOSED;
       return concatBytes([head, event.body]);
     }
-    if (!event.hasBody) {
+    if (!event.hasBody || bodiless) {
       if (lengths.some(([, value]) => value !== "0")) {
         throw new LocalProtocolError("A rejection without a body cannot have a Content-Length");
       }

@@ -538,6 +538,27 @@ Deno.test("A rejection without a body sends Content-Length: 0 and Connection: cl
   assert.ok(unknown.startsWith("HTTP/1.1 599 \r\n"));
 });
 
+Deno.test("A 204 or 304 rejection ends at its head and refuses a body", () => {
+  for (const statusCode of [204, 304]) {
+    for (const options of [{}, { body: "" }]) {
+      const server = new Handshake(SERVER);
+      const text = decode(server.send(new RejectConnection({ statusCode, ...options })));
+      // RFC 9110 §8.6: not even Content-Length: 0.
+      assert.doesNotMatch(text, /content-length|transfer-encoding/i);
+      assert.ok(text.endsWith("\r\nConnection: close\r\n\r\n"), text);
+      assert.equal(server.state, ConnectionState.CLOSED);
+    }
+    for (const options of [{ body: "nope" }, { hasBody: true }]) {
+      const server = new Handshake(SERVER);
+      assert.throws(
+        () => server.send(new RejectConnection({ statusCode, ...options })),
+        (error) => error instanceof LocalProtocolError && /cannot have a body/.test(error.message),
+      );
+      assert.equal(server.state, ConnectionState.CONNECTING);
+    }
+  }
+});
+
 Deno.test("A rejection with hasBody and no length streams RejectData as chunks", () => {
   const server = new Handshake(SERVER);
   const head = server.send(new RejectConnection({ statusCode: 503, hasBody: true }));
