@@ -27,6 +27,7 @@ import {
   HeadReader,
   HttpError,
   isFieldValue,
+  isInterim,
   isRequestTarget,
   isToken,
   parseRequestHead,
@@ -552,7 +553,7 @@ export class Handshake {
       this.#keep(rest, false);
       return new Uint8Array(0);
     }
-    if (status < 200) {
+    if (isInterim(status)) {
       // RFC 9110 §15.2: a client may ignore an unexpected interim response.
       this.#head = new HeadReader(this.#limits);
       return rest;

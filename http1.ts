@@ -454,6 +454,23 @@ export type BodyFraming =
   | { readonly kind: "close" };
 
 /**
+ * Whether a status is a 1xx (interim) one. Not 000 to 099: RFC 9110 §15
+ * has a client take a status outside 100 to 599 as a 5xx.
+ *
+ * @param statusCode The response's status.
+ * @returns Whether another response follows this one.
+ *
+ * @example
+ * ```ts
+ * import { isInterim } from "./http1.ts";
+ * if (!isInterim(100) || isInterim(99) || isInterim(200)) throw new Error("Example failed");
+ * ```
+ */
+export function isInterim(statusCode: number): boolean {
+  return statusCode >= 100 && statusCode < 200;
+}
+
+/**
  * How the body of a response is delimited (RFC 9112 §6.3): none for 1xx,
  * 204 and 304; chunked when the last transfer coding is chunked; until the
  * connection closes for any other transfer coding; else by a valid
@@ -472,7 +489,7 @@ export type BodyFraming =
  * ```
  */
 export function responseBodyFraming(statusCode: number, headers: Headers): BodyFraming {
-  if (statusCode < 200 || statusCode === 204 || statusCode === 304) return { kind: "none" };
+  if (isInterim(statusCode) || statusCode === 204 || statusCode === 304) return { kind: "none" };
   const codings: string[] = [];
   const lengths: string[] = [];
   let hasTransferEncoding = false;

@@ -707,6 +707,20 @@ Deno.test("A client skips interim 1xx responses before the 101", () => {
   assert.ok(events[0] instanceof AcceptConnection);
 });
 
+Deno.test("A client takes a status below 100 as a refusal, not as an interim response", () => {
+  // RFC 9110 §15: a status outside 100-599 is handled as a 5xx. Skipped as a
+  // 1xx, it left the client waiting for a next response that never comes.
+  for (const status of ["000", "099"]) {
+    const { client } = clientRequest();
+    client.receiveData(encode(`HTTP/1.1 ${status} Odd\r\nContent-Length: 2\r\n\r\nno`));
+    const events = [...client.events()];
+    assert.ok(events[0] instanceof RejectConnection, status);
+    assert.equal(events[0].statusCode, Number(status));
+    assert.ok(events[1] instanceof RejectData && decode(events[1].data) === "no", status);
+    assert.equal(client.state, ConnectionState.CLOSED, status);
+  }
+});
+
 Deno.test("A client fails a 101 that does not prove the handshake, without a hint", () => {
   const cases: [string, (key: string) => Uint8Array, RegExp][] = [
     ["wrong accept", () => response101(KEY), /Sec-WebSocket-Accept/],
