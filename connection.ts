@@ -355,6 +355,10 @@ export class WSConnection {
    * handshake a bad request or response throws here, not from
    * {@linkcode WSConnection.events}; once open, the peer's protocol errors
    * are `CloseConnection` events, as in {@linkcode Connection.receiveData}.
+   * The events of what came before the error in the same bytes can still
+   * be taken after a throw: a refusal whose body turns out malformed still
+   * shows its `RejectConnection` (and the body so far), as it would had
+   * the bytes come in pieces.
    *
    * @param data The bytes received (the connection keeps them), or `null`.
    * @throws {RemoteProtocolError} When the peer's request or response is
