@@ -97,7 +97,8 @@ export enum CloseReason {
  * 3000-4999 for libraries, frameworks and applications.
  *
  * @param code The code from the first two bytes of a close payload.
- * @returns `false` for 0-999, 1004-1006, 1015, 1016-2999 and 5000 up.
+ * @returns `false` for 0-999, 1004-1006, 1015, 1016-2999, 5000 up, and
+ *   anything not an integer.
  *
  * @example Codes a peer may and may not send
  * ```ts
@@ -107,6 +108,7 @@ export enum CloseReason {
  * ```
  */
 export function isValidCloseCode(code: number): boolean {
+  if (!Number.isInteger(code)) return false;
   if (code >= 3000 && code <= 4999) return true;
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014);
 }

@@ -520,6 +520,11 @@ export class Handshake {
       ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
     ];
     if (event.subprotocols.length > 0) {
+      // RFC 6455 §4.1: each is a token, so a comma or space cannot split one in two.
+      const bad = event.subprotocols.find((protocol) => !isToken(protocol));
+      if (bad !== undefined) {
+        throw new LocalProtocolError(`A subprotocol must be an HTTP token, not "${bad}"`);
+      }
       headers.push(["Sec-WebSocket-Protocol", event.subprotocols.join(", ")]);
     }
     if (offers.length > 0) headers.push(["Sec-WebSocket-Extensions", offers.join(", ")]);

@@ -271,7 +271,7 @@ Deno.test("WSConnection refuses misuse with a LocalProtocolError", async (t) => 
   });
   await t.step("an invalid close code", () => {
     const conn = new ws.Connection(SERVER);
-    for (const code of [0, 999, 1004, 1016, 2999, 5000]) {
+    for (const code of [0, 999, 1004, 1016, 2999, 5000, 1000.5, NaN]) {
       assert.throws(() => conn.send(new ws.CloseConnection({ code })), ws.LocalProtocolError);
     }
     assert.equal(conn.state, OPEN);

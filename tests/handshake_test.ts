@@ -668,6 +668,18 @@ Deno.test("A client's request carries a fresh 16-byte key, version 13 and its of
   assert.notEqual(clientRequest().key, key);
 });
 
+Deno.test("A client refuses to offer a subprotocol that is not a token", () => {
+  // Sent as is, "a,b" would offer two, and "c d" a malformed header.
+  for (const bad of ["a,b", "c d", "", "é", "x/y"]) {
+    assert.throws(
+      () =>
+        new Handshake(CLIENT).send(new WsRequest({ host: "h", target: "/", subprotocols: [bad] })),
+      (error) => error instanceof LocalProtocolError && /subprotocol/.test(error.message),
+      JSON.stringify(bad),
+    );
+  }
+});
+
 Deno.test("A client opens on a valid 101 however it is chopped, keeping the bytes after it", () => {
   const { key } = clientRequest();
   const frame = new Uint8Array([0x81, 0x02, 0x68, 0x69]);
