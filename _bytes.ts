@@ -250,3 +250,17 @@ function join(
   }
   return out;
 }
+
+/**
+ * RFC 4648 §4 base64, padded: the runtime's encoder where it has one (Deno
+ * does), one string where a loop concatenated four characters at a time.
+ *
+ * @param bytes The bytes.
+ * @returns Their base64.
+ */
+export function base64(bytes: Uint8Array): string {
+  if (typeof bytes.toBase64 === "function") return bytes.toBase64();
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}

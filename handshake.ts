@@ -12,7 +12,7 @@
  * @module
  */
 
-import { concatBytes } from "./_bytes.ts";
+import { base64, concatBytes } from "./_bytes.ts";
 import {
   AcceptConnection,
   type Headers,
@@ -385,6 +385,7 @@ export class Handshake {
       throw new LocalProtocolError("A server cannot accept before it has received a Request");
     }
     checkSubprotocol(request.subprotocols, event.subprotocol);
+    checkOwnFields(event.extraHeaders, ACCEPT_FIELDS, "the subprotocol and extensions");
     const headers: [string, string][] = [["Sec-WebSocket-Accept", acceptToken(this.#key)]];
     if (event.subprotocol !== null) headers.push(["Sec-WebSocket-Protocol", event.subprotocol]);
     const { enabled, answers } = negotiate(request.extensions, event.extensions);
@@ -519,11 +520,17 @@ export class Handshake {
       ["Sec-WebSocket-Key", key],
       ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
     ];
+    checkOwnFields(event.extraHeaders, REQUEST_FIELDS, "host, subprotocols and extensions");
     if (event.subprotocols.length > 0) {
-      // RFC 6455 §4.1: each is a token, so a comma or space cannot split one in two.
-      const bad = event.subprotocols.find((protocol) => !isToken(protocol));
+      // RFC 6455 §4.1: each is a token, so a comma or space cannot split one
+      // in two, and each is offered once.
+      const bad = event.subprotocols.find((protocol, at, all) =>
+        !isToken(protocol) || all.indexOf(protocol) !== at
+      );
       if (bad !== undefined) {
-        throw new LocalProtocolError(`A subprotocol must be an HTTP token, not "${bad}"`);
+        throw new LocalProtocolError(
+          `A subprotocol must be an HTTP token, offered once, not "${bad}"`,
+        );
       }
       headers.push(["Sec-WebSocket-Protocol", event.subprotocols.join(", ")]);
     }
@@ -964,18 +971,45 @@ function putAscii(bytes: Uint8Array, at: number, text: string): number {
   return at + text.length;
 }
 
+// The fields the handshake writes itself (RFC 6455 §4.1, §4.2.2): given
+// again as extra headers they would be sent twice, which a server refuses
+// (two Host, two keys) or which would make us reject our own choice (an
+// unlisted Sec-WebSocket-Protocol).
+const REQUEST_FIELDS = new Set([
+  "host",
+  "upgrade",
+  "connection",
+  "sec-websocket-key",
+  "sec-websocket-version",
+  "sec-websocket-protocol",
+  "sec-websocket-extensions",
+]);
+const ACCEPT_FIELDS = new Set([
+  "upgrade",
+  "connection",
+  "sec-websocket-accept",
+  "sec-websocket-protocol",
+  "sec-websocket-extensions",
+]);
+
+function checkOwnFields(
+  extraHeaders: Headers,
+  own: ReadonlySet<string>,
+  instead: string,
+): void {
+  const field = extraHeaders.find(([name]) => own.has(name.toLowerCase()));
+  if (field !== undefined) {
+    throw new LocalProtocolError(
+      `${
+        field[0]
+      } is written by the handshake and cannot be an extra header (set ${instead} instead)`,
+    );
+  }
+}
+
 // Writes CRLF at `at`; returns where it ends.
 function putLine(bytes: Uint8Array, at: number): number {
   bytes[at] = 0x0d;
   bytes[at + 1] = 0x0a;
   return at + 2;
-}
-
-// RFC 4648 §4, padded. The runtime's encoder where it has one (Deno does):
-// one string, where a loop concatenated four characters at a time.
-function base64(bytes: Uint8Array): string {
-  if (typeof bytes.toBase64 === "function") return bytes.toBase64();
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary);
 }

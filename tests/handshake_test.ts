@@ -668,12 +668,32 @@ Deno.test("A client's request carries a fresh 16-byte key, version 13 and its of
   assert.notEqual(clientRequest().key, key);
 });
 
-Deno.test("A client refuses to offer a subprotocol that is not a token", () => {
+Deno.test("The handshake's own fields cannot be extra headers", () => {
+  // Sent twice, a server refuses them (two Host, two keys), or our own
+  // check refuses the server's choice (a Sec-WebSocket-Protocol not listed).
+  for (
+    const name of ["Host", "upgrade", "Connection", "Sec-WebSocket-Key", "Sec-WebSocket-Protocol"]
+  ) {
+    const request = new WsRequest({ host: "h", target: "/", extraHeaders: [[name, "x"]] });
+    assert.throws(() => new Handshake(CLIENT).send(request), /written by the handshake/, name);
+  }
+  for (const name of ["Upgrade", "sec-websocket-accept", "Sec-WebSocket-Extensions"]) {
+    const { server } = serverEvents([encode(requestText())]);
+    assert.throws(
+      () => server.send(new AcceptConnection({ extraHeaders: [[name, "x"]] })),
+      /written by the handshake/,
+      name,
+    );
+    assert.equal(server.state, ConnectionState.CONNECTING);
+  }
+});
+
+Deno.test("A client refuses to offer a subprotocol that is not a token, or twice", () => {
   // Sent as is, "a,b" would offer two, and "c d" a malformed header.
-  for (const bad of ["a,b", "c d", "", "é", "x/y"]) {
+  for (const bad of [["a,b"], ["c d"], [""], ["é"], ["x/y"], ["v1", "v1"]]) {
     assert.throws(
       () =>
-        new Handshake(CLIENT).send(new WsRequest({ host: "h", target: "/", subprotocols: [bad] })),
+        new Handshake(CLIENT).send(new WsRequest({ host: "h", target: "/", subprotocols: bad })),
       (error) => error instanceof LocalProtocolError && /subprotocol/.test(error.message),
       JSON.stringify(bad),
     );
