@@ -203,7 +203,14 @@ export class Handshake {
       throw new RangeError(`A Sec-WebSocket-Key is 16 bytes, got ${options.key.length}`);
     }
     this.#chosenKey = options.key ?? null;
-    this.#head = new HeadReader(this.#limits);
+    this.#head = this.#headReader();
+  }
+
+  #headReader(): HeadReader {
+    return new HeadReader(
+      this.#limits,
+      this.#type === ConnectionType.SERVER ? "request" : "response",
+    );
   }
 
   /** Which side this is. */
@@ -567,7 +574,7 @@ export class Handshake {
     }
     if (isInterim(status)) {
       // RFC 9110 §15.2: a client may ignore an unexpected interim response.
-      this.#head = new HeadReader(this.#limits);
+      this.#head = this.#headReader();
       return rest;
     }
     let framing;

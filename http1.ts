@@ -103,14 +103,23 @@ export class HeadReader {
   #lineStart = 0;
   #fieldLines = 0;
   #done = false;
+  readonly #startLine: ((line: string) => unknown) | null;
 
   /**
    * Make a reader.
    *
    * @param limits The bounds on the head's size and field count.
+   * @param kind What the head starts with, checked as soon as that line is
+   *   complete: a peer that does not speak HTTP at all is then refused at
+   *   its first line, not after 16 KiB or a timeout. Unchecked unless given.
    */
-  constructor(limits: HeadLimits) {
+  constructor(limits: HeadLimits, kind?: "request" | "response") {
     this.#limits = limits;
+    this.#startLine = kind === undefined
+      ? null
+      : kind === "request"
+      ? parseRequestLine
+      : parseStatusLine;
   }
 
   /** Bytes of an incomplete head held so far. */
@@ -123,7 +132,8 @@ export class HeadReader {
    *
    * @param chunk Bytes received; they are copied where kept.
    * @returns The head and the bytes after it once the head is complete, else `null`.
-   * @throws {HttpError} 400 on a bare LF, 431 over a limit.
+   * @throws {HttpError} 400 on a bare LF or a malformed start line (505 for
+   *   its HTTP version), 431 over a limit.
    */
   push(chunk: Uint8Array): HeadBytes | null {
     if (this.#done) throw new TypeError("The head is already complete");
@@ -184,6 +194,7 @@ export class HeadReader {
         throw new HttpError(400, "A line ends in a bare LF instead of CRLF");
       }
       if (lf - 1 === this.#lineStart) return lf + 1;
+      if (this.#lineStart === 0) this.#startLine?.(latin1(view.subarray(0, lf - 1)));
       if (this.#lineStart > 0 && ++this.#fieldLines > this.#limits.maxHeaderCount) {
         throw new HttpError(431, `More than ${this.#limits.maxHeaderCount} header fields`);
       }
@@ -229,8 +240,11 @@ export interface ResponseHead {
  */
 export function parseRequestHead(head: Uint8Array): RequestHead {
   const lines = splitLines(head);
-  const start = lines[0] ?? "";
-  const parts = start.split(" ");
+  return { ...parseRequestLine(lines[0] ?? ""), headers: parseFields(lines) };
+}
+
+function parseRequestLine(line: string): { method: string; target: string } {
+  const parts = line.split(" ");
   const [method, target, version] = parts;
   if (
     parts.length !== 3 || method === undefined || target === undefined ||
@@ -239,7 +253,7 @@ export function parseRequestHead(head: Uint8Array): RequestHead {
     throw new HttpError(400, "The request line is malformed");
   }
   checkVersion(version);
-  return { method, target, headers: parseFields(lines) };
+  return { method, target };
 }
 
 /**
@@ -258,19 +272,18 @@ export function parseRequestHead(head: Uint8Array): RequestHead {
  */
 export function parseResponseHead(head: Uint8Array): ResponseHead {
   const lines = splitLines(head);
-  const start = lines[0] ?? "";
+  return { ...parseStatusLine(lines[0] ?? ""), headers: parseFields(lines) };
+}
+
+function parseStatusLine(line: string): { statusCode: number; reason: string } {
   // RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ];
   // the second SP is often dropped with an empty reason, so it is optional here.
-  const match = /^(\S+) ([0-9]{3})(?: (.*))?$/.exec(start);
+  const match = /^(\S+) ([0-9]{3})(?: (.*))?$/.exec(line);
   if (match === null || !REASON_PHRASE.test(match[3] ?? "")) {
     throw new HttpError(400, "The status line is malformed");
   }
   checkVersion(match[1] ?? "");
-  return {
-    statusCode: Number(match[2]),
-    reason: match[3] ?? "",
-    headers: parseFields(lines),
-  };
+  return { statusCode: Number(match[2]), reason: match[3] ?? "" };
 }
 
 function checkVersion(version: string): void {

@@ -62,6 +62,22 @@ Deno.test("HeadReader rejects a bare LF as soon as it arrives", () => {
   httpError(() => readHead([encode("GET / HTTP/1.1\r"), encode("\r\n\n")]), 400, /bare LF/);
 });
 
+Deno.test("HeadReader refuses a start line that is not HTTP once that line is complete", () => {
+  // A peer speaking another protocol (SSH, SMTP) waited out the timeout or
+  // 16 KiB before; one that does not end its line still does.
+  const request = new HeadReader(LIMITS, "request");
+  httpError(() => request.push(encode("SSH-2.0-OpenSSH_9.6\r\n")), 400, /request line/);
+  const response = new HeadReader(LIMITS, "response");
+  assert.equal(response.push(encode("220 mail.example ESMTP")), null);
+  httpError(() => response.push(encode("\r\n")), 400, /status line/);
+  httpError(() => new HeadReader(LIMITS, "response").push(encode("HTTP/2.0 200 OK\r\n")), 505);
+  // Good start lines pass, and the reader waits for the rest of the head.
+  assert.equal(new HeadReader(LIMITS, "request").push(encode("GET / HTTP/1.1\r\nHost")), null);
+  assert.equal(new HeadReader(LIMITS, "response").push(encode("HTTP/1.1 101 OK\r\nX")), null);
+  // Without a kind, only the whole head is judged (by its parser).
+  assert.equal(new HeadReader(LIMITS).push(encode("SSH-2.0-OpenSSH_9.6\r\n")), null);
+});
+
 Deno.test("HeadReader accepts a head of exactly maxHeaderBytes and refuses one byte more", () => {
   const filler = (size: number) => {
     const base = "GET / HTTP/1.1\r\nX: \r\n\r\n";
