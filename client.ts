@@ -5,6 +5,8 @@
  * @module
  */
 
+import { base64 } from "./_bytes.ts";
+import { WSConnection } from "./connection.ts";
 import { Request } from "./events.ts";
 import type { Headers } from "./events.ts";
 import { type Limits, resolveLimits } from "./limits.ts";
@@ -16,8 +18,13 @@ import { ConnectionType } from "./state.ts";
 export interface ConnectOptions {
   /** Subprotocols to offer, in order of preference. */
   subprotocols?: readonly string[];
-  /** Headers to add to the handshake request (`Origin`, `Authorization`, ...). */
-  headers?: Headers | Record<string, string>;
+  /**
+   * Headers to add to the handshake request (`Origin`, `Authorization`,
+   * ...): pairs, a record, or a Fetch `Headers`. A `Host` replaces the
+   * URL's; the handshake's own fields (`Upgrade`, `Connection`,
+   * `Sec-WebSocket-*`) cannot be given: use `subprotocols` and `deflate`.
+   */
+  headers?: Headers | Record<string, string> | globalThis.Headers;
   /** Offer permessage-deflate (RFC 7692): `true` for the defaults, or the options. */
   deflate?: boolean | PerMessageDeflateOptions;
   /** Limits of the connection. */
@@ -106,13 +113,19 @@ export class HandshakeError extends Error {
 
 /**
  * Open a WebSocket connection to a `ws://` or `wss://` URL (`http://` and
- * `https://` are taken as the same).
+ * `https://` are taken as the same). A user and password in the URL are
+ * sent as `Authorization: Basic` unless `headers` has an `Authorization`.
  *
  * @param url Where to connect.
  * @param options Subprotocols, headers, deflate, limits, timeouts, TLS roots.
  * @returns The open socket.
- * @throws {HandshakeError} When the handshake fails or times out.
- * @throws {TypeError} For a URL of another scheme.
+ * @throws {HandshakeError} When the connection or the handshake fails or
+ *   times out; a refusal's status, headers and body (its first 64 KiB) come
+ *   with it, and a transport or TLS failure is its `cause`.
+ * @throws {TypeError} For a URL of another scheme or with a fragment.
+ * @throws {LocalProtocolError} For a request that cannot be sent (a header
+ *   that is not valid HTTP or belongs to the handshake, a subprotocol that
+ *   is not a token or is offered twice), before connecting.
  * @throws When `options.signal` aborts first: the signal's reason (an
  *   `AbortError` `DOMException` unless one was given).
  *
@@ -139,6 +152,8 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   if (!secure && target.protocol !== "ws:" && target.protocol !== "http:") {
     throw new TypeError(`Cannot open a WebSocket to a ${target.protocol} URL`);
   }
+  // RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs.
+  if (target.hash !== "") throw new TypeError(`A WebSocket URL cannot have a fragment: ${url}`);
   const limits = resolveLimits(options.limits);
   const timeout = options.handshakeTimeout ?? limits.handshakeTimeout;
   const hostname = target.hostname.replace(/^\[(.*)\]$/, "$1");
@@ -147,18 +162,30 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   if (options.deflate !== undefined && options.deflate !== false) {
     extensions.push(new PerMessageDeflate(options.deflate === true ? {} : options.deflate));
   }
-  const headers = options.headers === undefined
+  const headers: [string, string][] = options.headers === undefined
     ? []
-    : Array.isArray(options.headers)
-    ? options.headers as Headers
+    : Array.isArray(options.headers) || options.headers instanceof globalThis.Headers
+    ? [...options.headers]
     : Object.entries(options.headers);
-  const request = new Request({
-    host: target.host,
-    target: (target.pathname === "" ? "/" : target.pathname) + target.search,
-    subprotocols: options.subprotocols ?? [],
-    extensions,
-    extraHeaders: headers,
-  });
+  const isHost = ([name]: [string, string]): boolean => name.toLowerCase() === "host";
+  const host = headers.find(isHost)?.[1] ?? target.host;
+  if ((target.username !== "" || target.password !== "") && !hasHeader(headers, "authorization")) {
+    const credentials = `${decodeURIComponent(target.username)}:${
+      decodeURIComponent(target.password)
+    }`;
+    headers.push(["Authorization", `Basic ${base64(new TextEncoder().encode(credentials))}`]);
+  }
+  // The request is made before any connection: a bad one throws here.
+  const engine = new WSConnection(ConnectionType.CLIENT, { limits });
+  const request = engine.send(
+    new Request({
+      host,
+      target: (target.pathname === "" ? "/" : target.pathname) + target.search,
+      subprotocols: options.subprotocols ?? [],
+      extensions,
+      extraHeaders: headers.filter((header) => !isHost(header)),
+    }),
+  );
 
   const signal = options.signal;
   signal?.throwIfAborted();
@@ -178,8 +205,11 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     let conn: Deno.Conn;
     if (secure) {
       const caCerts = options.caCerts;
-      conn = await raceAbort(
-        Deno.connectTls({ hostname, port, ...(caCerts === undefined ? {} : { caCerts }) }),
+      conn = await handshakeTls(
+        await raceAbort(
+          Deno.connectTls({ hostname, port, ...(caCerts === undefined ? {} : { caCerts }) }),
+          abandon,
+        ),
         abandon,
       );
     } else {
@@ -193,6 +223,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       // One deadline only: the one above closes the socket when it passes,
       // so the error always says which limit was hit.
       limits: { ...limits, handshakeTimeout: 0 },
+      connection: engine,
       request,
     });
     const onAbort = (): void => void socket.close();
@@ -205,8 +236,10 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       return socket;
     }
     await socket.closed;
-    abandon.throwIfAborted();
-    throw new HandshakeError(result.message, {
+    if (signal?.aborted) throw signal.reason;
+    // Past the deadline, what came of a refusal still comes with the error.
+    const late = deadline.signal.aborted ? deadline.signal.reason as HandshakeError : null;
+    throw new HandshakeError(late?.message ?? result.message, {
       status: result.status,
       headers: result.headers,
       body: result.body,
@@ -246,6 +279,28 @@ function raceAbort<T extends Deno.Conn>(connecting: Promise<T>, signal: AbortSig
       },
     );
   });
+}
+
+// Deno runs TLS's handshake on the first read or write, whose errors the
+// socket only sees as a closed connection: run it here, so that a bad
+// certificate is the error's cause. An abort during it closes the connection.
+async function handshakeTls(conn: Deno.TlsConn, signal: AbortSignal): Promise<Deno.TlsConn> {
+  const onAbort = (): void => conn.close();
+  signal.addEventListener("abort", onAbort, { once: true });
+  try {
+    await conn.handshake();
+    return conn;
+  } catch (error) {
+    if (!signal.aborted) conn.close();
+    signal.throwIfAborted();
+    throw error;
+  } finally {
+    signal.removeEventListener("abort", onAbort);
+  }
+}
+
+function hasHeader(headers: readonly [string, string][], name: string): boolean {
+  return headers.some(([field]) => field.toLowerCase() === name);
 }
 
 function keepAlive(socket: RawSocket, pingInterval: number, pongTimeout: number): void {

@@ -536,8 +536,13 @@ export interface RawSocketOptions {
   onRequest?: (socket: RawSocket, request: Request) => void;
   /** Server: makes the extensions to offer in the accept, fresh for this connection. */
   extensions?: () => Extension[];
-  /** Client: the request to send. */
-  request?: Request;
+  /**
+   * Client: the engine, which already made the request (so that a bad one
+   * threw before any connection was made).
+   */
+  connection?: WSConnection;
+  /** Client: the request's bytes, as `connection.send(request)` gave them. */
+  request?: Uint8Array;
   /** Called once the socket is closed, when `closed` resolves. */
   onClosed?: (socket: RawSocket) => void;
 }
@@ -596,15 +601,14 @@ const MAX_REJECT_BODY = 64 * 1024;
  *
  * @example A client socket on a connection made by hand
  * ```ts
- * import { ConnectionType, Request } from "./mod.ts";
+ * import { ConnectionType, Request, WSConnection } from "./mod.ts";
  * import { RawSocket } from "./socket.ts";
  * import { serve } from "./server.ts";
  * await using server = serve({ hostname: "127.0.0.1", port: 0 }, (socket) => socket.close(4000));
+ * const connection = new WSConnection(ConnectionType.CLIENT);
+ * const request = connection.send(new Request({ host: "127.0.0.1", target: "/" }));
  * const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
- * const socket = new RawSocket(conn, {
- *   type: ConnectionType.CLIENT,
- *   request: new Request({ host: "127.0.0.1", target: "/" }),
- * });
+ * const socket = new RawSocket(conn, { type: ConnectionType.CLIENT, connection, request });
  * if (!((await socket.opened).ok)) throw new Error("Example failed");
  * if ((await socket.closed).code !== 4000) throw new Error("Example failed");
  * ```
@@ -658,6 +662,8 @@ export class RawSocket implements ServerSocket {
   #pingCounter = 0;
 
   #closeInfo: CloseInfo | null = null;
+  // The first error the transport gave, for a client's failed handshake.
+  #ioError: unknown = undefined;
   // Resolved when the closing handshake starts: reading must then go on
   // past a full inbox, or the peer's answer would never be seen.
   readonly #closing = new Later<void>();
@@ -683,7 +689,7 @@ export class RawSocket implements ServerSocket {
     this.#conn = conn;
     this.#type = options.type;
     this.#limits = resolveLimits(options.limits);
-    this.#ws = new WSConnection(options.type, { limits: this.#limits });
+    this.#ws = options.connection ?? new WSConnection(options.type, { limits: this.#limits });
     this.#onRequest = options.onRequest;
     this.#makeExtensions = options.extensions;
     this.#onClosed = options.onClosed;
@@ -694,8 +700,10 @@ export class RawSocket implements ServerSocket {
       }, this.#limits.handshakeTimeout);
     }
     if (options.type === ConnectionType.CLIENT) {
-      if (options.request === undefined) throw new TypeError("A client socket needs a request");
-      this.#write(this.#ws.send(options.request));
+      if (options.connection === undefined || options.request === undefined) {
+        throw new TypeError("A client socket needs its engine and the request it made");
+      }
+      this.#write(options.request);
     }
     this.#readLoop = this.#read();
   }
@@ -865,7 +873,9 @@ export class RawSocket implements ServerSocket {
       this.#state = "closing";
       this.#closing.resolve();
       this.#armCloseTimer();
-    } else if (this.#ws.state === ConnectionState.CONNECTING && !this.#connClosed) {
+    } else if (this.#state === "connecting" && !this.#connClosed) {
+      // Still in the handshake, a refusal's body being read included: a
+      // server that never ends that body must not hold connect() forever.
       this.#abort(ABNORMAL);
     }
     return this.#closed.promise;
@@ -1105,7 +1115,8 @@ export class RawSocket implements ServerSocket {
     this.#flushNext();
   };
 
-  readonly #onWriteFailed = (): void => {
+  readonly #onWriteFailed = (error: unknown): void => {
+    if (!this.#connClosed) this.#ioError ??= error;
     const batch = this.#endWriteBatch();
     this.#writing = false;
     this.#failBatch(batch, this.#closeInfo ?? ABNORMAL);
@@ -1180,7 +1191,8 @@ export class RawSocket implements ServerSocket {
       let n: number | null;
       try {
         n = await this.#conn.read(into);
-      } catch {
+      } catch (error) {
+        if (!this.#connClosed) this.#ioError ??= error;
         n = null;
       }
       if (this.#connClosed) break;
@@ -1375,24 +1387,32 @@ export class RawSocket implements ServerSocket {
   #onRefusalData(event: RejectData): void {
     const refusal = this.#refusal;
     if (refusal === null) return;
-    if (refusal.size < MAX_REJECT_BODY) {
-      const piece = event.data.subarray(0, MAX_REJECT_BODY - refusal.size);
-      refusal.body.push(piece.slice());
-      refusal.size += piece.length;
-    }
-    if (event.bodyFinished) this.#refused();
+    const piece = event.data.subarray(0, MAX_REJECT_BODY - refusal.size);
+    refusal.body.push(piece.slice());
+    refusal.size += piece.length;
+    // What is past MAX_REJECT_BODY is not kept, so it need not be read: a
+    // server streaming an endless body would otherwise hold us to the end.
+    if (event.bodyFinished || refusal.size >= MAX_REJECT_BODY) this.#refused();
   }
 
   #refused(): void {
-    const refusal = this.#refusal!;
-    this.#opened.resolve({
-      ok: false,
-      message: `The server refused the WebSocket handshake with HTTP ${refusal.status}`,
-      status: refusal.status,
-      headers: refusal.headers,
-      body: concatBytes(refusal.body),
-    });
+    this.#opened.resolve(this.#failedOpen("", undefined));
     this.#abort(ABNORMAL);
+  }
+
+  // Client: why the handshake failed; a refusal, as far as it came, says it.
+  #failedOpen(message: string, cause: unknown): OpenResult {
+    const refusal = this.#refusal;
+    return {
+      ok: false,
+      message: refusal === null
+        ? message
+        : `The server refused the WebSocket handshake with HTTP ${refusal.status}`,
+      status: refusal?.status ?? null,
+      headers: refusal?.headers ?? [],
+      body: refusal === null ? new Uint8Array(0) : concatBytes(refusal.body),
+      ...(cause === undefined ? {} : { cause }),
+    };
   }
 
   #engineError(error: unknown): void {
@@ -1413,14 +1433,9 @@ export class RawSocket implements ServerSocket {
       }
     }
     if (this.#type === ConnectionType.CLIENT && this.#state === "connecting") {
-      this.#opened.resolve({
-        ok: false,
-        message: error instanceof Error ? error.message : String(error),
-        status: null,
-        headers: [],
-        body: new Uint8Array(0),
-        cause: error,
-      });
+      this.#opened.resolve(
+        this.#failedOpen(error instanceof Error ? error.message : String(error), error),
+      );
     }
     this.#abort({
       code: 1006,
@@ -1469,15 +1484,12 @@ export class RawSocket implements ServerSocket {
     this.#outBytes = 0;
     this.#decision?.resolve();
     if (this.#type === ConnectionType.CLIENT) {
-      this.#opened.resolve({
-        ok: false,
-        message: info.reason === ""
+      this.#opened.resolve(this.#failedOpen(
+        info.reason === ""
           ? "The connection closed during the WebSocket handshake"
           : `The WebSocket handshake failed: ${info.reason}`,
-        status: null,
-        headers: [],
-        body: new Uint8Array(0),
-      });
+        this.#ioError,
+      ));
     }
     // `closed` waits for the read loop and the write in flight, so that no
     // operation is left pending on the closed resource.

@@ -95,10 +95,9 @@ async function scriptedServer(
 
 /** A client socket over `conn`, opening with `GET /`. */
 function clientSocket(conn: Deno.Conn): RawSocket {
-  return new RawSocket(conn, {
-    type: ws.ConnectionType.CLIENT,
-    request: new ws.Request({ host: "127.0.0.1", target: "/" }),
-  });
+  const connection = new ws.WSConnection(ws.ConnectionType.CLIENT);
+  const request = connection.send(new ws.Request({ host: "127.0.0.1", target: "/" }));
+  return new RawSocket(conn, { type: ws.ConnectionType.CLIENT, connection, request });
 }
 
 // Read until the peer closes (or `limit` bytes), within a time bound.
