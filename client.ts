@@ -167,9 +167,9 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     : Array.isArray(options.headers) || options.headers instanceof globalThis.Headers
     ? [...options.headers]
     : Object.entries(options.headers);
-  const isHost = ([name]: [string, string]): boolean => name.toLowerCase() === "host";
+  const isHost = named("host");
   const host = headers.find(isHost)?.[1] ?? target.host;
-  if ((target.username !== "" || target.password !== "") && !hasHeader(headers, "authorization")) {
+  if ((target.username !== "" || target.password !== "") && !headers.some(named("authorization"))) {
     const credentials = `${decodeURIComponent(target.username)}:${
       decodeURIComponent(target.password)
     }`;
@@ -299,8 +299,9 @@ async function handshakeTls(conn: Deno.TlsConn, signal: AbortSignal): Promise<De
   }
 }
 
-function hasHeader(headers: readonly [string, string][], name: string): boolean {
-  return headers.some(([field]) => field.toLowerCase() === name);
+// Whether a header is `name` (lower case), whatever the case it came in.
+function named(name: string): (header: readonly [string, string]) => boolean {
+  return ([field]) => field.toLowerCase() === name;
 }
 
 function keepAlive(socket: RawSocket, pingInterval: number, pongTimeout: number): void {
