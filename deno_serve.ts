@@ -11,9 +11,9 @@
  * @module
  */
 
-import { AcceptConnection } from "./events.ts";
-import type { Request as WsRequest } from "./events.ts";
-import { checkUpgradeRequest, upgradeOptions } from "./handshake.ts";
+import { AcceptConnection, RejectConnection } from "./events.ts";
+import type { Headers, Request as WsRequest } from "./events.ts";
+import { checkRejection, checkUpgradeRequest, upgradeOptions } from "./handshake.ts";
 import { LocalProtocolError } from "./errors.ts";
 import { DEFAULT_LIMITS } from "./limits.ts";
 import {
@@ -26,6 +26,7 @@ import {
   type MessageData,
   type ReceiveOptions,
   type RejectOptions,
+  report,
   type ServerSocket,
   type SocketState,
 } from "./socket.ts";
@@ -42,7 +43,7 @@ export interface UpgradeOptions {
   idleTimeout?: number;
   /** Milliseconds to wait for the client's close after ours: 5 s unless given. */
   closeTimeout?: number;
-  /** Called with errors the handler threw. Default: `console.error`. */
+  /** Called with errors the handler threw; what it throws is ignored. Default: `console.error`. */
   onError?: (error: unknown) => void;
 }
 
@@ -65,7 +66,13 @@ export interface UpgradeOptions {
  * - a peer that leaves our close unanswered past `closeTimeout` keeps its
  *   connection until it closes or fails `idleTimeout`'s ping: the native
  *   socket cannot drop its transport;
- * - inbound messages are not paced by the reader: it cannot pause.
+ * - inbound messages are not paced by the reader: it cannot pause;
+ * - frame and message size limits are Deno's own (64 MiB): a message over
+ *   them ends the connection, and `closed` gives 1006, not 1009;
+ * - when `Deno.serve` itself shuts down, Deno closes the socket (1001 to
+ *   the peer) and `closed` gives 1005;
+ * - the HTTP version is not visible through Fetch: an HTTP/1.0 request
+ *   that `serve()` answers with 505 is upgraded by Deno.
  *
  * @param request The request `Deno.serve` passed to its handler.
  * @param handler The WebSocket handler.
@@ -106,16 +113,30 @@ export function upgrade(
   // deno-lint-ignore no-console
   const onError = options.onError ?? ((error: unknown) => console.error(error));
   queueMicrotask(async () => {
+    let failure: { error: unknown } | null = null;
     try {
       await handler(socket, check.request);
     } catch (error) {
-      onError(error);
-      socket.handlerDone(true);
-      return;
+      failure = { error };
     }
-    socket.handlerDone(false);
+    socket.handlerDone(failure !== null);
+    if (failure !== null) report(onError, failure.error);
   });
   return socket.response;
+}
+
+// Fetch headers from pairs our handshake checks passed; a value Fetch still
+// refuses (a character beyond U+00FF) is the caller's error, before any answer.
+function fetchHeaders(pairs: Headers): globalThis.Headers {
+  const headers = new globalThis.Headers();
+  try {
+    for (const [name, value] of pairs) headers.append(name, value);
+  } catch (error) {
+    throw new LocalProtocolError(
+      `A header cannot be sent on Deno.serve: ${error instanceof Error ? error.message : error}`,
+    );
+  }
+  return headers;
 }
 
 // Past this many bytes buffered in the native socket, send() waits.
@@ -180,8 +201,13 @@ class NativeSocket implements ServerSocket {
 
   accept(options: AcceptOptions = {}): void {
     if (this.#answered) throw new LocalProtocolError("The handshake was already answered");
-    const accept = new AcceptConnection({ subprotocol: options.subprotocol ?? null });
+    const accept = new AcceptConnection({
+      subprotocol: options.subprotocol ?? null,
+      extraHeaders: options.extraHeaders ?? [],
+    });
     const { protocol } = upgradeOptions(this.#wsRequest, accept);
+    // Checked before the upgrade, which cannot be taken back.
+    const extraHeaders = fetchHeaders(accept.extraHeaders);
     const idleTimeout = this.#options.idleTimeout;
     const { socket, response } = Deno.upgradeWebSocket(this.#request, {
       ...(protocol === undefined ? {} : { protocol }),
@@ -189,7 +215,7 @@ class NativeSocket implements ServerSocket {
     });
     this.#answered = true;
     this.#subprotocol = accept.subprotocol;
-    for (const [name, value] of options.extraHeaders ?? []) response.headers.append(name, value);
+    for (const [name, value] of extraHeaders) response.headers.append(name, value);
     this.#native = socket;
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
@@ -213,25 +239,28 @@ class NativeSocket implements ServerSocket {
       // answered; our own close is then the best account of the ending.
       const ours = this.#sentClose;
       const info = event.code === 1005 && ours !== null ? ours : event;
-      this.#finish({ code: info.code, reason: info.reason });
+      // Deno gives 0 for a connection that dropped (or broke one of its own
+      // limits) without a close frame: 1006, as everywhere else here.
+      this.#finish({ code: info.code === 0 ? 1006 : info.code, reason: info.reason });
     };
     this.#response.resolve(response);
   }
 
   reject(options: RejectOptions = {}): void {
     if (this.#answered) throw new LocalProtocolError("The handshake was already answered");
+    // The rules of a rejection on raw TCP, checked before anything is sent.
+    const reject = new RejectConnection({
+      statusCode: options.status ?? 403,
+      headers: options.headers ?? [],
+      ...(options.body === undefined ? {} : { body: options.body }),
+    });
+    checkRejection(reject);
+    const response = new Response(reject.body === null ? null : new Uint8Array(reject.body), {
+      status: reject.statusCode,
+      headers: fetchHeaders(reject.headers),
+    });
     this.#answered = true;
-    const body = options.body === undefined
-      ? null
-      : typeof options.body === "string"
-      ? options.body
-      : new Uint8Array(options.body);
-    this.#response.resolve(
-      new Response(body, {
-        status: options.status ?? 403,
-        headers: (options.headers ?? []).map(([name, value]) => [name, value]),
-      }),
-    );
+    this.#response.resolve(response);
     this.#finish({ code: 1006, reason: "" });
   }
 

@@ -409,33 +409,17 @@ export class Handshake {
   }
 
   #sendReject(event: RejectConnection): Uint8Array {
+    checkRejection(event);
     const status = event.statusCode;
-    if (!Number.isInteger(status) || status < 200 || status > 599) {
-      throw new LocalProtocolError(
-        `A rejection's status must be from 200 to 599 (101 is AcceptConnection), not ${status}`,
-      );
-    }
     const headers = [...event.headers];
     const lengths = headers.filter(([name]) => /^content-length$/i.test(name));
-    if (headers.some(([name]) => /^transfer-encoding$/i.test(name))) {
-      throw new LocalProtocolError("A rejection's Transfer-Encoding is set by the handshake");
-    }
     // The server closes the connection after a rejection (RFC 9112 §9.6).
     if (!headers.some(([name]) => /^connection$/i.test(name))) {
       headers.push(["Connection", "close"]);
     }
     const startLine = `HTTP/1.1 ${status} ${REASON_PHRASES[status] ?? ""}`;
-
-    // RFC 9110 §6.4.1: these responses end at their head, and a peer reads
-    // no body after them (nor does our client).
     const bodiless = status === 204 || status === 304;
-    if (bodiless && event.hasBody && (event.body === null || event.body.length > 0)) {
-      throw new LocalProtocolError(`A ${status} rejection cannot have a body`);
-    }
     if (event.body !== null && !bodiless) {
-      if (lengths.length > 0) {
-        throw new LocalProtocolError("A rejection with a body sets its own Content-Length");
-      }
       headers.push(["Content-Length", String(event.body.length)]);
       const head = writeHead(startLine, headers);
       this.#state = ConnectionState.CLOSED;
@@ -701,16 +685,16 @@ export type UpgradeCheck =
  * @example A plain GET is refused with 426
  * ```ts
  * import { checkUpgradeRequest } from "./handshake.ts";
- * const check = checkUpgradeRequest(new Request("http://localhost/chat"));
+ * const check = checkUpgradeRequest(new Request("http://localhost/chat", { headers: { host: "localhost" } }));
  * if (!(!check.ok && check.response.status === 426)) throw new Error("Example failed");
  * if (!check.ok) await check.response.body?.cancel();
  * ```
  */
 export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
   const url = new URL(request.url);
-  // Fetch lower-cases the names and joins repeated fields with ", ".
+  // Fetch lower-cases the names and joins repeated fields with ", ". A
+  // missing Host is refused (400) as on raw bytes, not taken from the URL.
   const headers: [string, string][] = [...request.headers];
-  if (!request.headers.has("host")) headers.unshift(["host", url.host]);
   try {
     const checked = validateRequest(request.method, url.pathname + url.search, headers);
     return { ok: true, request: checked.request };
@@ -731,16 +715,17 @@ export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
 /**
  * Check the server's choice against a request that
  * {@linkcode checkUpgradeRequest} passed, and give the options for
- * `Deno.upgradeWebSocket`. The subprotocol must be one the client offered,
- * as for `Handshake.send(AcceptConnection)`. The accept's extensions and
- * extra headers do not apply on this path: Deno's WebSocket runs the frames,
- * and the caller adds any headers to the response `Deno.upgradeWebSocket`
- * returns.
+ * `Deno.upgradeWebSocket`. The subprotocol must be one the client offered
+ * and the extra headers valid and not the handshake's own, as for
+ * `Handshake.send(AcceptConnection)`. The accept's extensions do not apply
+ * on this path: Deno's WebSocket runs the frames. The caller adds the extra
+ * headers to the response `Deno.upgradeWebSocket` returns.
  *
  * @param request The request event from `checkUpgradeRequest`.
  * @param accept The server's choice.
  * @returns The options to pass to `Deno.upgradeWebSocket`.
- * @throws {LocalProtocolError} When the subprotocol was not offered.
+ * @throws {LocalProtocolError} When the subprotocol was not offered, or an
+ *   extra header cannot be sent.
  *
  * @example Choosing a subprotocol
  * ```ts
@@ -756,7 +741,56 @@ export function upgradeOptions(
   accept: AcceptConnection,
 ): { protocol?: string } {
   checkSubprotocol(request.subprotocols, accept.subprotocol);
+  checkOwnFields(accept.extraHeaders, ACCEPT_FIELDS, "the subprotocol");
+  for (const [name, value] of accept.extraHeaders) checkField(name, value);
   return accept.subprotocol === null ? {} : { protocol: accept.subprotocol };
+}
+
+/**
+ * Check a rejection as {@linkcode Handshake} sends one, for a path that
+ * writes the response itself (`upgrade()` under `Deno.serve`): a status from
+ * 200 to 599, valid header fields, no `Transfer-Encoding` (the handshake
+ * sets it), no body with 204 or 304, and no `Content-Length` of the
+ * caller's beside a whole body.
+ *
+ * @param event The rejection.
+ * @throws {LocalProtocolError} When the rejection cannot be sent.
+ *
+ * @example
+ * ```ts
+ * import { checkRejection } from "./handshake.ts";
+ * import { RejectConnection } from "./events.ts";
+ * checkRejection(new RejectConnection({ statusCode: 403, body: "no" }));
+ * try {
+ *   checkRejection(new RejectConnection({ statusCode: 101 }));
+ *   throw new Error("Example failed");
+ * } catch (error) {
+ *   if (!(error instanceof Error && error.name === "LocalProtocolError")) throw error;
+ * }
+ * ```
+ */
+export function checkRejection(event: RejectConnection): void {
+  const status = event.statusCode;
+  if (!Number.isInteger(status) || status < 200 || status > 599) {
+    throw new LocalProtocolError(
+      `A rejection's status must be from 200 to 599 (101 is AcceptConnection), not ${status}`,
+    );
+  }
+  for (const [name, value] of event.headers) checkField(name, value);
+  if (event.headers.some(([name]) => /^transfer-encoding$/i.test(name))) {
+    throw new LocalProtocolError("A rejection's Transfer-Encoding is set by the handshake");
+  }
+  // RFC 9110 §6.4.1: these responses end at their head, and a peer reads
+  // no body after them (nor does our client).
+  if (
+    (status === 204 || status === 304) && event.hasBody &&
+    (event.body === null || event.body.length > 0)
+  ) {
+    throw new LocalProtocolError(`A ${status} rejection cannot have a body`);
+  }
+  if (event.body !== null && event.headers.some(([name]) => /^content-length$/i.test(name))) {
+    throw new LocalProtocolError("A rejection with a body sets its own Content-Length");
+  }
 }
 
 // ---- Shared by both paths ----
@@ -928,6 +962,15 @@ const BEYOND_ASCII = /[\u0080-\uffff]/;
 // made a string per line and a flat copy of the whole. Indexed loops, not
 // for-of with destructuring: this runs once per connection, mostly before
 // the optimizing compiler gets to it, and iterators there are allocations.
+function checkField(name: string, value: string): void {
+  if (!isToken(name)) {
+    throw new LocalProtocolError(`Invalid header name ${JSON.stringify(name)}`);
+  }
+  if (!isFieldValue(value)) {
+    throw new LocalProtocolError(`The value of header ${name} holds a control character`);
+  }
+}
+
 function writeHead(startLine: string, ...lists: Headers[]): Uint8Array {
   if (!isFieldValue(startLine)) {
     throw new LocalProtocolError(`The start line holds a control character`);
@@ -939,12 +982,7 @@ function writeHead(startLine: string, ...lists: Headers[]): Uint8Array {
     for (let h = 0; h < headers.length; h++) {
       const name = headers[h]![0];
       const value = headers[h]![1];
-      if (!isToken(name)) {
-        throw new LocalProtocolError(`Invalid header name ${JSON.stringify(name)}`);
-      }
-      if (!isFieldValue(value)) {
-        throw new LocalProtocolError(`The value of header ${name} holds a control character`);
-      }
+      checkField(name, value);
       length += name.length + value.length + 4;
       if (ascii && BEYOND_ASCII.test(value)) ascii = false;
     }

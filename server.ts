@@ -10,7 +10,7 @@
 import type { Limits } from "./limits.ts";
 import { resolveLimits } from "./limits.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
-import { type Handler, RawSocket } from "./socket.ts";
+import { type Handler, RawSocket, report } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode serve}. */
@@ -19,11 +19,21 @@ export interface ServeOptions {
   hostname?: string;
   /** The port to listen on; 0 picks a free one (see `Server.addr`). Default 8000, as for `Deno.serve`. */
   port?: number;
-  /** A certificate chain in PEM; with `key`, the server speaks TLS (`wss://`). */
+  /**
+   * A certificate chain in PEM; with `key`, the server speaks TLS (`wss://`).
+   * One limit of Deno's TLS: a client that connects and never starts TLS
+   * is not released at `handshakeTimeout` (closing a `Deno.TlsConn` waits
+   * for its TLS handshake; denoland/deno#14547). Where that matters, put a
+   * TLS-terminating proxy in front.
+   */
   cert?: string;
   /** The private key of `cert`, in PEM. */
   key?: string;
-  /** Sets `SO_REUSEPORT`, so that several processes share one port (Linux). */
+  /**
+   * Sets `SO_REUSEPORT`, so that several processes share one port (Linux).
+   * Deno 2.9 needs `--unstable-net` for it; without the flag the process
+   * exits.
+   */
   reusePort?: boolean;
   /** Aborting shuts the server down, as `shutdown()` does. */
   signal?: AbortSignal;
@@ -54,7 +64,10 @@ export interface ServeOptions {
   deflate?: boolean | PerMessageDeflateOptions;
   /** Called once listening, with the address (the real port when `port` is 0). */
   onListen?: (addr: Deno.NetAddr) => void;
-  /** Called with errors a handler threw, and errors accepting connections. Default: `console.error`. */
+  /**
+   * Called with errors a handler threw, and errors accepting connections;
+   * what it throws is ignored. Default: `console.error`.
+   */
   onError?: (error: unknown) => void;
 }
 
@@ -182,9 +195,18 @@ class WebSocketServer implements Server {
     }
     this.#signal = options.signal;
     this.#finished = this.#run();
-    if (options.signal?.aborted) void this.shutdown();
-    else options.signal?.addEventListener("abort", this.#onAbort, { once: true });
-    options.onListen?.(this.addr);
+    if (options.signal?.aborted) {
+      void this.shutdown();
+      return;
+    }
+    options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    try {
+      options.onListen?.(this.addr);
+    } catch (error) {
+      // serve() throws, and no one could stop a server it did not return.
+      void this.shutdown();
+      throw error;
+    }
   }
 
   get addr(): Deno.NetAddr {
@@ -235,7 +257,7 @@ class WebSocketServer implements Server {
         // Out of file descriptors and the like: report, and try again after
         // a pause that doubles while the errors last (as Go's net/http
         // does), so a lasting error neither spins nor floods onError.
-        this.#onError(error);
+        report(this.#onError, error);
         pause = Math.min(Math.max(ACCEPT_PAUSE_MIN, 2 * pause), ACCEPT_PAUSE_MAX);
         await this.#sleep(pause);
         continue;
@@ -303,21 +325,20 @@ class WebSocketServer implements Server {
   }
 
   async #awaitHandler(socket: RawSocket, running: ReturnType<Handler>): Promise<void> {
+    let failure: { error: unknown } | null = null;
     try {
-      try {
-        await running;
-      } catch (error) {
-        this.#onError(error);
-        socket.handlerDone(error, true);
-        return;
-      }
-      socket.handlerDone(undefined, false);
+      await running;
     } catch (error) {
-      this.#onError(error);
-    } finally {
-      this.#handlers--;
-      this.#checkDrained();
+      failure = { error };
     }
+    try {
+      socket.handlerDone(failure?.error, failure !== null);
+    } catch (error) {
+      report(this.#onError, error);
+    }
+    if (failure !== null) report(this.#onError, failure.error);
+    this.#handlers--;
+    this.#checkDrained();
   }
 
   #checkDrained(): void {

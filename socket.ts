@@ -201,6 +201,22 @@ export interface ServerSocket extends Socket {
 export type Handler = (socket: ServerSocket, request: Request) => void | Promise<unknown>;
 
 /**
+ * Hand a driver's error to the application's `onError`. What that throws is
+ * dropped: it must not break an accept loop or a handler's bookkeeping (it
+ * ended the process as an unhandled rejection).
+ *
+ * @param onError The application's error handler.
+ * @param error The error.
+ */
+export function report(onError: (error: unknown) => void, error: unknown): void {
+  try {
+    onError(error);
+  } catch {
+    // the application's own error handler failed; nothing is left to tell
+  }
+}
+
+/**
  * A `receive()`, `send()` or `ping()` on a connection that is closing or
  * over. `code` and `reason` are those of the close, once known (1006 until
  * then).
@@ -780,8 +796,10 @@ export class RawSocket implements ServerSocket {
     if (this.#type !== ConnectionType.SERVER || this.#answered) {
       throw new LocalProtocolError("The handshake was already answered");
     }
-    this.#answered = true;
-    if (this.#connClosed) return;
+    if (this.#connClosed) {
+      this.#answered = true;
+      return;
+    }
     const bytes = this.#ws.send(
       new RejectConnection({
         statusCode: options.status ?? 403,
@@ -789,6 +807,9 @@ export class RawSocket implements ServerSocket {
         ...(options.body === undefined ? {} : { body: options.body }),
       }),
     );
+    // Only now: a rejection that cannot be sent leaves the handshake to be
+    // answered, with a 500 should the handler then throw.
+    this.#answered = true;
     this.#state = "closing";
     this.#write(bytes);
     this.#closeAfterFlush = true;

@@ -984,10 +984,9 @@ Deno.test("A client and a server carry a refusal and its body in memory", () => 
 // ------------------------------------------------------------- Fetch helpers
 
 function fetchRequest(shape: RequestShape = {}): globalThis.Request {
-  const headers = (shape.headers ?? BROWSER_HEADERS).filter(([name]) => name !== "Host");
   return new globalThis.Request(`http://example.com:8080${shape.target ?? "/chat?room=1"}`, {
     method: shape.method ?? "GET",
-    headers: headers as [string, string][],
+    headers: (shape.headers ?? BROWSER_HEADERS) as [string, string][],
   });
 }
 

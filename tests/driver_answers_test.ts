@@ -1,0 +1,144 @@
+// A handler's answer that cannot be sent, an onError that throws, and the
+// other ways a server's own setup can fail, on raw TCP and on Deno.serve:
+// the client always gets an answer and the server keeps running.
+import assert from "node:assert/strict";
+import { connect, HandshakeError } from "../client.ts";
+import { upgrade } from "../deno_serve.ts";
+import { LocalProtocolError } from "../errors.ts";
+import { checkUpgradeRequest } from "../handshake.ts";
+import { serve } from "../server.ts";
+import type { CloseInfo, Handler, ServerSocket } from "../socket.ts";
+import { rawOpen, withTimeout } from "./_drivers.ts";
+
+// Answers the handshake cannot send, whichever transport runs it.
+const MISUSES: [string, (socket: ServerSocket) => void][] = [
+  ["status 600", (socket) => socket.reject({ status: 600 })],
+  ["status 101", (socket) => socket.reject({ status: 101 })],
+  ["CRLF in a header", (socket) => socket.reject({ headers: [["X-Why", "a\r\nInjected: 1"]] })],
+  ["204 with a body", (socket) => socket.reject({ status: 204, body: "x" })],
+  [
+    "a body with its own Content-Length",
+    (socket) => socket.reject({ body: "x", headers: [["Content-Length", "1"]] }),
+  ],
+  ["CRLF in an accept header", (socket) => socket.accept({ extraHeaders: [["X", "a\r\nb"]] })],
+  ["the handshake's own field", (socket) => socket.accept({ extraHeaders: [["Upgrade", "h2c"]] })],
+];
+
+Deno.test("an answer that cannot be sent throws, and the handler's throw is answered with 500", async (t) => {
+  const thrown: unknown[] = [];
+  // A handler that tries the misuse named in its URL, then lets the error out.
+  const handler: Handler = (socket, request) => {
+    const which = Number(new URL(request.target, "http://x").searchParams.get("case"));
+    try {
+      MISUSES[which]![1](socket);
+    } catch (error) {
+      thrown.push(error);
+      throw error;
+    }
+  };
+  // An onError that throws must change nothing: it used to end the process.
+  const onError = () => {
+    throw new Error("onError broke");
+  };
+  await using raw = serve({ hostname: "127.0.0.1", port: 0, onError }, handler);
+  const native = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) => upgrade(request, handler, { info, onError }),
+  );
+  try {
+    for (
+      const [transport, port] of [["serve()", raw.addr.port], ["Deno.serve", native.addr.port]]
+    ) {
+      for (const [which, [name]] of MISUSES.entries()) {
+        await t.step(`${transport}: ${name}`, async () => {
+          const before = thrown.length;
+          try {
+            await withTimeout(
+              connect(`ws://127.0.0.1:${port}/?case=${which}`),
+              5000,
+              "connect()",
+            );
+            assert.fail("connect() should fail");
+          } catch (error) {
+            assert.ok(error instanceof HandshakeError, String(error));
+            assert.equal(error.status, 500);
+          }
+          assert.equal(thrown.length, before + 1);
+          assert.ok(thrown.at(-1) instanceof LocalProtocolError, String(thrown.at(-1)));
+        });
+      }
+    }
+  } finally {
+    await native.shutdown();
+  }
+});
+
+Deno.test("serve() whose onListen throws throws, and leaves nothing listening", async () => {
+  let port = 0;
+  assert.throws(
+    () =>
+      serve({
+        hostname: "127.0.0.1",
+        port: 0,
+        onListen: (addr) => {
+          port = addr.port;
+          throw new Error("onListen broke");
+        },
+      }, () => {}),
+    /onListen broke/,
+  );
+  // Refused, or reset when the connection raced the listener's close.
+  await assert.rejects(
+    Deno.connect({ hostname: "127.0.0.1", port }).then((conn) => conn.read(new Uint8Array(1))),
+    (error) =>
+      error instanceof Deno.errors.ConnectionRefused ||
+      error instanceof Deno.errors.ConnectionReset,
+  );
+});
+
+Deno.test("serve() with a signal aborted already does not call onListen", async () => {
+  let listened = false;
+  const server = serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    signal: AbortSignal.abort(),
+    onListen: () => listened = true,
+  }, () => {});
+  await server.finished;
+  assert.equal(listened, false);
+});
+
+Deno.test("on Deno.serve, a request without Host is refused with 400, as on raw TCP", async () => {
+  const check = checkUpgradeRequest(
+    new Request("http://localhost/", {
+      headers: {
+        upgrade: "websocket",
+        connection: "Upgrade",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+        "sec-websocket-version": "13",
+      },
+    }),
+  );
+  assert.ok(!check.ok);
+  assert.equal(check.response.status, 400);
+  await check.response.body?.cancel();
+});
+
+Deno.test("on Deno.serve, a client that drops TCP ends the socket with 1006", async () => {
+  const ended = Promise.withResolvers<CloseInfo>();
+  const native = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) =>
+      upgrade(request, async (socket) => {
+        socket.accept();
+        ended.resolve(await socket.closed);
+      }, { info }),
+  );
+  try {
+    const conn = await rawOpen(native.addr.port, "/");
+    conn.close();
+    assert.deepEqual(await withTimeout(ended.promise, 5000, "closed"), { code: 1006, reason: "" });
+  } finally {
+    await native.shutdown();
+  }
+});
