@@ -23,6 +23,7 @@ import {
   type Handler,
   Inbox,
   iterateInbox,
+  logError,
   type MessageData,
   type ReceiveOptions,
   type RejectOptions,
@@ -43,7 +44,11 @@ export interface UpgradeOptions {
   idleTimeout?: number;
   /** Milliseconds to wait for the client's close after ours: 5 s unless given. */
   closeTimeout?: number;
-  /** Called with errors the handler threw; what it throws is ignored. Default: `console.error`. */
+  /**
+   * Called with errors the handler threw, but not a `ConnectionClosedError`
+   * (the peer went away); what it throws is ignored. Default: the error
+   * printed as text, as for `serve()`.
+   */
   onError?: (error: unknown) => void;
 }
 
@@ -110,8 +115,7 @@ export function upgrade(
   const check = checkUpgradeRequest(request);
   if (!check.ok) return Promise.resolve(check.response);
   const socket = new NativeSocket(request, check.request, options);
-  // deno-lint-ignore no-console
-  const onError = options.onError ?? ((error: unknown) => console.error(error));
+  const onError = options.onError ?? logError;
   queueMicrotask(async () => {
     let failure: { error: unknown } | null = null;
     try {
@@ -120,7 +124,9 @@ export function upgrade(
       failure = { error };
     }
     socket.handlerDone(failure !== null);
-    if (failure !== null) report(onError, failure.error);
+    if (failure !== null && !(failure.error instanceof ConnectionClosedError)) {
+      report(onError, failure.error);
+    }
   });
   return socket.response;
 }

@@ -10,7 +10,7 @@
 import type { Limits } from "./limits.ts";
 import { resolveLimits } from "./limits.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
-import { type Handler, RawSocket, report } from "./socket.ts";
+import { ConnectionClosedError, type Handler, logError, RawSocket, report } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode serve}. */
@@ -65,8 +65,11 @@ export interface ServeOptions {
   /** Called once listening, with the address (the real port when `port` is 0). */
   onListen?: (addr: Deno.NetAddr) => void;
   /**
-   * Called with errors a handler threw, and errors accepting connections;
-   * what it throws is ignored. Default: `console.error`.
+   * Called with errors a handler threw (but not a `ConnectionClosedError`:
+   * the peer went away), and errors accepting connections; what it throws
+   * is ignored. Default: the error printed with `console.error` as text.
+   * Logging the error object itself keeps it alive in Deno's inspector
+   * console, and with it the socket it came from.
    */
   onError?: (error: unknown) => void;
 }
@@ -158,8 +161,7 @@ class WebSocketServer implements Server {
   constructor(options: ServeOptions, handler: Handler) {
     this.#handler = handler;
     this.#limits = resolveLimits(options.limits);
-    // deno-lint-ignore no-console
-    this.#onError = options.onError ?? ((error) => console.error(error));
+    this.#onError = options.onError ?? logError;
     const deflate = options.deflate ?? false;
     if (deflate !== false) {
       const deflateOptions: PerMessageDeflateOptions = deflate === true ? {} : deflate;
@@ -336,7 +338,11 @@ class WebSocketServer implements Server {
     } catch (error) {
       report(this.#onError, error);
     }
-    if (failure !== null) report(this.#onError, failure.error);
+    // A send or receive that failed because the peer went away is how a
+    // connection ends, not an error of the handler's.
+    if (failure !== null && !(failure.error instanceof ConnectionClosedError)) {
+      report(this.#onError, failure.error);
+    }
     this.#handlers--;
     this.#checkDrained();
   }

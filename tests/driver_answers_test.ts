@@ -7,7 +7,12 @@ import { upgrade } from "../deno_serve.ts";
 import { LocalProtocolError } from "../errors.ts";
 import { checkUpgradeRequest } from "../handshake.ts";
 import { serve } from "../server.ts";
-import type { CloseInfo, Handler, ServerSocket } from "../socket.ts";
+import {
+  type CloseInfo,
+  ConnectionClosedError,
+  type Handler,
+  type ServerSocket,
+} from "../socket.ts";
 import { rawOpen, withTimeout } from "./_drivers.ts";
 
 // Answers the handshake cannot send, whichever transport runs it.
@@ -141,4 +146,27 @@ Deno.test("on Deno.serve, a client that drops TCP ends the socket with 1006", as
   } finally {
     await native.shutdown();
   }
+});
+
+Deno.test("a handler that fails because its peer went away is not an error for onError", async () => {
+  const reported: unknown[] = [];
+  const failed = Promise.withResolvers<unknown>();
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, onError: (error) => reported.push(error) },
+    async (socket) => {
+      socket.accept();
+      await socket.closed;
+      try {
+        await socket.send("too late");
+      } catch (error) {
+        failed.resolve(error);
+        throw error;
+      }
+    },
+  );
+  const conn = await rawOpen(server.addr.port, "/");
+  conn.close();
+  assert.ok(await withTimeout(failed.promise, 5000, "the send") instanceof ConnectionClosedError);
+  await server.shutdown();
+  assert.deepEqual(reported, []);
 });
