@@ -7,7 +7,8 @@ const fresh = (size: number): Uint8Array => new Uint8Array(size);
 // Small arrays are cut from a shared slab: one allocation serves many
 // frames, and frames made one after another sit side by side, so a driver
 // writing them together joins them without copying (see concatBytes).
-const SLAB_SIZE = 16 * 1024;
+/** The size of the slabs small arrays are cut from. */
+export const SLAB_SIZE = 16 * 1024;
 const SLAB_MAX = 2 * 1024;
 
 /** How much of a slab is cut, and (for a frame slab) how much of that came back. */

@@ -9,7 +9,15 @@
  */
 
 import { emptied, takeFirst } from "./_array.ts";
-import { allocateKept, concatBytes, copyBytes, inSlab, joinFrames, recycle } from "./_bytes.ts";
+import {
+  allocateKept,
+  concatBytes,
+  copyBytes,
+  inSlab,
+  joinFrames,
+  recycle,
+  SLAB_SIZE,
+} from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
@@ -331,6 +339,134 @@ export function checkClose(code: number, reason: string): void {
 
 type Waiter = (item: MessageData | null) => void;
 
+// A view smaller than this part of its buffer holds memory the size limits
+// do not see; see unpinned().
+const PIN_RATIO = 8;
+// What the queued messages of one inbox may hold that way before they are
+// copied.
+const PIN_BUDGET = 1 << 20;
+// Pieces of a message shorter than this are joined in runs of PIECES_RUN.
+const SMALL_PIECE = 1024;
+const PIECES_RUN = 64;
+
+// The buffer bytes `item` holds beyond itself, when it holds many more:
+// 0 for text, for a view that fills most of its buffer, and for a piece
+// of a shared slab (at most 16 KiB, and filled by many).
+function pinned(item: MessageData): number {
+  if (typeof item === "string") return 0;
+  const size = item.buffer.byteLength;
+  return size > SLAB_SIZE && item.byteLength * PIN_RATIO < size ? size : 0;
+}
+
+// `bytes`, or a copy of them when they are a small view of a large buffer:
+// kept, such a view holds the whole buffer.
+function unpinned(bytes: Uint8Array): Uint8Array {
+  if (pinned(bytes) === 0) return bytes;
+  const copy = allocateKept(bytes.byteLength);
+  copyBytes(copy, 0, bytes, 0, bytes.byteLength);
+  return copy;
+}
+
+/**
+ * The pieces of the message in progress, kept so that they cost about
+ * their own size however the peer chops the message. A small view of a
+ * large buffer is copied: kept, it would hold all of that buffer (1-byte
+ * fragments between large pongs each held a 256 KiB read buffer). Runs of
+ * small pieces are joined: an array or a string each cost about 80 bytes
+ * per byte of a frame sent a byte at a time.
+ *
+ * @example
+ * ```ts
+ * import { MessageParts } from "./socket.ts";
+ * const parts = new MessageParts();
+ * parts.push(new Uint8Array(1 << 20).subarray(0, 1)); // copied, not kept as a view
+ * const message = parts.end(new Uint8Array([2])) as Uint8Array;
+ * if (!(message.length === 2 && message.buffer.byteLength < 1 << 20)) throw new Error("Example failed");
+ * ```
+ */
+export class MessageParts {
+  #parts: MessageData[] = [];
+  // How many small pieces end #parts, not joined yet.
+  #smallRun = 0;
+
+  /** How many pieces are kept (a joined run counts once). */
+  get length(): number {
+    return this.#parts.length;
+  }
+
+  /** Bytes kept of a binary message; 0 for text, or when nothing is kept. */
+  get binaryLength(): number {
+    let held = 0;
+    for (const part of this.#parts) {
+      if (typeof part === "string") return 0;
+      held += part.length;
+    }
+    return held;
+  }
+
+  /**
+   * Keep a piece that does not end the message.
+   *
+   * @param data The piece.
+   */
+  push(data: MessageData): void {
+    const parts = this.#parts;
+    parts.push(typeof data === "string" ? data : unpinned(data));
+    if (data.length >= SMALL_PIECE) {
+      this.#smallRun = 0;
+      return;
+    }
+    if (++this.#smallRun < PIECES_RUN) return;
+    parts.push(join(parts.splice(parts.length - PIECES_RUN)));
+    this.#smallRun = 0;
+  }
+
+  /**
+   * The whole message, with its last piece; nothing is kept after.
+   *
+   * @param data The last piece.
+   * @returns The message.
+   */
+  end(data: MessageData): MessageData {
+    if (this.#parts.length === 0) return data;
+    this.#parts.push(data);
+    const message = join(this.#parts);
+    this.clear();
+    return message;
+  }
+
+  /**
+   * Copy the binary pieces kept to the front of `target`, which then holds
+   * them as one piece.
+   *
+   * @param target Room for them and for what is to come.
+   */
+  moveTo(target: Uint8Array): void {
+    let at = 0;
+    for (const part of this.#parts as Uint8Array[]) {
+      target.set(part, at);
+      at += part.length;
+    }
+    this.#parts = [target.subarray(0, at)];
+    this.#smallRun = 0;
+  }
+
+  /** Drop what is kept. */
+  clear(): void {
+    this.#parts = [];
+    this.#smallRun = 0;
+  }
+}
+
+// Pieces of one message as one: text joined, bytes in a slab when small
+// (as small reads are copied: a fresh array per message split across reads
+// was a third of the buffer allocations on 16 x 1 KiB pipelined 16 deep).
+function join(parts: MessageData[]): MessageData {
+  return typeof parts[0] === "string"
+    ? parts.join("")
+    : concatBytes(parts as Uint8Array[], allocateKept);
+}
+
 /**
  * The queue of whole messages between a transport and the application,
  * shared by the socket implementations.
@@ -343,6 +479,8 @@ export class Inbox {
   #end: CloseInfo | null = null;
   #drained: PromiseWithResolvers<void> | null = null;
   #taken = 0;
+  // Bytes of the buffers that queued views hold beyond themselves.
+  #pinned = 0;
 
   /** Whether a reader waits for the next message. */
   get waiting(): boolean {
@@ -390,6 +528,17 @@ export class Inbox {
       waiter(item);
       return;
     }
+    // A queued message that is a small view of a large buffer holds all of
+    // it, and the size limit counts only the message: past a budget of such
+    // buffers, messages are copied (3,000 one-byte messages, each between
+    // large pongs, held 783 MB of read buffers while the inbox counted 195
+    // KB). Under it, pipelined messages stay views of their read.
+    let pin = pinned(item);
+    if (pin > 0 && this.#pinned + pin > PIN_BUDGET) {
+      item = unpinned(item as Uint8Array);
+      pin = 0;
+    }
+    this.#pinned += pin;
     this.#items.push(item);
     this.#size += item.length + MESSAGE_OVERHEAD;
   }
@@ -491,6 +640,7 @@ export class Inbox {
       this.#head = 0;
     }
     this.#size -= item.length + MESSAGE_OVERHEAD;
+    this.#pinned -= pinned(item);
     if (this.#drained !== null && this.#size < INBOX_HIGH_WATER / 2) {
       this.#drained.resolve();
       this.#drained = null;
@@ -687,7 +837,7 @@ export class RawSocket implements ServerSocket {
   #closeAfterFlush = false;
 
   // Input: a message arriving in pieces.
-  #parts: MessageData[] = [];
+  readonly #parts = new MessageParts();
   #pings: { payload: Uint8Array; resolve: () => void; reject: (error: Error) => void }[] = [];
   #pingCounter = 0;
 
@@ -1208,12 +1358,7 @@ export class RawSocket implements ServerSocket {
           // The message so far moves to the front and the rest is read in
           // behind it: the whole message then is one view, never joined.
           target = new Uint8Array(held + expected + READ_SLACK);
-          let at = 0;
-          for (const part of this.#parts as Uint8Array[]) {
-            target.set(part, at);
-            at += part.length;
-          }
-          this.#parts = [target.subarray(0, held)];
+          this.#parts.moveTo(target);
         } else {
           target = new Uint8Array(Math.min(expected + READ_SLACK, Math.max(size, FRAME_READ)));
         }
@@ -1294,13 +1439,9 @@ export class RawSocket implements ServerSocket {
   // current frame fit one buffer of FRAME_READ; 0 when they do not (text
   // is decoded to strings, and an extension's output is not the wire's).
   #assemblable(expected: number): number {
-    if (this.#parts.length === 0 || this.#ws.extensions.length > 0) return 0;
-    let held = 0;
-    for (const part of this.#parts) {
-      if (typeof part === "string") return 0;
-      held += part.length;
-    }
-    return held + expected <= FRAME_READ ? held : 0;
+    if (this.#ws.extensions.length > 0) return 0;
+    const held = this.#parts.binaryLength;
+    return held > 0 && held + expected <= FRAME_READ ? held : 0;
   }
 
   #receive(data: Uint8Array | null): void {
@@ -1340,26 +1481,11 @@ export class RawSocket implements ServerSocket {
     // Once we sent our close, what the peer still sends may be dropped
     // (RFC 6455 §1.4); keep it only while the reader has room.
     if (this.#state !== "open" && this.#inbox.full) {
-      this.#parts = [];
+      this.#parts.clear();
       return;
     }
-    if (!finished) {
-      this.#parts.push(data);
-      return;
-    }
-    if (this.#parts.length === 0) {
-      this.#inbox.push(data);
-      return;
-    }
-    this.#parts.push(data);
-    const parts = this.#parts;
-    this.#parts = [];
-    // Joined in a slab when small, as small reads are copied: a fresh array
-    // per message split across reads was a third of the buffer allocations
-    // on 16 x 1 KiB pipelined 16 deep.
-    this.#inbox.push(
-      typeof data === "string" ? parts.join("") : concatBytes(parts as Uint8Array[], allocateKept),
-    );
+    if (!finished) this.#parts.push(data);
+    else this.#inbox.push(this.#parts.end(data));
   }
 
   #onPong(payload: Uint8Array): void {
@@ -1510,7 +1636,7 @@ export class RawSocket implements ServerSocket {
     } catch {
       // already closed by the peer's reset
     }
-    this.#parts = []; // a message that will never be whole
+    this.#parts.clear(); // a message that will never be whole
     this.#inbox.end(info);
     this.#rejectPings();
     if (this.#batch !== null) this.#failBatch(this.#batch, info);
