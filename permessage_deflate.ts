@@ -204,6 +204,8 @@ export class PerMessageDeflate implements Extension {
   #inboundControlFrame = false;
   #inboundCompressed = false;
   #inboundSize = 0;
+  // Whether the message in progress brought any compressed bytes.
+  #inboundFed = false;
   // An error found while inflating, raised once the bytes before it went up.
   #pendingError: RemoteProtocolError | null = null;
   #inflateEnded = false;
@@ -446,6 +448,7 @@ export class PerMessageDeflate implements Extension {
     }
     this.#inboundCompressed = rsv.rsv1;
     this.#inboundSize = 0;
+    this.#inboundFed = false;
     return rsv.rsv1 ? RSV1 : NO_RSV;
   }
 
@@ -476,6 +479,7 @@ export class PerMessageDeflate implements Extension {
    */
   frameInboundPayloadData(data: Uint8Array, room: number = Infinity): Uint8Array {
     if (!this.#enabled || this.#inboundControlFrame || !this.#inboundCompressed) return data;
+    if (data.length > 0) this.#inboundFed = true;
     return this.#inflate(data, room);
   }
 
@@ -510,7 +514,10 @@ export class PerMessageDeflate implements Extension {
     if (this.#pendingError !== null) throw this.#pendingError;
     if (!this.#enabled || this.#inboundControlFrame || !fin) return null;
     if (!this.#inboundCompressed) return null;
-    const output = this.#inflate(TAIL, room, true);
+    // A compressed message with no DEFLATE bytes at all has no meaning in
+    // RFC 7692; peers (ws, websockets) take it as empty, and so do we. Its
+    // tail alone is not fed: it would leave zlib inside a stored block.
+    const output = this.#inboundFed ? this.#inflate(TAIL, room, true) : EMPTY;
     this.#inboundCompressed = false;
     if (this.#inboundNoContextTakeover) {
       // §7.1.1: the peer starts each message with an empty window, so ours
@@ -715,6 +722,9 @@ export class PerMessageDeflate implements Extension {
       if (status === pako.Z_BUF_ERROR || (strm.avail_out !== 0 && strm.avail_in === 0)) break;
     }
     strm.input = EMPTY;
+    // Z_BLOCK stops after a final (BFINAL) block before zlib reports the
+    // stream's end: as Z_STREAM_END does, it ends the message's data.
+    if (last && atBlockEnd(strm) && (strm.data_type & 64) !== 0) this.#inflateEnded = true;
     if (last && !this.#inflateEnded && this.#pendingError === null && !atBlockEnd(strm)) {
       this.#pendingError = failConnection(
         1007,

@@ -719,7 +719,6 @@ Deno.test("PerMessageDeflate fails with 1007 on a message that does not end at a
   // "\x01..\x05" in a stored block, as a level-0 sender writes it, tail stripped.
   const stored = bytes(0x00, 0x05, 0x00, 0xfa, 0xff, 1, 2, 3, 4, 5, 0x00);
   const unfinished = [
-    bytes(), // with the tail alone, zlib waits inside a stored block's header
     concatAll([stored, bytes(...TAIL)]), // the sender's tail left on: the receiver's one dangles
     stored.subarray(0, 7), // cut inside the stored block
   ];
@@ -733,6 +732,34 @@ Deno.test("PerMessageDeflate fails with 1007 on a message that does not end at a
   const [, server] = negotiate();
   const frame = { opcode: Opcode.BINARY, rsv: RSV1, data: stored, fin: true };
   assert.deepEqual(receive(server, [frame, frame]), bytes(1, 2, 3, 4, 5, 1, 2, 3, 4, 5));
+});
+
+Deno.test("PerMessageDeflate takes a compressed message without any DEFLATE bytes as empty", () => {
+  // No encoder makes one (they send 00), and RFC 7692 gives it no meaning;
+  // ws and websockets take it as empty. Its tail alone, fed, left zlib
+  // inside a stored block, and the next message came out as its own bytes.
+  const [, server] = negotiate();
+  const empty = { opcode: Opcode.BINARY, rsv: RSV1, data: bytes(), fin: true };
+  const stored = { ...empty, data: bytes(0x00, 0x02, 0x00, 0xfd, 0xff, 7, 8, 0x00) };
+  assert.deepEqual(receive(server, [empty]), bytes());
+  assert.deepEqual(receive(server, [stored]), bytes(7, 8));
+});
+
+Deno.test("PerMessageDeflate goes on after a message that ends in a final block at its tail", () => {
+  // A level-0 encoder finishing its stream: the stored block with BFINAL
+  // set is only complete with the tail. The next message must not be lost.
+  for (const level of [0, 6] as const) {
+    const [, server] = negotiate();
+    // As §7.2.1 has a sender do: a stream that ends in 00 00 ff ff loses them.
+    const messages = ["", "Hello", "after"].map((text) => {
+      const stream = pako.deflateRaw(encoder.encode(text), { level });
+      return stream.join().endsWith(TAIL.join()) ? stream.subarray(0, -4) : stream;
+    });
+    const texts = messages.map((data) =>
+      decoder.decode(receive(server, [{ opcode: Opcode.TEXT, rsv: RSV1, data, fin: true }]))
+    );
+    assert.deepEqual(texts, ["", "Hello", "after"], `level ${level}`);
+  }
 });
 
 Deno.test("PerMessageDeflate fails a decompression bomb with 1009 without inflating it", () => {
