@@ -160,7 +160,13 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   const port = target.port === "" ? (secure ? 443 : 80) : Number(target.port);
   const extensions = [];
   if (options.deflate !== undefined && options.deflate !== false) {
-    extensions.push(new PerMessageDeflate(options.deflate === true ? {} : options.deflate));
+    // The connection's limit is the extension's unless the options say (see serve()).
+    extensions.push(
+      new PerMessageDeflate({
+        maxMessageSize: limits.maxMessageSize,
+        ...(options.deflate === true ? {} : options.deflate),
+      }),
+    );
   }
   const headers: [string, string][] = options.headers === undefined
     ? []

@@ -164,7 +164,12 @@ class WebSocketServer implements Server {
     this.#onError = options.onError ?? logError;
     const deflate = options.deflate ?? false;
     if (deflate !== false) {
-      const deflateOptions: PerMessageDeflateOptions = deflate === true ? {} : deflate;
+      // The connection's limit is the extension's unless the options say:
+      // its own default (64 MiB) would cap a larger limits.maxMessageSize.
+      const deflateOptions: PerMessageDeflateOptions = {
+        maxMessageSize: this.#limits.maxMessageSize,
+        ...(deflate === true ? {} : deflate),
+      };
       // Validate once, up front, rather than on the first connection.
       new PerMessageDeflate(deflateOptions);
       this.#extensions = () => [new PerMessageDeflate(deflateOptions)];

@@ -340,6 +340,21 @@ Deno.test("a message over maxMessageSize closes with 1009", async () => {
   assert.equal((await closed.promise).code, 1009);
 });
 
+Deno.test("with deflate, a maxMessageSize above 64 MiB holds for inflated messages too", async () => {
+  // The extension's own default (64 MiB) capped it when the drivers did not
+  // pass the connection's limit on.
+  const limits = { maxMessageSize: 80 << 20, maxFrameSize: 80 << 20 };
+  const received = Promise.withResolvers<number>();
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, deflate: true, limits },
+    async (socket) => received.resolve((await socket.receive()).length),
+  );
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`, { deflate: true, limits });
+  await socket.send(new Uint8Array(65 << 20)); // zeros: 64 KiB on the wire
+  assert.equal(await withTimeout(received.promise, 10_000, "the message"), 65 << 20);
+  await socket.close();
+});
+
 Deno.test("frames pipelined behind the handshake request are not lost", async () => {
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
     for await (const message of socket) await socket.send(message);
