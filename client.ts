@@ -7,6 +7,7 @@
 
 import { base64 } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
+import { LocalProtocolError } from "./errors.ts";
 import { Request } from "./events.ts";
 import type { Headers } from "./events.ts";
 import { type Limits, resolveLimits } from "./limits.ts";
@@ -122,10 +123,11 @@ export class HandshakeError extends Error {
  * @throws {HandshakeError} When the connection or the handshake fails or
  *   times out; a refusal's status, headers and body (its first 64 KiB) come
  *   with it, and a transport or TLS failure is its `cause`.
- * @throws {TypeError} For a URL of another scheme or with a fragment.
+ * @throws {TypeError} For a URL of another scheme, with a fragment, or
+ *   with a malformed %-escape in its user or password.
  * @throws {LocalProtocolError} For a request that cannot be sent (a header
- *   that is not valid HTTP or belongs to the handshake, a subprotocol that
- *   is not a token or is offered twice), before connecting.
+ *   that is not valid HTTP or belongs to the handshake, two `Host`s, a
+ *   subprotocol that is not a token or is offered twice), before connecting.
  * @throws When `options.signal` aborts first: the signal's reason (an
  *   `AbortError` `DOMException` unless one was given).
  *
@@ -152,8 +154,14 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   if (!secure && target.protocol !== "ws:" && target.protocol !== "http:") {
     throw new TypeError(`Cannot open a WebSocket to a ${target.protocol} URL`);
   }
+  // Errors name the URL without its credentials.
+  const shown = new URL(target);
+  shown.username = "";
+  shown.password = "";
   // RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs.
-  if (target.hash !== "") throw new TypeError(`A WebSocket URL cannot have a fragment: ${url}`);
+  if (target.hash !== "") {
+    throw new TypeError(`A WebSocket URL cannot have a fragment: ${shown.href}`);
+  }
   const limits = resolveLimits(options.limits);
   const timeout = options.handshakeTimeout ?? limits.handshakeTimeout;
   const hostname = target.hostname.replace(/^\[(.*)\]$/, "$1");
@@ -174,12 +182,11 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     ? [...options.headers]
     : Object.entries(options.headers);
   const isHost = named("host");
-  const host = headers.find(isHost)?.[1] ?? target.host;
+  const hosts = headers.filter(isHost);
+  if (hosts.length > 1) throw new LocalProtocolError("A request has one Host header, not several");
+  const host = hosts[0]?.[1] ?? target.host;
   if ((target.username !== "" || target.password !== "") && !headers.some(named("authorization"))) {
-    const credentials = `${decodeURIComponent(target.username)}:${
-      decodeURIComponent(target.password)
-    }`;
-    headers.push(["Authorization", `Basic ${base64(new TextEncoder().encode(credentials))}`]);
+    headers.push(["Authorization", `Basic ${base64(credentials(target))}`]);
   }
   // The request is made before any connection: a bad one throws here.
   const engine = new WSConnection(ConnectionType.CLIENT, { limits });
@@ -254,7 +261,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   } catch (error) {
     if (error instanceof HandshakeError || error === signal?.reason) throw error;
     throw new HandshakeError(
-      `Could not connect to ${target.href}: ${error instanceof Error ? error.message : error}`,
+      `Could not connect to ${shown.href}: ${error instanceof Error ? error.message : error}`,
       { cause: error },
     );
   } finally {
@@ -302,6 +309,17 @@ async function handshakeTls(conn: Deno.TlsConn, signal: AbortSignal): Promise<De
     throw error;
   } finally {
     signal.removeEventListener("abort", onAbort);
+  }
+}
+
+// The URL's user and password, decoded, as Basic authentication takes them.
+function credentials(url: URL): Uint8Array {
+  try {
+    return new TextEncoder().encode(
+      `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`,
+    );
+  } catch {
+    throw new TypeError("The URL's user or password holds a malformed %-escape");
   }
 }
 

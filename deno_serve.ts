@@ -261,7 +261,11 @@ class NativeSocket implements ServerSocket {
       ...(options.body === undefined ? {} : { body: options.body }),
     });
     checkRejection(reject);
-    const response = new Response(reject.body === null ? null : new Uint8Array(reject.body), {
+    // Fetch refuses even an empty body with 204 and 304 (which end at their head).
+    const body = reject.body === null || reject.body.length === 0
+      ? null
+      : new Uint8Array(reject.body);
+    const response = new Response(body, {
       status: reject.statusCode,
       headers: fetchHeaders(reject.headers),
     });

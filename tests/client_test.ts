@@ -117,6 +117,7 @@ Deno.test("connect() checks its request before it connects", async () => {
     { headers: { "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" } },
     { subprotocols: ["a b"] },
     { subprotocols: ["chat", "chat"] },
+    { headers: [["Host", "a.example"], ["host", "b.example"]] },
   ];
   try {
     for (const options of misuses) {
@@ -124,6 +125,7 @@ Deno.test("connect() checks its request before it connects", async () => {
       assert.ok(error instanceof LocalProtocolError, `${JSON.stringify(options)}: ${error}`);
     }
     await assert.rejects(connect(`${url}#top`), TypeError);
+    await assert.rejects(connect(`ws://a%zz:pw@127.0.0.1:${server.port}/`), TypeError);
     await delay(50);
     assert.equal(server.accepted, 0, "no connection was made");
     assert.equal(openDescriptors(), descriptors);
@@ -150,6 +152,14 @@ Deno.test("connect() sends a Host given in its headers, a Fetch Headers' fields 
   assert.deepEqual(field(0, "host"), ["chat.example"]);
   assert.deepEqual(field(0, "x-token"), ["t"]);
   assert.deepEqual(field(0, "authorization"), [`Basic ${btoa("alice:s:cret")}`]);
+
+  // Errors never show the password.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const refused = await failure(connect(`ws://alice:s3cret@127.0.0.1:${closedPort}/`));
+  assert.ok(refused instanceof HandshakeError, String(refused));
+  assert.doesNotMatch(refused.message, /s3cret/);
 
   // An Authorization of the caller's own is kept, and no other added.
   const second = await connect(`ws://alice:x@127.0.0.1:${port}/`, {

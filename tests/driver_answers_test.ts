@@ -170,3 +170,19 @@ Deno.test("a handler that fails because its peer went away is not an error for o
   await server.shutdown();
   assert.deepEqual(reported, []);
 });
+
+Deno.test("on Deno.serve, a 204 refusal with an empty body is a 204, as on raw TCP", async () => {
+  // Fetch refuses even an empty body with 204; our checks let it through.
+  const request = new Request("http://localhost/", {
+    headers: {
+      host: "localhost",
+      upgrade: "websocket",
+      connection: "Upgrade",
+      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "sec-websocket-version": "13",
+    },
+  });
+  const response = await upgrade(request, (socket) => socket.reject({ status: 204, body: "" }));
+  assert.equal(response.status, 204);
+  assert.equal(response.body, null);
+});
