@@ -39,6 +39,22 @@ function wholeFrames(
   return out;
 }
 
+/** An extension that claims no bit and changes nothing, but for the hooks a test watches. */
+function plainExtension(hooks: Partial<ws.Extension>): ws.Extension {
+  return {
+    name: "x-plain",
+    enabled: () => true,
+    offer: () => null,
+    accept: () => null,
+    finalize: () => {},
+    frameInboundHeader: () => NO_RSV,
+    frameInboundPayloadData: (data) => data,
+    frameInboundComplete: () => null,
+    frameOutbound: (_opcode, rsv, data) => ({ rsv, data }),
+    ...hooks,
+  };
+}
+
 function decodeError(type: ws.ConnectionType, stream: Uint8Array): number | null {
   const codes = new Set<number | null>();
   for (const [, chunks] of chopStyles(stream)) {
@@ -263,20 +279,12 @@ Deno.test("FrameDecoder shows each header to the extensions once, however it is 
   );
   for (const [style, chunks] of chopStyles(stream)) {
     const seen: string[] = [];
-    const watcher: ws.Extension = {
-      name: "x-watcher",
-      enabled: () => true,
-      offer: () => null,
-      accept: () => null,
-      finalize: () => {},
+    const watcher = plainExtension({
       frameInboundHeader: (opcode, _rsv, length) => {
         seen.push(`${opcode}:${length}`);
         return NO_RSV;
       },
-      frameInboundPayloadData: (data) => data,
-      frameInboundComplete: () => null,
-      frameOutbound: (_opcode, rsv, data) => ({ rsv, data }),
-    };
+    });
     decodeAll(SERVER, chunks, { extensions: [watcher] });
     assert.deepEqual(seen, ["1:2", "2:200", "9:1", "2:70000"], style);
   }
@@ -391,20 +399,12 @@ Deno.test("FrameEncoder gives an extension text bytes it may keep", () => {
   // A compressor may hold on to the bytes of one message (pending input)
   // while the next is encoded; they must not change under it.
   const kept: Uint8Array[] = [];
-  const keeper: ws.Extension = {
-    name: "x-keeper",
-    enabled: () => true,
-    offer: () => null,
-    accept: () => null,
-    finalize: () => {},
-    frameInboundHeader: () => NO_RSV,
-    frameInboundPayloadData: (data) => data,
-    frameInboundComplete: () => null,
+  const keeper = plainExtension({
     frameOutbound: (_opcode, rsv, data) => {
       kept.push(data);
       return { rsv, data };
     },
-  };
+  });
   const encoder = new ws.FrameEncoder(SERVER, { extensions: [keeper] });
   encoder.encodeData("first", true);
   encoder.encodeData("other", true);
