@@ -27,6 +27,7 @@ import {
   HeadReader,
   HttpError,
   isFieldValue,
+  isHost,
   isInterim,
   isRequestTarget,
   isToken,
@@ -492,6 +493,9 @@ export class Handshake {
     if (!isRequestTarget(event.target)) {
       throw new LocalProtocolError(`Invalid request target ${JSON.stringify(event.target)}`);
     }
+    if (!isHost(event.host) || event.host === "") {
+      throw new LocalProtocolError(`Invalid Host ${JSON.stringify(event.host)}: not host[:port]`);
+    }
     const offered: Extension[] = [];
     const offers: string[] = [];
     for (const extension of event.extensions) {
@@ -818,6 +822,8 @@ function validateRequest(
   if (hosts.length !== 1) {
     throw rejection(400, hosts.length === 0 ? "Missing Host header" : "More than one Host header");
   }
+  // RFC 9112 §3.2: 400 for a Host that is not host[:port] too.
+  if (!isHost(hosts[0]!)) throw rejection(400, "The Host header is not host[:port]");
   // RFC 9112 §3.2: origin-form, or absolute-form such as ws://host/path.
   if (!target.startsWith("/") && !/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target)) {
     throw rejection(400, `Request target ${JSON.stringify(target)} is not a path or URI`);

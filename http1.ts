@@ -396,6 +396,28 @@ export function isRequestTarget(value: string): boolean {
   return REQUEST_TARGET.test(value);
 }
 
+// RFC 9110 §7.2: Host = uri-host [ ":" port ], with RFC 3986's host: an IP
+// literal in brackets, or a reg-name (possibly empty) of unreserved,
+// sub-delims and %-escapes, which an IPv4 address also is.
+const HOST =
+  /^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$/;
+
+/**
+ * Whether a string is a valid `Host` field value (RFC 9110 §7.2).
+ *
+ * @param value The value to test.
+ * @returns `true` for `host` or `host:port`.
+ *
+ * @example
+ * ```ts
+ * import { isHost } from "./http1.ts";
+ * if (!(isHost("example.com:8080") && isHost("[::1]:80") && !isHost("a b/c"))) throw new Error("Example failed");
+ * ```
+ */
+export function isHost(value: string): boolean {
+  return HOST.test(value);
+}
+
 /**
  * Whether a string may be sent as a header value: no CR, LF or other
  * control character but HTAB (RFC 9110 §5.5).

@@ -359,6 +359,34 @@ Deno.test("A server refuses a request without exactly one Host with 400", () => 
   const two = refused(requestText({ headers: edit("Host", "a", "b") }));
   assert.equal(two.hint.statusCode, 400);
   assert.match(two.error.message, /More than one Host/);
+  // RFC 9112 §3.2: and one that is not host[:port].
+  for (const host of ["a b", "example.com/path", "user@example.com", "[::1", "a:b:c"]) {
+    const bad = refused(requestText({ headers: edit("Host", host) }));
+    assert.equal(bad.hint.statusCode, 400, host);
+    assert.match(bad.error.message, /not host\[:port\]/, host);
+  }
+  for (
+    const host of [
+      "example.com",
+      "example.com:8080",
+      "127.0.0.1:80",
+      "[::1]:9000",
+      "xn--bcher-kva.example",
+    ]
+  ) {
+    const { events } = serverEvents([encode(requestText({ headers: edit("Host", host) }))]);
+    assert.equal((events[0] as WsRequest).host, host);
+  }
+});
+
+Deno.test("A client refuses to send a Host that is not host[:port]", () => {
+  for (const host of ["", "a b", "example.com/path", "h\r\nX: y"]) {
+    assert.throws(
+      () => new Handshake(CLIENT).send(new WsRequest({ host, target: "/" })),
+      (error) => error instanceof LocalProtocolError && /Invalid Host/.test(error.message),
+      JSON.stringify(host),
+    );
+  }
 });
 
 Deno.test("A server refuses a request without Upgrade: websocket with 426", () => {
