@@ -159,7 +159,8 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   shown.username = "";
   shown.password = "";
   // RFC 6455 §3: fragment identifiers are meaningless in WebSocket URIs.
-  if (target.hash !== "") {
+  // A bare "#" leaves `hash` empty; browsers refuse it all the same.
+  if (target.href.includes("#")) {
     throw new TypeError(`A WebSocket URL cannot have a fragment: ${shown.href}`);
   }
   const limits = resolveLimits(options.limits);

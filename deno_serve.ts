@@ -72,8 +72,9 @@ export interface UpgradeOptions {
  *   connection until it closes or fails `idleTimeout`'s ping: the native
  *   socket cannot drop its transport;
  * - inbound messages are not paced by the reader: it cannot pause;
- * - frame and message size limits are Deno's own (64 MiB): a message over
- *   them ends the connection, and `closed` gives 1006, not 1009;
+ * - frame and message size limits are Deno's own (just under 64 MiB: a
+ *   64 MiB message is refused): a message over them ends the connection,
+ *   and `closed` gives 1006, not 1009;
  * - when `Deno.serve` itself shuts down, Deno closes the socket (1001 to
  *   the peer) and `closed` gives 1005;
  * - the HTTP version is not visible through Fetch: an HTTP/1.0 request

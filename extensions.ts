@@ -27,7 +27,9 @@ export interface OutboundFrame {
  * `frameInboundHeader` once, when the header has arrived (perhaps before
  * its masking key);
  * `frameInboundPayloadData` for every piece of payload as it arrives, once
- * the frame is known to be in sequence (RFC 6455 §5.4); then
+ * the frame is known to be in sequence (RFC 6455 §5.4), and again with an
+ * empty piece after each piece that does not end the frame (and for an
+ * empty frame); then
  * `frameInboundComplete` once the frame's payload has all arrived. The
  * bytes a payload hook returns are checked (UTF-8, message size) before the
  * next hook runs, so an extension that finds an error after producing
@@ -117,9 +119,10 @@ export interface Extension {
   /**
    * A piece of a frame's payload, unmasked; return what to pass up. `room`
    * is how many more bytes the message may grow by before it is over the
-   * connection's `maxMessageSize`: an extension that expands data should
-   * produce at most one byte more than that, which is enough for the
-   * message layer to fail it with 1009.
+   * connection's `maxMessageSize` (for a control frame, 125: the most its
+   * payload may hold): an extension that expands data should produce at
+   * most one byte more than that, which is enough for the message layer to
+   * fail it with 1009.
    */
   frameInboundPayloadData(data: Uint8Array, room: number): Uint8Array;
   /**

@@ -114,6 +114,8 @@ export interface Server extends AsyncDisposable {
  * @param options Address, TLS, limits, heartbeat, deflate and callbacks.
  * @param handler Called for each connection.
  * @returns The running server.
+ * @throws {TypeError} When only one of `cert` and `key` is given.
+ * @throws What `onListen` throws (the server is shut down first).
  *
  * @example An echo server with permessage-deflate
  * ```ts

@@ -124,7 +124,11 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
    * buffered, and otherwise once the buffer drains below that.
    */
   send(data: MessageData): Promise<void>;
-  /** Send a ping (at most 125 bytes); resolves when the matching pong arrives. */
+  /**
+   * Send a ping; resolves when the matching pong arrives. Rejects with a
+   * `LocalProtocolError` for a payload over 125 bytes (and with
+   * `NotSupported` under `Deno.serve`, where Deno runs the pings).
+   */
   ping(payload?: Uint8Array): Promise<void>;
   /**
    * Start the closing handshake (if no close went out yet) and wait for its

@@ -125,6 +125,7 @@ Deno.test("connect() checks its request before it connects", async () => {
       assert.ok(error instanceof LocalProtocolError, `${JSON.stringify(options)}: ${error}`);
     }
     await assert.rejects(connect(`${url}#top`), TypeError);
+    await assert.rejects(connect(`${url}#`), TypeError); // an empty fragment too, as browsers do
     await assert.rejects(connect(`ws://a%zz:pw@127.0.0.1:${server.port}/`), TypeError);
     await delay(50);
     assert.equal(server.accepted, 0, "no connection was made");
