@@ -644,7 +644,8 @@ export class Inbox {
       this.#head = 0;
     }
     this.#size -= item.length + MESSAGE_OVERHEAD;
-    this.#pinned -= pinned(item);
+    // Only a queue that holds pinned buffers pays to look (most never do).
+    if (this.#pinned > 0) this.#pinned -= pinned(item);
     if (this.#drained !== null && this.#size < INBOX_HIGH_WATER / 2) {
       this.#drained.resolve();
       this.#drained = null;
