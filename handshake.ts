@@ -26,6 +26,7 @@ import {
   BodyReader,
   HeadReader,
   HttpError,
+  isBodiless,
   isFieldValue,
   isHost,
   isInterim,
@@ -419,7 +420,7 @@ export class Handshake {
       headers.push(["Connection", "close"]);
     }
     const startLine = `HTTP/1.1 ${status} ${REASON_PHRASES[status] ?? ""}`;
-    const bodiless = status === 204 || status === 304;
+    const bodiless = isBodiless(status);
     if (event.body !== null && !bodiless) {
       headers.push(["Content-Length", String(event.body.length)]);
       const head = writeHead(startLine, headers);
@@ -431,7 +432,7 @@ export class Handshake {
         throw new LocalProtocolError("A rejection without a body cannot have a Content-Length");
       }
       // 204 and 304 never carry Content-Length: 0 (RFC 9110 §8.6).
-      if (lengths.length === 0 && status !== 204 && status !== 304) {
+      if (lengths.length === 0 && !bodiless) {
         headers.push(["Content-Length", "0"]);
       }
       this.#state = ConnectionState.CLOSED;
@@ -787,7 +788,7 @@ export function checkRejection(event: RejectConnection): void {
   // RFC 9110 §6.4.1: these responses end at their head, and a peer reads
   // no body after them (nor does our client).
   if (
-    (status === 204 || status === 304) && event.hasBody &&
+    isBodiless(status) && event.hasBody &&
     (event.body === null || event.body.length > 0)
   ) {
     throw new LocalProtocolError(`A ${status} rejection cannot have a body`);

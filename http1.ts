@@ -506,6 +506,23 @@ export function isInterim(statusCode: number): boolean {
 }
 
 /**
+ * Whether a response with this status ends at its head: 204 and 304 carry
+ * no content (RFC 9110 §6.4.1), whatever their fields say.
+ *
+ * @param statusCode The response's status.
+ * @returns `true` for 204 and 304.
+ *
+ * @example
+ * ```ts
+ * import { isBodiless } from "./http1.ts";
+ * if (!isBodiless(204) || isBodiless(200)) throw new Error("Example failed");
+ * ```
+ */
+export function isBodiless(statusCode: number): boolean {
+  return statusCode === 204 || statusCode === 304;
+}
+
+/**
  * How the body of a response is delimited (RFC 9112 §6.3): none for 1xx,
  * 204 and 304; chunked when the last transfer coding is chunked; until the
  * connection closes for any other transfer coding; else by a valid
@@ -524,7 +541,7 @@ export function isInterim(statusCode: number): boolean {
  * ```
  */
 export function responseBodyFraming(statusCode: number, headers: Headers): BodyFraming {
-  if (isInterim(statusCode) || statusCode === 204 || statusCode === 304) return { kind: "none" };
+  if (isInterim(statusCode) || isBodiless(statusCode)) return { kind: "none" };
   const codings: string[] = [];
   const lengths: string[] = [];
   let hasTransferEncoding = false;
