@@ -27,7 +27,7 @@ import {
   type MessageData,
   type ReceiveOptions,
   type RejectOptions,
-  report,
+  runHandler,
   type ServerSocket,
   type SocketState,
 } from "./socket.ts";
@@ -117,18 +117,7 @@ export function upgrade(
   if (!check.ok) return Promise.resolve(check.response);
   const socket = new NativeSocket(request, check.request, options);
   const onError = options.onError ?? logError;
-  queueMicrotask(async () => {
-    let failure: { error: unknown } | null = null;
-    try {
-      await handler(socket, check.request);
-    } catch (error) {
-      failure = { error };
-    }
-    socket.handlerDone(failure !== null);
-    if (failure !== null && !(failure.error instanceof ConnectionClosedError)) {
-      report(onError, failure.error);
-    }
-  });
+  queueMicrotask(() => void runHandler(handler, socket, check.request, onError));
   return socket.response;
 }
 
@@ -346,7 +335,7 @@ class NativeSocket implements ServerSocket {
     await this.close();
   }
 
-  handlerDone(threw: boolean): void {
+  handlerDone(_error: unknown, threw: boolean): void {
     if (!this.#answered) {
       if (threw) this.reject({ status: 500 });
       else this.accept();

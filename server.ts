@@ -10,7 +10,7 @@
 import type { Limits } from "./limits.ts";
 import { resolveLimits } from "./limits.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
-import { ConnectionClosedError, type Handler, logError, RawSocket, report } from "./socket.ts";
+import { type Handler, logError, RawSocket, report, runHandler } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode serve}. */
@@ -321,38 +321,13 @@ class WebSocketServer implements Server {
       return;
     }
     this.#handlers++;
-    let running: ReturnType<Handler>;
-    try {
-      running = this.#handler(socket, request);
-    } catch (error) {
-      running = Promise.reject(error);
-    }
-    // Awaited where `request` is not in scope: a suspended async function
-    // keeps its arguments, and the request (its headers) would stay alive
-    // for as long as the handler runs, which is the connection's lifetime.
-    void this.#awaitHandler(socket, running);
+    void runHandler(this.#handler, socket, request, this.#onError).then(this.#handlerOver);
   }
 
-  async #awaitHandler(socket: RawSocket, running: ReturnType<Handler>): Promise<void> {
-    let failure: { error: unknown } | null = null;
-    try {
-      await running;
-    } catch (error) {
-      failure = { error };
-    }
-    try {
-      socket.handlerDone(failure?.error, failure !== null);
-    } catch (error) {
-      report(this.#onError, error);
-    }
-    // A send or receive that failed because the peer went away is how a
-    // connection ends, not an error of the handler's.
-    if (failure !== null && !(failure.error instanceof ConnectionClosedError)) {
-      report(this.#onError, failure.error);
-    }
+  readonly #handlerOver = (): void => {
     this.#handlers--;
     this.#checkDrained();
-  }
+  };
 
   #checkDrained(): void {
     if (this.#drained !== null && this.#sockets.size === 0 && this.#handlers === 0) {

@@ -228,6 +228,63 @@ export function report(onError: (error: unknown) => void, error: unknown): void 
   }
 }
 
+/** The socket a driver runs a handler on, told when the handler is over. */
+interface HandledSocket extends ServerSocket {
+  handlerDone(error: unknown, threw: boolean): void;
+}
+
+/**
+ * Run a handler to its end on a driver's socket: the socket is told how it
+ * ended (a handshake still pending is accepted, or refused with 500 after a
+ * throw), and what it threw goes to `onError`, but not a
+ * `ConnectionClosedError`: a send or receive that failed because the peer
+ * went away is how a connection ends, not an error of the handler's.
+ *
+ * @param handler The application's handler.
+ * @param socket The connection's socket.
+ * @param request The handshake request.
+ * @param onError The application's error handler.
+ * @returns Resolves once the handler is over; never rejects.
+ */
+export function runHandler(
+  handler: Handler,
+  socket: HandledSocket,
+  request: Request,
+  onError: (error: unknown) => void,
+): Promise<void> {
+  let running: ReturnType<Handler>;
+  try {
+    running = handler(socket, request);
+  } catch (error) {
+    running = Promise.reject(error);
+  }
+  // Awaited where `request` is not in scope: a suspended async function
+  // keeps its arguments, and the request (its headers) would stay alive
+  // for as long as the handler runs, which is the connection's lifetime.
+  return settleHandler(socket, running, onError);
+}
+
+async function settleHandler(
+  socket: HandledSocket,
+  running: ReturnType<Handler>,
+  onError: (error: unknown) => void,
+): Promise<void> {
+  let failure: { error: unknown } | null = null;
+  try {
+    await running;
+  } catch (error) {
+    failure = { error };
+  }
+  try {
+    socket.handlerDone(failure?.error, failure !== null);
+  } catch (error) {
+    report(onError, error);
+  }
+  if (failure !== null && !(failure.error instanceof ConnectionClosedError)) {
+    report(onError, failure.error);
+  }
+}
+
 /**
  * The drivers' default `onError`: the error printed as text. Deno passes
  * what `console.error` logs on to V8's inspector console, which keeps the
