@@ -122,6 +122,15 @@ export class Connection {
   }
 
   /**
+   * The first byte (FIN, RSV and opcode bits) of the next frame once it
+   * is buffered and not yet decoded; -1 otherwise, and once nothing more
+   * is decoded. A look ahead, say at whether a close comes next.
+   */
+  get nextHeaderByte(): number {
+    return this.#inboundClosed ? -1 : this.#decoder.nextHeaderByte;
+  }
+
+  /**
    * Pass received bytes in, or `null` at end of stream. End of stream
    * before a close frame arrived yields `CloseConnection` with 1006 (RFC
    * 6455 §7.1.5), after the events of the bytes that came before it; after
@@ -348,6 +357,15 @@ export class WSConnection {
    */
   get bytesExpected(): number {
     return this.#connection?.bytesExpected ?? 0;
+  }
+
+  /**
+   * The first byte (FIN, RSV and opcode bits) of the next frame once it
+   * is buffered and not yet decoded; -1 otherwise (and during the
+   * handshake). A look ahead, say at whether a close comes next.
+   */
+  get nextHeaderByte(): number {
+    return this.#connection?.nextHeaderByte ?? -1;
   }
 
   /**

@@ -108,6 +108,16 @@ export class FrameDecoder {
   }
 
   /**
+   * The first byte of the next frame's header (its FIN, RSV and opcode
+   * bits) once it is buffered, before the frame is decoded; -1 while a
+   * frame is being read or nothing is buffered. A driver can look ahead
+   * with it, say to see whether a close comes next.
+   */
+  get nextHeaderByte(): number {
+    return this.#inFrame || this.#buffer.length === 0 ? -1 : this.#buffer.byteAt(0);
+  }
+
+  /**
    * Add received bytes; the decoder keeps (and will unmask) them.
    *
    * @param data The bytes, in the order received.
