@@ -44,6 +44,35 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   closeTimeout: 5_000,
 });
 
+/**
+ * The longest delay a timer can wait: 2^31 - 1 ms, about 24.8 days. Deno
+ * (as browsers) fires a longer timeout, `Infinity` included, after 1 ms.
+ */
+export const MAX_DELAY = 2 ** 31 - 1;
+
+/**
+ * Check a delay in milliseconds: an integer from 0 to {@linkcode MAX_DELAY}.
+ *
+ * @param name The option, for the error.
+ * @param value Its value.
+ * @returns The value.
+ * @throws {RangeError} When it is not such an integer.
+ *
+ * @example
+ * ```ts
+ * import { checkDelay } from "./limits.ts";
+ * if (checkDelay("closeTimeout", 500) !== 500) throw new Error("Example failed");
+ * ```
+ */
+export function checkDelay(name: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0 || value > MAX_DELAY) {
+    throw new RangeError(
+      `${name} must be an integer number of milliseconds from 0 to ${MAX_DELAY}, got ${value}`,
+    );
+  }
+  return value;
+}
+
 // Limits that came out of resolveLimits(): every connection of a server
 // resolves the server's limits again (socket, handshake, engine), and a
 // copy each time was a share of a handshake's garbage.
@@ -51,8 +80,8 @@ const RESOLVED = new WeakSet<object>([DEFAULT_LIMITS]);
 
 /**
  * Merge options over the defaults, rejecting values that are not
- * non-negative integers. The result is frozen; passing it again returns it
- * as it is.
+ * non-negative integers (and timeouts over {@linkcode MAX_DELAY}). The
+ * result is frozen; passing it again returns it as it is.
  *
  * @param options The limits to change.
  * @returns A complete set of limits.
@@ -70,7 +99,8 @@ export function resolveLimits(options: Partial<Limits> = DEFAULT_LIMITS): Readon
   for (const key of Object.keys(DEFAULT_LIMITS) as (keyof Limits)[]) {
     const value = options[key];
     if (value === undefined) continue;
-    if (!Number.isSafeInteger(value) || value < 0) {
+    if (key === "handshakeTimeout" || key === "closeTimeout") checkDelay(`Limit ${key}`, value);
+    else if (!Number.isSafeInteger(value) || value < 0) {
       throw new RangeError(`Limit ${key} must be a non-negative integer, got ${value}`);
     }
     limits[key] = value;
