@@ -10,9 +10,9 @@ import { WSConnection } from "./connection.ts";
 import { LocalProtocolError } from "./errors.ts";
 import { Request } from "./events.ts";
 import type { Headers } from "./events.ts";
-import { type Limits, resolveLimits } from "./limits.ts";
+import { checkDelay, type Limits, resolveLimits } from "./limits.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
-import { RawSocket, type Socket } from "./socket.ts";
+import { type Heartbeat, heartbeatOf, RawSocket, type Socket } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode connect}. */
@@ -39,11 +39,15 @@ export interface ConnectOptions {
   signal?: AbortSignal;
   /** `wss://` only: extra root certificates in PEM to trust, as for `Deno.connectTls`. */
   caCerts?: string[];
-  /** Milliseconds between heartbeat pings; 0 (the default) sends none. */
+  /**
+   * Milliseconds between heartbeat pings, counted from the answer to the
+   * last; 0 (the default) sends none.
+   */
   pingInterval?: number;
   /**
    * Milliseconds the server has to send anything after a heartbeat ping
-   * before the connection is dropped (`closed` gives 1006); default 20 000.
+   * before the connection is dropped (`closed` gives 1006); default 20 000,
+   * and 0 never drops.
    */
   pongTimeout?: number;
 }
@@ -164,7 +168,11 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     throw new TypeError(`A WebSocket URL cannot have a fragment: ${shown.href}`);
   }
   const limits = resolveLimits(options.limits);
-  const timeout = options.handshakeTimeout ?? limits.handshakeTimeout;
+  const heartbeat = heartbeatOf(options);
+  const timeout = checkDelay(
+    "handshakeTimeout",
+    options.handshakeTimeout ?? limits.handshakeTimeout,
+  );
   const hostname = target.hostname.replace(/^\[(.*)\]$/, "$1");
   const port = target.port === "" ? (secure ? 443 : 80) : Number(target.port);
   const extensions = [];
@@ -245,8 +253,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     const result = await socket.opened;
     abandon.removeEventListener("abort", onAbort);
     if (result.ok) {
-      const pingInterval = options.pingInterval ?? 0;
-      if (pingInterval > 0) keepAlive(socket, pingInterval, options.pongTimeout ?? 20_000);
+      if (heartbeat !== null) keepAlive(socket, heartbeat);
       return socket;
     }
     await socket.closed;
@@ -329,8 +336,7 @@ function named(name: string): (header: readonly [string, string]) => boolean {
   return ([field]) => field.toLowerCase() === name;
 }
 
-function keepAlive(socket: RawSocket, pingInterval: number, pongTimeout: number): void {
-  const tick = Math.max(1, Math.min(pingInterval, pongTimeout));
-  const timer = setInterval(() => socket.heartbeat(Date.now(), pingInterval, pongTimeout), tick);
+function keepAlive(socket: RawSocket, heartbeat: Heartbeat): void {
+  const timer = setInterval(() => socket.heartbeat(Date.now(), heartbeat), heartbeat.tick);
   socket.closed.then(() => clearInterval(timer));
 }

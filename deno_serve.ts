@@ -15,7 +15,7 @@ import { AcceptConnection, RejectConnection } from "./events.ts";
 import type { Headers, Request as WsRequest } from "./events.ts";
 import { checkRejection, checkUpgradeRequest, upgradeOptions } from "./handshake.ts";
 import { LocalProtocolError } from "./errors.ts";
-import { DEFAULT_LIMITS } from "./limits.ts";
+import { checkDelay, DEFAULT_LIMITS } from "./limits.ts";
 import {
   type AcceptOptions,
   type CloseInfo,
@@ -42,7 +42,14 @@ export interface UpgradeOptions {
    * `idleTimeout`). Default 30; 0 disables it.
    */
   idleTimeout?: number;
-  /** Milliseconds to wait for the client's close after ours: 5 s unless given. */
+  /**
+   * Milliseconds for the upgraded connection to open once the handler
+   * accepts: 10 s unless given, 0 waits forever. Deno tells nothing of a
+   * client that leaves during the upgrade; at this limit `closed` gives
+   * 1006 with the reason `"Handshake timeout"`.
+   */
+  handshakeTimeout?: number;
+  /** Milliseconds to wait for the client's close after ours: 5 s unless given, 0 does not wait. */
   closeTimeout?: number;
   /**
    * Called with errors the handler threw, but not a `ConnectionClosedError`
@@ -78,12 +85,18 @@ export interface UpgradeOptions {
  * - when `Deno.serve` itself shuts down, Deno closes the socket (1001 to
  *   the peer) and `closed` gives 1005;
  * - the HTTP version is not visible through Fetch: an HTTP/1.0 request
- *   that `serve()` answers with 505 is upgraded by Deno.
+ *   that `serve()` answers with 505 is upgraded by Deno;
+ * - a client that leaves during the upgrade is never reported by Deno:
+ *   `handshakeTimeout` then ends the socket with 1006;
+ * - Deno can report 1005 for a close it started although the peer
+ *   answered with a code: our own close stands in for a 1005 then.
  *
  * @param request The request `Deno.serve` passed to its handler.
  * @param handler The WebSocket handler.
- * @param options `remoteAddr` source, idle timeout, close timeout, error hook.
+ * @param options `remoteAddr` source, idle timeout, handshake and close
+ *   timeouts, error hook.
  * @returns The response for `Deno.serve` to send.
+ * @throws {RangeError} When a timeout is not an integer from 0 to 2^31 - 1.
  *
  * @example An echo endpoint on Deno.serve
  * ```ts
@@ -113,6 +126,10 @@ export function upgrade(
   handler: Handler,
   options: UpgradeOptions = {},
 ): Promise<Response> {
+  if (options.handshakeTimeout !== undefined) {
+    checkDelay("handshakeTimeout", options.handshakeTimeout);
+  }
+  if (options.closeTimeout !== undefined) checkDelay("closeTimeout", options.closeTimeout);
   const check = checkUpgradeRequest(request);
   if (!check.ok) return Promise.resolve(check.response);
   const socket = new NativeSocket(request, check.request, options);
@@ -158,6 +175,7 @@ class NativeSocket implements ServerSocket {
   #drainWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   #drainTimer: ReturnType<typeof setTimeout> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  #openTimer: ReturnType<typeof setTimeout> | undefined;
   #closeInfo: CloseInfo | null = null;
   #sentClose: CloseInfo | null = null;
 
@@ -215,15 +233,19 @@ class NativeSocket implements ServerSocket {
     this.#native = socket;
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
+      clearTimeout(this.#openTimer);
       for (const { data, done } of this.#early.splice(0)) {
         socket.send(data);
         done.resolve();
       }
       // A close() made before the socket opened goes out now, after the
       // sends made before it: on a CONNECTING socket it would do nothing.
-      const close = this.#sentClose;
+      // So does one whose wait already ended (closeTimeout 0), and the
+      // socket given up on at handshakeTimeout is closed.
+      const close = this.#sentClose ??
+        (this.#state === "closed" ? { code: 1000, reason: "" } : null);
       if (close === null) this.#state = "open";
-      else if (this.#state === "closing") socket.close(close.code, close.reason);
+      else socket.close(close.code, close.reason);
     };
     socket.onmessage = (event: MessageEvent) => {
       const data = event.data;
@@ -231,14 +253,25 @@ class NativeSocket implements ServerSocket {
     };
     socket.onerror = NOOP; // a close event follows
     socket.onclose = (event: CloseEvent) => {
-      // Deno reports 1005 when it started the close, whatever the peer
-      // answered; our own close is then the best account of the ending.
+      // Deno can report 1005 when it started the close although the peer
+      // answered with a code (its own WebSocket client's answer does this);
+      // our own close is then the best account of the ending, though it
+      // also stands in for a peer whose answer really had no code.
       const ours = this.#sentClose;
       const info = event.code === 1005 && ours !== null ? ours : event;
       // Deno gives 0 for a connection that dropped (or broke one of its own
       // limits) without a close frame: 1006, as everywhere else here.
       this.#finish({ code: info.code === 0 ? 1006 : info.code, reason: info.reason });
     };
+    // A client that leaves during the upgrade is never reported: Deno's
+    // socket then fires neither open, nor error, nor close.
+    const openTimeout = this.#options.handshakeTimeout ?? DEFAULT_LIMITS.handshakeTimeout;
+    if (openTimeout > 0) {
+      this.#openTimer = setTimeout(
+        () => this.#finish({ code: 1006, reason: "Handshake timeout" }),
+        openTimeout,
+      );
+    }
     this.#response.resolve(response);
   }
 
@@ -304,9 +337,10 @@ class NativeSocket implements ServerSocket {
   }
 
   close(code = 1000, reason = ""): Promise<CloseInfo> {
+    // Checked before a pending handshake is accepted: a close that cannot
+    // be sent leaves the handler free to reject instead, as on raw TCP.
     try {
-      this.#acceptIfPending();
-      if (code !== 1000 && !(code >= 3000 && code <= 4999)) {
+      if (!Number.isInteger(code) || (code !== 1000 && !(code >= 3000 && code <= 4999))) {
         throw new RangeError(
           `Close code ${code} cannot be sent on Deno.serve: use 1000 or 3000-4999`,
         );
@@ -314,6 +348,7 @@ class NativeSocket implements ServerSocket {
       if (new TextEncoder().encode(reason).length > 123) {
         throw new RangeError("A close reason is at most 123 bytes of UTF-8");
       }
+      this.#acceptIfPending();
     } catch (error) {
       return Promise.reject(error);
     }
@@ -337,12 +372,14 @@ class NativeSocket implements ServerSocket {
 
   handlerDone(_error: unknown, threw: boolean): void {
     if (!this.#answered) {
-      if (threw) this.reject({ status: 500 });
-      else this.accept();
-      return;
+      if (threw) {
+        this.reject({ status: 500 });
+        return;
+      }
+      this.accept();
     }
     // 1011 cannot be sent through the WebSocket API; 1000 with a reason is the nearest.
-    if (threw && this.#state !== "closed") this.close(1000, "Internal error").catch(NOOP);
+    if (this.#state !== "closed") this.close(1000, threw ? "Internal error" : "").catch(NOOP);
   }
 
   #acceptIfPending(): void {
@@ -371,6 +408,7 @@ class NativeSocket implements ServerSocket {
     if (this.#state === "closed") return;
     this.#state = "closed";
     this.#closeInfo = info;
+    clearTimeout(this.#openTimer);
     if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
     if (this.#drainTimer !== undefined) clearTimeout(this.#drainTimer);
     const error = new ConnectionClosedError(info);

@@ -10,7 +10,7 @@
 import type { Limits } from "./limits.ts";
 import { resolveLimits } from "./limits.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
-import { type Handler, logError, RawSocket, report, runHandler } from "./socket.ts";
+import { type Handler, heartbeatOf, logError, RawSocket, report, runHandler } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode serve}. */
@@ -44,15 +44,16 @@ export interface ServeOptions {
    */
   limits?: Partial<Limits>;
   /**
-   * Milliseconds between heartbeat pings on each open connection; 0 (the
-   * default) sends none.
+   * Milliseconds between heartbeat pings on each open connection, counted
+   * from the answer to the last; 0 (the default) sends none.
    */
   pingInterval?: number;
   /**
    * Milliseconds a peer has to send anything (its pong) after a heartbeat
    * ping; after that the connection is dropped without a closing handshake
    * (a peer that does not answer pings would not answer a close either) and
-   * `closed` gives 1006 with the reason `"Ping timeout"`. Default 20 000.
+   * `closed` gives 1006 with the reason `"Ping timeout"`. Default 20 000;
+   * 0 never drops (pings only keep the connection alive).
    */
   pongTimeout?: number;
   /**
@@ -163,6 +164,7 @@ class WebSocketServer implements Server {
   constructor(options: ServeOptions, handler: Handler) {
     this.#handler = handler;
     this.#limits = resolveLimits(options.limits);
+    const heartbeat = heartbeatOf(options);
     this.#onError = options.onError ?? logError;
     const deflate = options.deflate ?? false;
     if (deflate !== false) {
@@ -192,15 +194,12 @@ class WebSocketServer implements Server {
       })
       : Deno.listen({ hostname, port: options.port ?? 8000, reusePort, transport: "tcp" });
 
-    const pingInterval = options.pingInterval ?? 0;
-    const pongTimeout = options.pongTimeout ?? 20_000;
-    if (pingInterval > 0) {
+    if (heartbeat !== null) {
       // One timer for every connection, not one each.
-      const tick = Math.max(1, Math.min(pingInterval, pongTimeout));
       this.#heartbeat = setInterval(() => {
         const now = Date.now();
-        for (const socket of this.#sockets) socket.heartbeat(now, pingInterval, pongTimeout);
-      }, tick);
+        for (const socket of this.#sockets) socket.heartbeat(now, heartbeat);
+      }, heartbeat.tick);
     }
     this.#signal = options.signal;
     this.#finished = this.#run();

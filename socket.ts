@@ -33,7 +33,8 @@ import {
   TextMessage,
 } from "./events.ts";
 import type { Extension } from "./extensions.ts";
-import { type Limits, resolveLimits } from "./limits.ts";
+import { Opcode } from "./frame.ts";
+import { checkDelay, type Limits, resolveLimits } from "./limits.ts";
 import { ConnectionState, ConnectionType } from "./state.ts";
 
 /** A whole message: a `string` for text, a `Uint8Array` for binary. */
@@ -53,7 +54,11 @@ export interface CloseInfo {
 
 /** Options of {@linkcode Socket.receive}. */
 export interface ReceiveOptions {
-  /** Milliseconds to wait; then the promise rejects with a `TimeoutError` `DOMException`. */
+  /**
+   * Milliseconds to wait, an integer up to 2^31 - 1; then the promise
+   * rejects with a `TimeoutError` `DOMException`. Other values reject with a
+   * `RangeError`.
+   */
   timeout?: number;
   /** Aborting rejects the promise with the signal's reason. */
   signal?: AbortSignal;
@@ -199,7 +204,11 @@ export interface ServerSocket extends Socket {
 }
 
 /**
- * A server's handler, for `serve()` and the `Deno.serve` helper alike.
+ * A server's handler, for `serve()` and the `Deno.serve` helper alike. The
+ * connection lasts as long as the handler: when it returns, the socket
+ * closes with 1000, and when it throws, with 1011 (a handshake it did not
+ * answer is refused with 500). A handler that hands the socket on to other
+ * code keeps it open by accepting and then awaiting `socket.closed`.
  *
  * @example An echo handler
  * ```ts
@@ -650,10 +659,17 @@ export class Inbox {
    * @returns A promise of the message.
    */
   receive(options: ReceiveOptions = {}): Promise<MessageData> {
+    const { timeout, signal } = options;
+    if (timeout !== undefined) {
+      try {
+        checkDelay("The receive timeout", timeout);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     const item = this.#shift();
     if (item !== undefined) return Promise.resolve(item);
     if (this.#end !== null) return Promise.reject(new ConnectionClosedError(this.#end));
-    const { timeout, signal } = options;
     // A rejection, not a throw: callers chain .catch() on the promise.
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<MessageData>((resolve, reject) => {
@@ -709,6 +725,35 @@ export class Inbox {
     }
     return item;
   }
+}
+
+/** When a driver pings its peer, and how long it waits for an answer. */
+export interface Heartbeat {
+  /** Milliseconds from an answered ping (or the start) to the next ping. */
+  pingInterval: number;
+  /** Milliseconds to wait for anything after a ping; 0 waits forever. */
+  pongTimeout: number;
+  /** Milliseconds between looks at every socket. */
+  tick: number;
+}
+
+/**
+ * The heartbeat that `serve()` and `connect()` options ask for, checked.
+ *
+ * @param options `pingInterval` (0, the default: no pings) and
+ *   `pongTimeout` (20 s unless given; 0: never give up).
+ * @returns The heartbeat, or `null` when there is none.
+ * @throws {RangeError} When either is not an integer from 0 to 2^31 - 1.
+ */
+export function heartbeatOf(
+  options: { pingInterval?: number; pongTimeout?: number },
+): Heartbeat | null {
+  const pingInterval = checkDelay("pingInterval", options.pingInterval ?? 0);
+  const pongTimeout = checkDelay("pongTimeout", options.pongTimeout ?? 20_000);
+  if (pingInterval === 0) return null;
+  // A ping, or the end of a wait, is late by at most a tick.
+  const tick = pongTimeout === 0 ? pingInterval : Math.min(pingInterval, pongTimeout);
+  return { pingInterval, pongTimeout, tick };
 }
 
 /**
@@ -900,6 +945,10 @@ export class RawSocket implements ServerSocket {
 
   // Input: a message arriving in pieces.
   readonly #parts = new MessageParts();
+  // Whether the rest of the message in progress is dropped (see #onData).
+  #droppingMessage = false;
+  // Set while the events after a message wait for the application's answer.
+  #heldForReplies: ReturnType<typeof setTimeout> | undefined;
   #pings: { payload: Uint8Array; resolve: () => void; reject: (error: Error) => void }[] = [];
   #pingCounter = 0;
 
@@ -913,9 +962,11 @@ export class RawSocket implements ServerSocket {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #readLoop: Promise<void>;
 
-  // Heartbeat: when the driver's ping went out (0: none outstanding), and
-  // whether anything arrived since.
-  #heartbeatAt = 0;
+  // Heartbeat: when the driver's ping went out (0: none outstanding), when
+  // the last one was answered (0: never pinged yet), and whether anything
+  // arrived since the ping.
+  #pingSentAt = 0;
+  #pingAnsweredAt = 0;
   #heard = false;
   // Whether reading waits for the application to take queued messages.
   #paused = false;
@@ -1151,48 +1202,54 @@ export class RawSocket implements ServerSocket {
 
   /**
    * Driver: the handler returned (`error` undefined) or threw. A pending
-   * socket accepts, or is refused with 500; an open one closes with 1011
-   * after an error.
+   * socket is refused with 500 after an error; otherwise an open socket
+   * closes, with 1000, or 1011 after an error.
    *
    * @param error What the handler threw, if it did.
    * @param threw Whether it threw.
    */
   handlerDone(error: unknown, threw: boolean): void {
     if (!this.#answered && !this.#connClosed) {
-      if (threw) this.reject({ status: 500 });
-      else this.accept();
-      return;
+      if (threw) {
+        this.reject({ status: 500 });
+        return;
+      }
+      this.accept();
     }
-    if (threw && this.#ws.state === ConnectionState.OPEN) {
+    if (this.#ws.state !== ConnectionState.OPEN) return; // closing already, or closed
+    if (threw) {
       const reason = error instanceof Error ? error.name : "Internal error";
       this.close(1011, reason.slice(0, 100)).catch(NOOP);
-    }
+    } else this.close(1000).catch(NOOP);
   }
 
   /**
    * Driver: one heartbeat tick. Sends a ping when none is outstanding and
-   * `pingInterval` passed since the last; drops the connection when a ping
-   * went unanswered (nothing at all received) for `pongTimeout`. While
-   * reading waits for the application to take messages, the peer counts
-   * as heard: its answer may be among the bytes not read yet.
+   * `pingInterval` passed since the last was answered; drops the
+   * connection when a ping went unanswered (nothing at all received) for
+   * `pongTimeout`. While reading waits for the application to take
+   * messages, the peer counts as heard: its answer may be among the bytes
+   * not read yet.
    *
    * @param now `Date.now()`.
-   * @param pingInterval Milliseconds between pings.
-   * @param pongTimeout Milliseconds to wait for an answer.
+   * @param heartbeat The intervals, from {@linkcode heartbeatOf}.
    */
-  heartbeat(now: number, pingInterval: number, pongTimeout: number): void {
+  heartbeat(now: number, { pingInterval, pongTimeout }: Heartbeat): void {
     if (this.#state !== "open" || this.#ws.state !== ConnectionState.OPEN) return;
-    if (this.#heartbeatAt !== 0) {
-      // Answered; the next ping is measured from here.
-      if (this.#heard || this.#paused) this.#heartbeatAt = -now;
-      else if (now - this.#heartbeatAt >= pongTimeout) {
-        this.#abort({ code: 1006, reason: "Ping timeout" });
+    if (this.#pingSentAt > 0) {
+      if (!this.#heard && !this.#paused) {
+        if (pongTimeout > 0 && now - this.#pingSentAt >= pongTimeout) {
+          this.#abort({ code: 1006, reason: "Ping timeout" });
+        }
         return;
       }
+      // Answered: the next ping is measured from here.
+      this.#pingSentAt = 0;
+      this.#pingAnsweredAt = now;
     }
-    if (this.#heartbeatAt <= 0 && now + this.#heartbeatAt >= pingInterval) {
+    if (now - this.#pingAnsweredAt >= pingInterval) {
       this.#heard = false;
-      this.#heartbeatAt = now;
+      this.#pingSentAt = now;
       // Not ping(): that waits for this very pong, and a peer that sends
       // but never answers would add a waiter every interval.
       this.#write(this.#ws.send(new Ping({ payload: EMPTY })));
@@ -1507,6 +1564,9 @@ export class RawSocket implements ServerSocket {
   }
 
   #receive(data: Uint8Array | null): void {
+    // At the end of the stream the events held back are taken now: the
+    // close found among them, not the end, is how the connection ended.
+    if (data === null) this.#releaseHeld();
     const state = this.#ws.state;
     // After the closing handshake or a refusal we only wait for the end.
     if (state === ConnectionState.CLOSED && data !== null) return;
@@ -1520,12 +1580,17 @@ export class RawSocket implements ServerSocket {
   }
 
   #process(): void {
+    if (this.#heldForReplies !== undefined) return;
     try {
       let event;
       while ((event = this.#ws.nextEvent()) !== null) {
-        if (event instanceof TextMessage) this.#onData(event.data, event.messageFinished);
-        else if (event instanceof BytesMessage) this.#onData(event.data, event.messageFinished);
-        else if (event instanceof Ping) {
+        if (event instanceof TextMessage || event instanceof BytesMessage) {
+          this.#onData(event.data, event.messageFinished);
+          if (event.messageFinished && this.#endsNext()) {
+            this.#holdForReplies();
+            return;
+          }
+        } else if (event instanceof Ping) {
           if (this.#ws.state === ConnectionState.OPEN) this.#answerPing(event);
         } else if (event instanceof Pong) this.#onPong(event.payload);
         else if (event instanceof CloseConnection) this.#onClose(event);
@@ -1539,11 +1604,45 @@ export class RawSocket implements ServerSocket {
     }
   }
 
+  // Whether the next frame, already buffered, ends the connection: a
+  // close, or one the engine fails (a reserved opcode, an RSV bit no
+  // extension claimed, a continuation with no message begun; §5.2).
+  #endsNext(): boolean {
+    const head = this.#ws.nextHeaderByte;
+    if (head < 0) return false;
+    const opcode = head & 0x0f;
+    const rsv = head & 0x70;
+    if (opcode === Opcode.PING || opcode === Opcode.PONG) return rsv !== 0;
+    if (opcode === Opcode.TEXT || opcode === Opcode.BINARY) {
+      return rsv !== 0 && this.#ws.extensions.length === 0;
+    }
+    return true;
+  }
+
+  // The application answers a message in the microtasks after it gets it,
+  // while an ending found in the same read would be answered at once, and
+  // its Close frame would refuse those answers. The ending waits a task,
+  // so that answers go out first, as from a loop over the engine's events
+  // (Autobahn 3.2, 4.x and 5.15 expect the echo before the 1002).
+  #holdForReplies(): void {
+    this.#heldForReplies = setTimeout(() => {
+      this.#heldForReplies = undefined;
+      if (!this.#connClosed) this.#process();
+    }, 0);
+  }
+
+  #releaseHeld(): void {
+    clearTimeout(this.#heldForReplies);
+    this.#heldForReplies = undefined;
+  }
+
   #onData(data: MessageData, finished: boolean): void {
     // Once we sent our close, what the peer still sends may be dropped
-    // (RFC 6455 §1.4); keep it only while the reader has room.
-    if (this.#state !== "open" && this.#inbox.full) {
+    // (RFC 6455 §1.4); keep it only while the reader has room. A message
+    // is dropped whole: its pieces after a gap are no message.
+    if (this.#droppingMessage || (this.#state !== "open" && this.#inbox.full)) {
       this.#parts.clear();
+      this.#droppingMessage = !finished;
       return;
     }
     if (!finished) this.#parts.push(data);
@@ -1691,6 +1790,7 @@ export class RawSocket implements ServerSocket {
     this.#connClosed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    this.#releaseHeld();
     const info = this.#closeInfo ??= ABNORMAL;
     this.#state = "closed";
     try {

@@ -1041,7 +1041,10 @@ Deno.test("an aborted signal shuts the server down", async () => {
       signal: controller.signal,
       onListen: (addr) => (listened = addr),
     },
-    () => {},
+    (socket) => {
+      socket.accept();
+      return socket.closed;
+    },
   );
   assert.equal(listened!.port, server.addr.port);
   const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
@@ -1241,4 +1244,195 @@ Deno.test("a server socket's fields describe the connection", async () => {
   await client.close(3000, "x".repeat(123));
   assert.deepEqual(await socket.closed, { code: 3000, reason: "x".repeat(123) });
   await assert.rejects(client.close(1005), RangeError);
+});
+
+// Events from `conn` through the client engine of rawClient(), until `enough`.
+async function readEvents(
+  conn: Deno.Conn,
+  engine: ws.WSConnection,
+  enough: (events: ws.Event[]) => boolean,
+  onEvent: (event: ws.Event) => Promise<void> = async () => {},
+): Promise<ws.Event[]> {
+  const events: ws.Event[] = [];
+  const buffer = new Uint8Array(1 << 16);
+  for (let reads = 0; reads < 1000 && !enough(events); reads++) {
+    const n = await withTimeout(conn.read(buffer), 3000, "read").catch(() => null);
+    if (n === null) break;
+    engine.receiveData(buffer.slice(0, n));
+    for (const event of engine.events()) {
+      events.push(event);
+      await onEvent(event);
+    }
+  }
+  return events;
+}
+
+Deno.test("heartbeat: a ping follows each answer, and a peer that then falls silent is dropped", async () => {
+  const ended = Promise.withResolvers<CloseInfo>();
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, pingInterval: 40, pongTimeout: 200 },
+    async (socket) => {
+      socket.accept();
+      ended.resolve(await socket.closed);
+    },
+  );
+  const { conn, engine } = await rawClient(server.addr.port);
+  let pings = 0;
+  await readEvents(conn, engine, () => pings === 4, async (event) => {
+    if (!(event instanceof ws.Ping)) return;
+    pings++;
+    await writeAll(conn, engine.send(event.response()));
+  });
+  assert.equal(pings, 4, "a ping after each answer");
+  // Silent from now on: the next ping goes unanswered.
+  assert.deepEqual(await withTimeout(ended.promise, 3000, "drop"), {
+    code: 1006,
+    reason: "Ping timeout",
+  });
+  conn.close();
+});
+
+Deno.test("connect(): a ping follows each answer, and a server that then falls silent is dropped", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const peer = (async () => {
+    const conn = await listener.accept();
+    const engine = new ws.WSConnection(ws.ConnectionType.SERVER);
+    let pings = 0;
+    await readEvents(conn, engine, () => pings === 3, async (event) => {
+      if (event instanceof ws.Request) await writeAll(conn, engine.send(new ws.AcceptConnection()));
+      else if (event instanceof ws.Ping && ++pings < 3) {
+        await writeAll(conn, engine.send(event.response()));
+      }
+    });
+    return { conn, pings };
+  })();
+  const socket = await connect(`ws://127.0.0.1:${listener.addr.port}/`, {
+    pingInterval: 40,
+    pongTimeout: 200,
+  });
+  const info = await withTimeout(socket.closed, 3000, "drop");
+  const { conn, pings } = await peer;
+  conn.close();
+  assert.equal(pings, 3);
+  assert.deepEqual(info, { code: 1006, reason: "Ping timeout" });
+});
+
+Deno.test("heartbeat with pongTimeout 0: a silent peer is kept, and no second ping is sent unanswered", async () => {
+  let socket: ServerSocket | null = null;
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, pingInterval: 20, pongTimeout: 0 },
+    (accepted) => {
+      accepted.accept();
+      socket = accepted;
+      return accepted.closed;
+    },
+  );
+  const { conn, engine } = await rawClient(server.addr.port);
+  const events = await readEvents(conn, engine, () => false).catch(() => []);
+  conn.close();
+  assert.equal(events.filter((event) => event instanceof ws.Ping).length, 1);
+  assert.ok(socket !== null);
+  await withTimeout((socket as ServerSocket).closed, 2000, "closed");
+});
+
+Deno.test("timeouts and heartbeat intervals outside 0 to 2^31 - 1 ms are refused before any I/O", async () => {
+  // Deno, like browsers, fires a longer timeout (Infinity too) after 1 ms.
+  for (const value of [-1, 1.5, NaN, Infinity, 2 ** 31]) {
+    assert.throws(() => serve({ port: 0, pingInterval: value }, () => {}), RangeError);
+    assert.throws(() => serve({ port: 0, pongTimeout: value }, () => {}), RangeError);
+    assert.throws(() => serve({ port: 0, limits: { closeTimeout: value } }, () => {}), RangeError);
+    await assert.rejects(connect("ws://127.0.0.1:9/", { handshakeTimeout: value }), RangeError);
+    await assert.rejects(connect("ws://127.0.0.1:9/", { pingInterval: value }), RangeError);
+    await assert.rejects(new Inbox().receive({ timeout: value }), RangeError);
+  }
+  const longest = await connect("ws://127.0.0.1:1/", { handshakeTimeout: 2 ** 31 - 1 }).catch((
+    error,
+  ) => error);
+  assert.ok(longest instanceof HandshakeError, "the longest delay is taken (port 1 refuses)");
+});
+
+Deno.test("a handler's return closes its socket with 1000", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    assert.equal(await socket.receive(), "one");
+  });
+  const client = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  await client.send("one");
+  assert.deepEqual(await withTimeout(client.closed, 2000, "closed"), { code: 1000, reason: "" });
+});
+
+Deno.test("the answers to messages go out before a close or failure read with them (Autobahn 3.2, 4.1.3, 5.15, 7.1.6)", async (t) => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) socket.send(message).catch(() => {});
+  });
+  const cases: [string, Uint8Array, number][] = [
+    ["a reserved bit", clientFrame(0x20 | 0x1, encoder.encode("x")), 1002],
+    ["a reserved opcode", clientFrame(0x5, encoder.encode("x")), 1002],
+    ["a continuation with no message", clientFrame(0x0, encoder.encode("x")), 1002],
+    ["a close", clientFrame(0x8, new Uint8Array([0x03, 0xe8])), 1000],
+  ];
+  for (const [name, ending, code] of cases) {
+    await t.step(name, async () => {
+      const { conn, engine } = await rawClient(server.addr.port);
+      const first = clientFrame(0x1, encoder.encode("Hello, world!"));
+      const second = clientFrame(0x2, new Uint8Array([1, 2, 3]));
+      await writeAll(conn, concatAll([first, second, ending, clientFrame(0x9, new Uint8Array())]));
+      const events = await readEvents(
+        conn,
+        engine,
+        (events) => events.some((event) => event instanceof ws.CloseConnection),
+      );
+      conn.close();
+      assert.deepEqual(
+        events.map((event) =>
+          event instanceof ws.CloseConnection
+            ? event.code
+            : (event as ws.TextMessage | ws.BytesMessage).data
+        ),
+        ["Hello, world!", new Uint8Array([1, 2, 3]), code],
+      );
+    });
+  }
+});
+
+Deno.test("after close(), a message is delivered whole or not at all, never its tail", async () => {
+  // Past our close, pieces that find the inbox full are dropped; the rest
+  // of such a message must go too, even once the reader made room.
+  const sizes: number[] = [];
+  const done = Promise.withResolvers<void>();
+  const SMALL = 64 * 1024;
+  const BIG = 4 << 20;
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, limits: { closeTimeout: 1500 } },
+    async (socket) => {
+      socket.accept();
+      await delay(300); // the peer's messages fill the inbox: reading pauses
+      socket.close(1000).catch(() => {});
+      for await (const message of socket) {
+        sizes.push(message.length);
+        await delay(2);
+      }
+      done.resolve();
+    },
+  );
+  const { conn } = await rawClient(server.addr.port);
+  // Masked with a zero key, so the payload goes as it is.
+  const frame = (size: number): Uint8Array => {
+    const head = new Uint8Array([0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    new DataView(head.buffer).setBigUint64(2, BigInt(size));
+    return concatAll([head, new Uint8Array(size)]);
+  };
+  const frames = [
+    ...Array.from({ length: 24 }, () => frame(SMALL)),
+    frame(BIG),
+    ...Array.from({ length: 64 }, () => frame(SMALL)),
+  ];
+  const writing = (async () => {
+    for (const bytes of frames) await writeAll(conn, bytes);
+  })().catch(() => {});
+  const draining = readToEnd(conn, 1 << 24, 8000);
+  await withTimeout(done.promise, 8000, "handler");
+  await writing;
+  conn.close();
+  await draining.catch(() => {});
+  assert.deepEqual(sizes.filter((size) => size !== SMALL && size !== BIG), []);
 });

@@ -157,3 +157,82 @@ Deno.test("on Deno.serve, ping() is refused and close() takes only 1000 and 3000
     await server.shutdown();
   }
 });
+
+Deno.test("on Deno.serve, a client that leaves during the upgrade ends the socket at handshakeTimeout", async () => {
+  // Deno's WebSocket then fires neither open, nor error, nor close.
+  const ended = Promise.withResolvers<CloseInfo>();
+  const native = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) =>
+      upgrade(request, async (socket) => {
+        // Accepted only once the client is gone: Deno then reports nothing.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        socket.accept();
+        for await (const _ of socket) { /* nothing comes */ }
+        ended.resolve(await socket.closed);
+      }, { info, handshakeTimeout: 200 }),
+  );
+  const port = native.addr.port;
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(
+    `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  ));
+  conn.close();
+  assert.deepEqual(await withTimeout(ended.promise, 3000, "closed"), {
+    code: 1006,
+    reason: "Handshake timeout",
+  });
+  // Deno.serve's own shutdown waits on that upgrade too (a Deno bug).
+  await withTimeout(native.shutdown(), 1000, "shutdown").catch(() => {});
+});
+
+Deno.test("on Deno.serve, a close() before the socket opens goes out even with closeTimeout 0", async () => {
+  const native = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) =>
+      upgrade(request, async (socket) => {
+        socket.accept();
+        await socket.close(4000, "go away");
+      }, { info, closeTimeout: 0 }),
+  );
+  try {
+    const client = await connect(`ws://127.0.0.1:${native.addr.port}/`);
+    assert.deepEqual(await withTimeout(client.closed, 3000, "closed"), {
+      code: 4000,
+      reason: "go away",
+    });
+  } finally {
+    await native.shutdown();
+  }
+});
+
+Deno.test("a close() that cannot be sent leaves the handshake to answer, on both paths", async () => {
+  const handler: Handler = async (socket) => {
+    await assert.rejects(socket.close(1005), RangeError);
+    socket.reject({ status: 403, body: "no" });
+  };
+  await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+  const native = denoServe(handler);
+  try {
+    for (const port of [raw.addr.port, native.addr.port]) {
+      const refusal = await connect(`ws://127.0.0.1:${port}/`).catch((error) => error);
+      assert.equal(refusal.status, 403);
+    }
+  } finally {
+    await native.shutdown();
+  }
+});
+
+Deno.test("on Deno.serve too, a handler's return closes its socket with 1000", async () => {
+  const native = denoServe(async (socket) => {
+    assert.equal(await socket.receive(), "one");
+  });
+  try {
+    const client = await connect(`ws://127.0.0.1:${native.addr.port}/`);
+    await client.send("one");
+    assert.equal((await withTimeout(client.closed, 3000, "closed")).code, 1000);
+  } finally {
+    await native.shutdown();
+  }
+});
