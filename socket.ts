@@ -963,8 +963,8 @@ export class RawSocket implements ServerSocket {
   #readLoop: Promise<void>;
 
   // Heartbeat: when the driver's ping went out (0: none outstanding), when
-  // the last one was answered (0: never pinged yet), and whether anything
-  // arrived since the ping.
+  // the last one was answered (at first: when the socket opened), and
+  // whether anything arrived since the ping.
   #pingSentAt = 0;
   #pingAnsweredAt = 0;
   #heard = false;
@@ -1060,6 +1060,7 @@ export class RawSocket implements ServerSocket {
     this.#subprotocol = options.subprotocol ?? null;
     this.#extensions = this.#ws.extensions.map((extension) => extension.name);
     this.#state = "open";
+    this.#pingAnsweredAt = Date.now(); // the first ping is due pingInterval after opening
     this.#write(bytes);
     this.#decision?.resolve();
   }
@@ -1698,6 +1699,7 @@ export class RawSocket implements ServerSocket {
     this.#subprotocol = event.subprotocol;
     this.#extensions = this.#ws.extensions.map((extension) => extension.name);
     this.#state = "open";
+    this.#pingAnsweredAt = Date.now(); // the first ping is due pingInterval after opening
     this.#opened.resolve({ ok: true });
   }
 
