@@ -1519,8 +1519,17 @@ export class RawSocket implements ServerSocket {
         // Only a bulk read keeps the frame path (and a smaller one was copied).
         if (!reused && n > SMALL_READ) frameRest = into.subarray(n);
       }
+      const releasing = data === null && this.#heldForReplies !== undefined;
       this.#receive(data);
       if (data === null) {
+        // Events held back until now were answered (the echo of a message,
+        // the answer to a close read with the FIN): out before the end,
+        // within closeTimeout.
+        const pending = this.#batch ?? this.#writeBatch;
+        if (releasing && pending !== null && !this.#connClosed) {
+          this.#armCloseTimer();
+          await pending.promise.catch(NOOP);
+        }
         this.#abort(ABNORMAL);
         break;
       }
@@ -1565,9 +1574,13 @@ export class RawSocket implements ServerSocket {
   }
 
   #receive(data: Uint8Array | null): void {
-    // At the end of the stream the events held back are taken now: the
-    // close found among them, not the end, is how the connection ended.
-    if (data === null) this.#releaseHeld();
+    // At the end of the stream the events held back are taken first, while
+    // the engine can still answer them: the close found among them, not
+    // the end, is how the connection ended.
+    if (data === null && this.#heldForReplies !== undefined) {
+      this.#releaseHeld();
+      this.#process();
+    }
     const state = this.#ws.state;
     // After the closing handshake or a refusal we only wait for the end.
     if (state === ConnectionState.CLOSED && data !== null) return;

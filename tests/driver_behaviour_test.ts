@@ -1436,3 +1436,30 @@ Deno.test("after close(), a message is delivered whole or not at all, never its 
   await draining.catch(() => {});
   assert.deepEqual(sizes.filter((size) => size !== SMALL && size !== BIG), []);
 });
+
+Deno.test("a message, a close and the FIN read together: the message is answered, then the close", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) socket.send(message).catch(() => {});
+  });
+  const { conn, engine } = await rawClient(server.addr.port);
+  await writeAll(
+    conn,
+    concatAll([
+      clientFrame(0x1, encoder.encode("hello")),
+      clientFrame(0x8, new Uint8Array([0x03, 0xe8])),
+    ]),
+  );
+  await conn.closeWrite(); // the FIN; the answer is still read
+  const events = await readEvents(
+    conn,
+    engine,
+    (events) => events.some((event) => event instanceof ws.CloseConnection),
+  );
+  conn.close();
+  assert.deepEqual(
+    events.map((event) =>
+      event instanceof ws.CloseConnection ? event.code : event.constructor.name
+    ),
+    ["TextMessage", 1000],
+  );
+});
