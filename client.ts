@@ -40,14 +40,14 @@ export interface ConnectOptions {
   /** `wss://` only: extra root certificates in PEM to trust, as for `Deno.connectTls`. */
   caCerts?: string[];
   /**
-   * Milliseconds between heartbeat pings, counted from the answer to the
-   * last; 0 (the default) sends none.
+   * Milliseconds between heartbeat pings (a ping waits for the answer to
+   * the last); 0 (the default) sends none.
    */
   pingInterval?: number;
   /**
    * Milliseconds the server has to send anything after a heartbeat ping
    * before the connection is dropped (`closed` gives 1006); default 20 000,
-   * and 0 never drops.
+   * and 0 never drops (the next ping waits for the answer).
    */
   pongTimeout?: number;
 }
@@ -337,6 +337,6 @@ function named(name: string): (header: readonly [string, string]) => boolean {
 }
 
 function keepAlive(socket: RawSocket, heartbeat: Heartbeat): void {
-  const timer = setInterval(() => socket.heartbeat(Date.now(), heartbeat), heartbeat.tick);
+  const timer = setInterval(() => socket.heartbeat(performance.now(), heartbeat), heartbeat.tick);
   socket.closed.then(() => clearInterval(timer));
 }

@@ -15,7 +15,7 @@ import { AcceptConnection, RejectConnection } from "./events.ts";
 import type { Headers, Request as WsRequest } from "./events.ts";
 import { checkRejection, checkUpgradeRequest, upgradeOptions } from "./handshake.ts";
 import { LocalProtocolError } from "./errors.ts";
-import { checkDelay, DEFAULT_LIMITS } from "./limits.ts";
+import { checkDelay, DEFAULT_LIMITS, MAX_DELAY } from "./limits.ts";
 import {
   type AcceptOptions,
   type CloseInfo,
@@ -26,6 +26,7 @@ import {
   logError,
   type MessageData,
   type ReceiveOptions,
+  refuseReceiveOptions,
   type RejectOptions,
   runHandler,
   type ServerSocket,
@@ -130,6 +131,13 @@ export function upgrade(
     checkDelay("handshakeTimeout", options.handshakeTimeout);
   }
   if (options.closeTimeout !== undefined) checkDelay("closeTimeout", options.closeTimeout);
+  const idleTimeout = options.idleTimeout;
+  if (
+    idleTimeout !== undefined &&
+    !(Number.isInteger(idleTimeout) && idleTimeout >= 0 && idleTimeout <= MAX_DELAY / 1000)
+  ) {
+    throw new RangeError(`idleTimeout must be an integer number of seconds, got ${idleTimeout}`);
+  }
   const check = checkUpgradeRequest(request);
   if (!check.ok) return Promise.resolve(check.response);
   const socket = new NativeSocket(request, check.request, options);
@@ -298,6 +306,8 @@ class NativeSocket implements ServerSocket {
   }
 
   receive(options?: ReceiveOptions): Promise<MessageData> {
+    const refused = refuseReceiveOptions(options);
+    if (refused !== null) return refused;
     this.#acceptIfPending();
     return this.#inbox.receive(options);
   }

@@ -20,7 +20,7 @@ export interface Limits {
   maxFragments: number;
   /** Drivers only: milliseconds for the opening handshake to complete (0 waits forever): 10 s. */
   handshakeTimeout: number;
-  /** Drivers only: milliseconds to wait for the peer's close before dropping TCP (0 does not wait): 5 s. */
+  /** Drivers only: milliseconds to wait for the peer's close, from our last write, before dropping TCP (0 does not wait): 5 s. */
   closeTimeout: number;
 }
 
@@ -67,7 +67,9 @@ export const MAX_DELAY = 2 ** 31 - 1;
 export function checkDelay(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 0 || value > MAX_DELAY) {
     throw new RangeError(
-      `${name} must be an integer number of milliseconds from 0 to ${MAX_DELAY}, got ${value}`,
+      `${name} must be an integer number of milliseconds from 0 to ${MAX_DELAY}, got ${
+        typeof value === "number" ? value : `the ${typeof value} ${JSON.stringify(value)}`
+      }`,
     );
   }
   return value;

@@ -44,8 +44,8 @@ export interface ServeOptions {
    */
   limits?: Partial<Limits>;
   /**
-   * Milliseconds between heartbeat pings on each open connection, counted
-   * from the answer to the last; 0 (the default) sends none.
+   * Milliseconds between heartbeat pings on each open connection (a ping
+   * waits for the answer to the last); 0 (the default) sends none.
    */
   pingInterval?: number;
   /**
@@ -53,7 +53,8 @@ export interface ServeOptions {
    * ping; after that the connection is dropped without a closing handshake
    * (a peer that does not answer pings would not answer a close either) and
    * `closed` gives 1006 with the reason `"Ping timeout"`. Default 20 000;
-   * 0 never drops (pings only keep the connection alive).
+   * 0 never drops a peer (the next ping waits for the answer however long
+   * it takes).
    */
   pongTimeout?: number;
   /**
@@ -108,9 +109,10 @@ export interface Server extends AsyncDisposable {
 /**
  * Serve WebSockets on raw TCP, or TLS when `cert` and `key` are given.
  * `handler(socket, request)` runs for each valid handshake request; the
- * socket waits for `accept()` or `reject()` (using it, or returning,
- * accepts). An invalid handshake is answered with the HTTP status the
- * handshake chose (400, 405, 426, 431, ...) without calling the handler.
+ * socket waits for `accept()` or `reject()` (using it accepts), and
+ * closes when the handler returns (see {@linkcode Handler}). An invalid
+ * handshake is answered with the HTTP status the handshake chose (400,
+ * 405, 426, 431, ...) without calling the handler.
  *
  * @param options Address, TLS, limits, heartbeat, deflate and callbacks.
  * @param handler Called for each connection.
@@ -197,7 +199,7 @@ class WebSocketServer implements Server {
     if (heartbeat !== null) {
       // One timer for every connection, not one each.
       this.#heartbeat = setInterval(() => {
-        const now = Date.now();
+        const now = performance.now();
         for (const socket of this.#sockets) socket.heartbeat(now, heartbeat);
       }, heartbeat.tick);
     }

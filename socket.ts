@@ -34,7 +34,7 @@ import {
 } from "./events.ts";
 import type { Extension } from "./extensions.ts";
 import { Opcode } from "./frame.ts";
-import { checkDelay, type Limits, resolveLimits } from "./limits.ts";
+import { checkDelay, type Limits, MAX_DELAY, resolveLimits } from "./limits.ts";
 import { ConnectionState, ConnectionType } from "./state.ts";
 
 /** A whole message: a `string` for text, a `Uint8Array` for binary. */
@@ -55,9 +55,10 @@ export interface CloseInfo {
 /** Options of {@linkcode Socket.receive}. */
 export interface ReceiveOptions {
   /**
-   * Milliseconds to wait, an integer up to 2^31 - 1; then the promise
-   * rejects with a `TimeoutError` `DOMException`. Other values reject with a
-   * `RangeError`.
+   * Milliseconds to wait; then the promise rejects with a `TimeoutError`
+   * `DOMException`. 0 or less times out at once unless a message is
+   * queued; beyond 2^31 - 1 (`Infinity` too) it waits as long as it takes.
+   * `NaN` rejects with a `RangeError`.
    */
   timeout?: number;
   /** Aborting rejects the promise with the signal's reason. */
@@ -172,8 +173,8 @@ export interface RejectOptions {
  * The socket a server's handler receives while the opening handshake still
  * waits for an answer. Call `accept()` or `reject()`; a handler that sends,
  * receives, pings or closes without either accepts with no subprotocol,
- * and one that returns without deciding accepts too (one that throws is
- * answered with 500).
+ * and one that returns without deciding accepts too, then closes with
+ * 1000 (one that throws is answered with 500).
  *
  * @example Choosing a subprotocol
  * ```ts
@@ -659,14 +660,9 @@ export class Inbox {
    * @returns A promise of the message.
    */
   receive(options: ReceiveOptions = {}): Promise<MessageData> {
+    const refused = refuseReceiveOptions(options);
+    if (refused !== null) return refused;
     const { timeout, signal } = options;
-    if (timeout !== undefined) {
-      try {
-        checkDelay("The receive timeout", timeout);
-      } catch (error) {
-        return Promise.reject(error);
-      }
-    }
     const item = this.#shift();
     if (item !== undefined) return Promise.resolve(item);
     if (this.#end !== null) return Promise.reject(new ConnectionClosedError(this.#end));
@@ -694,7 +690,8 @@ export class Inbox {
       };
       this.#waiters.push(waiter);
       signal?.addEventListener("abort", onAbort, { once: true });
-      if (timeout !== undefined) {
+      // Past the longest timer, as good as forever (Deno would fire at once).
+      if (timeout !== undefined && timeout <= MAX_DELAY) {
         timer = setTimeout(() => {
           drop();
           reject(new DOMException(`No message within ${timeout} ms`, "TimeoutError"));
@@ -727,9 +724,22 @@ export class Inbox {
   }
 }
 
+/**
+ * A rejection for receive options that cannot be honoured (a `NaN`
+ * timeout), else `null`: checked before a pending handshake is accepted.
+ *
+ * @param options The options of `receive()`.
+ * @returns The rejection, or `null`.
+ */
+export function refuseReceiveOptions(options?: ReceiveOptions): Promise<never> | null {
+  const timeout = options?.timeout;
+  if (timeout === undefined || !Number.isNaN(timeout)) return null;
+  return Promise.reject(new RangeError("The receive timeout must be a number, got NaN"));
+}
+
 /** When a driver pings its peer, and how long it waits for an answer. */
 export interface Heartbeat {
-  /** Milliseconds from an answered ping (or the start) to the next ping. */
+  /** Milliseconds from a ping (or the opening) to the next, once it was answered. */
   pingInterval: number;
   /** Milliseconds to wait for anything after a ping; 0 waits forever. */
   pongTimeout: number;
@@ -751,8 +761,10 @@ export function heartbeatOf(
   const pingInterval = checkDelay("pingInterval", options.pingInterval ?? 0);
   const pongTimeout = checkDelay("pongTimeout", options.pongTimeout ?? 20_000);
   if (pingInterval === 0) return null;
-  // A ping, or the end of a wait, is late by at most a tick.
-  const tick = pongTimeout === 0 ? pingInterval : Math.min(pingInterval, pongTimeout);
+  // A ping, or the end of a wait, is late by at most a tick: a quarter of
+  // the shorter, one timer for all of a server's sockets.
+  const shorter = pongTimeout === 0 ? pingInterval : Math.min(pingInterval, pongTimeout);
+  const tick = Math.max(1, Math.floor(shorter / 4));
   return { pingInterval, pongTimeout, tick };
 }
 
@@ -962,11 +974,13 @@ export class RawSocket implements ServerSocket {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #readLoop: Promise<void>;
 
-  // Heartbeat: when the driver's ping went out (0: none outstanding), when
-  // the last one was answered (at first: when the socket opened), and
-  // whether anything arrived since the ping.
+  // Heartbeat: whether the driver's ping waits for an answer, when it went
+  // out, when the next one is due (NaN until the first tick knows the
+  // interval), and whether anything arrived since the ping.
+  #pingOutstanding = false;
   #pingSentAt = 0;
-  #pingAnsweredAt = 0;
+  #pingDueAt = NaN;
+  #openedAt = 0;
   #heard = false;
   // Whether reading waits for the application to take queued messages.
   #paused = false;
@@ -1060,7 +1074,7 @@ export class RawSocket implements ServerSocket {
     this.#subprotocol = options.subprotocol ?? null;
     this.#extensions = this.#ws.extensions.map((extension) => extension.name);
     this.#state = "open";
-    this.#pingAnsweredAt = Date.now(); // the first ping is due pingInterval after opening
+    this.#openedAt = performance.now(); // the first ping is due pingInterval after it
     this.#write(bytes);
     this.#decision?.resolve();
   }
@@ -1102,6 +1116,8 @@ export class RawSocket implements ServerSocket {
    * @returns The message.
    */
   receive(options?: ReceiveOptions): Promise<MessageData> {
+    const refused = refuseReceiveOptions(options);
+    if (refused !== null) return refused;
     this.#acceptIfPending();
     return this.#inbox.receive(options);
   }
@@ -1225,31 +1241,33 @@ export class RawSocket implements ServerSocket {
   }
 
   /**
-   * Driver: one heartbeat tick. Sends a ping when none is outstanding and
-   * `pingInterval` passed since the last was answered; drops the
-   * connection when a ping went unanswered (nothing at all received) for
-   * `pongTimeout`. While reading waits for the application to take
-   * messages, the peer counts as heard: its answer may be among the bytes
-   * not read yet.
+   * Driver: one heartbeat tick. Sends a ping `pingInterval` after the
+   * socket opened and after each ping since, once the last was answered;
+   * drops the connection when a ping went unanswered (nothing at all
+   * received) for `pongTimeout`. While reading waits for the application
+   * to take messages, the peer counts as heard: its answer may be among
+   * the bytes not read yet.
    *
-   * @param now `Date.now()`.
+   * @param now `performance.now()`: a clock that never steps back.
    * @param heartbeat The intervals, from {@linkcode heartbeatOf}.
    */
   heartbeat(now: number, { pingInterval, pongTimeout }: Heartbeat): void {
     if (this.#state !== "open" || this.#ws.state !== ConnectionState.OPEN) return;
-    if (this.#pingSentAt > 0) {
+    if (Number.isNaN(this.#pingDueAt)) this.#pingDueAt = this.#openedAt + pingInterval;
+    if (this.#pingOutstanding) {
       if (!this.#heard && !this.#paused) {
         if (pongTimeout > 0 && now - this.#pingSentAt >= pongTimeout) {
           this.#abort({ code: 1006, reason: "Ping timeout" });
         }
         return;
       }
-      // Answered: the next ping is measured from here.
-      this.#pingSentAt = 0;
-      this.#pingAnsweredAt = now;
+      // Answered: pings keep their period, however late a tick noticed it.
+      this.#pingOutstanding = false;
+      this.#pingDueAt = this.#pingSentAt + pingInterval;
     }
-    if (now - this.#pingAnsweredAt >= pingInterval) {
+    if (now >= this.#pingDueAt) {
       this.#heard = false;
+      this.#pingOutstanding = true;
       this.#pingSentAt = now;
       // Not ping(): that waits for this very pong, and a peer that sends
       // but never answers would add a waiter every interval.
@@ -1402,6 +1420,9 @@ export class RawSocket implements ServerSocket {
   }
 
   readonly #onWritten = (count: number): void => {
+    // closeTimeout bounds a peer that stopped reading, not one that reads
+    // slowly the megabytes queued ahead of our Close frame.
+    if (this.#state === "closing" && this.#timer !== undefined) this.#restartCloseTimer();
     const bytes = this.#writes[this.#writeAt]!;
     this.#writeOffset += count;
     if (this.#writeOffset < bytes.length) {
@@ -1519,14 +1540,13 @@ export class RawSocket implements ServerSocket {
         // Only a bulk read keeps the frame path (and a smaller one was copied).
         if (!reused && n > SMALL_READ) frameRest = into.subarray(n);
       }
-      const releasing = data === null && this.#heldForReplies !== undefined;
       this.#receive(data);
       if (data === null) {
-        // Events held back until now were answered (the echo of a message,
-        // the answer to a close read with the FIN): out before the end,
-        // within closeTimeout.
+        // What is queued (the echo of a message, the answer to a close read
+        // with the FIN) goes out before the end, within closeTimeout: a
+        // FIN ends only the peer's half.
         const pending = this.#batch ?? this.#writeBatch;
-        if (releasing && pending !== null && !this.#connClosed) {
+        if (pending !== null && !this.#connClosed) {
           this.#armCloseTimer();
           await pending.promise.catch(NOOP);
         }
@@ -1596,14 +1616,13 @@ export class RawSocket implements ServerSocket {
   #process(): void {
     if (this.#heldForReplies !== undefined) return;
     try {
+      // Whether a whole message went to the application in this call.
+      let delivered = false;
       let event;
       while ((event = this.#ws.nextEvent()) !== null) {
         if (event instanceof TextMessage || event instanceof BytesMessage) {
           this.#onData(event.data, event.messageFinished);
-          if (event.messageFinished && this.#endsNext()) {
-            this.#holdForReplies();
-            return;
-          }
+          delivered ||= event.messageFinished;
         } else if (event instanceof Ping) {
           if (this.#ws.state === ConnectionState.OPEN) this.#answerPing(event);
         } else if (event instanceof Pong) this.#onPong(event.payload);
@@ -1612,6 +1631,10 @@ export class RawSocket implements ServerSocket {
         else if (event instanceof RejectConnection) this.#onRefusal(event);
         else if (event instanceof RejectData) this.#onRefusalData(event);
         else this.#onRequestEvent(event);
+        if (delivered && this.#endsNext()) {
+          this.#holdForReplies();
+          return;
+        }
       }
     } catch (error) {
       this.#engineError(error);
@@ -1621,14 +1644,16 @@ export class RawSocket implements ServerSocket {
   // Whether the next frame, already buffered, ends the connection: a
   // close, or one the engine fails (a reserved opcode, an RSV bit no
   // extension claimed, a continuation with no message begun; §5.2).
+  // Holding back when nothing ends only costs a task.
   #endsNext(): boolean {
     const head = this.#ws.nextHeaderByte;
     if (head < 0) return false;
     const opcode = head & 0x0f;
     const rsv = head & 0x70;
-    if (opcode === Opcode.PING || opcode === Opcode.PONG) return rsv !== 0;
+    if (opcode === Opcode.PING || opcode === Opcode.PONG) return rsv !== 0 || (head & 0x80) === 0;
     if (opcode === Opcode.TEXT || opcode === Opcode.BINARY) {
-      return rsv !== 0 && this.#ws.extensions.length === 0;
+      // permessage-deflate, the one extension here, claims RSV1 only.
+      return (rsv & (this.#ws.extensions.length === 0 ? 0x70 : 0x30)) !== 0;
     }
     return true;
   }
@@ -1712,7 +1737,7 @@ export class RawSocket implements ServerSocket {
     this.#subprotocol = event.subprotocol;
     this.#extensions = this.#ws.extensions.map((extension) => extension.name);
     this.#state = "open";
-    this.#pingAnsweredAt = Date.now(); // the first ping is due pingInterval after opening
+    this.#openedAt = performance.now(); // the first ping is due pingInterval after it
     this.#opened.resolve({ ok: true });
   }
 
@@ -1788,6 +1813,12 @@ export class RawSocket implements ServerSocket {
       this.#timer = undefined;
       this.#abort(ABNORMAL);
     }, this.#limits.closeTimeout);
+  }
+
+  #restartCloseTimer(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#armCloseTimer();
   }
 
   #rejectPings(): void {

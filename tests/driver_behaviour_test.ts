@@ -1270,7 +1270,7 @@ async function readEvents(
 Deno.test("heartbeat: a ping follows each answer, and a peer that then falls silent is dropped", async () => {
   const ended = Promise.withResolvers<CloseInfo>();
   await using server = serve(
-    { hostname: "127.0.0.1", port: 0, pingInterval: 40, pongTimeout: 200 },
+    { hostname: "127.0.0.1", port: 0, pingInterval: 100, pongTimeout: 80 },
     async (socket) => {
       socket.accept();
       ended.resolve(await socket.closed);
@@ -1278,12 +1278,19 @@ Deno.test("heartbeat: a ping follows each answer, and a peer that then falls sil
   );
   const { conn, engine } = await rawClient(server.addr.port);
   let pings = 0;
+  const pingTimes: number[] = [];
   await readEvents(conn, engine, () => pings === 4, async (event) => {
     if (!(event instanceof ws.Ping)) return;
     pings++;
+    pingTimes.push(performance.now());
     await writeAll(conn, engine.send(event.response()));
   });
   assert.equal(pings, 4, "a ping after each answer");
+  // Every pingInterval, not pingInterval after a tick noticed the answer.
+  for (let i = 1; i < pingTimes.length; i++) {
+    const gap = pingTimes[i]! - pingTimes[i - 1]!;
+    assert.ok(gap >= 90 && gap < 150, `pings ${gap} ms apart`);
+  }
   // Silent from now on: the next ping goes unanswered.
   assert.deepEqual(await withTimeout(ended.promise, 3000, "drop"), {
     code: 1006,
@@ -1343,8 +1350,15 @@ Deno.test("timeouts and heartbeat intervals outside 0 to 2^31 - 1 ms are refused
     assert.throws(() => serve({ port: 0, limits: { closeTimeout: value } }, () => {}), RangeError);
     await assert.rejects(connect("ws://127.0.0.1:9/", { handshakeTimeout: value }), RangeError);
     await assert.rejects(connect("ws://127.0.0.1:9/", { pingInterval: value }), RangeError);
-    await assert.rejects(new Inbox().receive({ timeout: value }), RangeError);
   }
+  // receive() computes deadlines: past ones time out at once, far ones never.
+  await assert.rejects(new Inbox().receive({ timeout: NaN }), RangeError);
+  await assert.rejects(new Inbox().receive({ timeout: -5 }), { name: "TimeoutError" });
+  const inbox = new Inbox();
+  const waiting = inbox.receive({ timeout: Infinity });
+  await delay(20);
+  inbox.push("late");
+  assert.equal(await waiting, "late");
   const longest = await connect("ws://127.0.0.1:1/", { handshakeTimeout: 2 ** 31 - 1 }).catch((
     error,
   ) => error);
@@ -1369,6 +1383,16 @@ Deno.test("the answers to messages go out before a close or failure read with th
     ["a reserved opcode", clientFrame(0x5, encoder.encode("x")), 1002],
     ["a continuation with no message", clientFrame(0x0, encoder.encode("x")), 1002],
     ["a close", clientFrame(0x8, new Uint8Array([0x03, 0xe8])), 1000],
+    [
+      "a ping, then a close",
+      concatAll([clientFrame(0x9, new Uint8Array()), clientFrame(0x8, new Uint8Array([3, 232]))]),
+      1000,
+    ],
+    [
+      "a fragmented ping",
+      clientFrame(0x9, new Uint8Array()).map((byte, i) => i === 0 ? 0x09 : byte),
+      1002,
+    ],
   ];
   for (const [name, ending, code] of cases) {
     await t.step(name, async () => {
@@ -1383,7 +1407,7 @@ Deno.test("the answers to messages go out before a close or failure read with th
       );
       conn.close();
       assert.deepEqual(
-        events.map((event) =>
+        events.filter((event) => !(event instanceof ws.Pong)).map((event) =>
           event instanceof ws.CloseConnection
             ? event.code
             : (event as ws.TextMessage | ws.BytesMessage).data
@@ -1461,5 +1485,58 @@ Deno.test("a message, a close and the FIN read together: the message is answered
       event instanceof ws.CloseConnection ? event.code : event.constructor.name
     ),
     ["TextMessage", 1000],
+  );
+});
+
+Deno.test("a slow reader gets all a returned handler sent: closeTimeout counts from the last write", async () => {
+  const count = 32;
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, limits: { closeTimeout: 500 } },
+    (socket) => {
+      socket.accept();
+      for (let i = 0; i < count; i++) socket.send(new Uint8Array(1 << 20).fill(i)).catch(() => {});
+    },
+  );
+  const client = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  let received = 0;
+  for await (const _ of client) {
+    received++;
+    await delay(60); // 32 x 60 ms: longer than closeTimeout, never stalled for it
+  }
+  assert.equal(received, count);
+  assert.equal((await client.closed).code, 1000);
+});
+
+Deno.test("a message, a close and the FIN, read late: the whole echo, then the close", async () => {
+  const size = 16 << 20;
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) socket.send(message).catch(() => {});
+  });
+  const { conn, engine } = await rawClient(server.addr.port);
+  // Masked with a zero key, so the payload goes as it is.
+  const head = new Uint8Array([0x81, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  new DataView(head.buffer).setBigUint64(2, BigInt(size));
+  const writing = (async () => {
+    await writeAll(conn, concatAll([head, new Uint8Array(size).fill(0x61)]));
+    await writeAll(conn, clientFrame(0x8, new Uint8Array([0x03, 0xe8])));
+    await conn.closeWrite();
+  })();
+  await delay(300); // the server's echo waits on our reading
+  const events = await readEvents(
+    conn,
+    engine,
+    (events) => events.some((event) => event instanceof ws.CloseConnection),
+  );
+  await writing;
+  conn.close();
+  // The engine hands a large message over in pieces.
+  const texts = events.filter((event) => event instanceof ws.TextMessage);
+  assert.equal(texts.reduce((length, event) => length + event.data.length, 0), size);
+  assert.ok(texts.at(-1)!.messageFinished);
+  assert.deepEqual(
+    events.filter((event) => !(event instanceof ws.TextMessage)).map((event) =>
+      event instanceof ws.CloseConnection ? event.code : event.constructor.name
+    ),
+    [1000],
   );
 });

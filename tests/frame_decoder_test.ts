@@ -429,3 +429,15 @@ Deno.test("FrameEncoder cuts a long close reason at a character boundary", () =>
   assert.deepEqual(noCode, bytes(0x88, 0x00));
   assert.deepEqual(encoder.encodeClose(1006, "").subarray(0, 4), bytes(0x88, 0x02, 0x03, 0xe8));
 });
+
+Deno.test("nextHeaderByte shows the next frame's first byte before it is decoded, and only then", () => {
+  const decoder = new ws.FrameDecoder(ws.ConnectionType.CLIENT);
+  assert.equal(decoder.nextHeaderByte, -1, "nothing buffered");
+  decoder.receiveBytes(new Uint8Array([0x01, 0x03, 0x61]));
+  assert.equal(decoder.nextHeaderByte, 0x01, "a header buffered, not decoded");
+  assert.equal(decoder.processBuffer()?.opcode, ws.Opcode.TEXT);
+  assert.equal(decoder.nextHeaderByte, -1, "inside a frame, its rest awaited");
+  decoder.receiveBytes(new Uint8Array([0x62, 0x63, 0x88]));
+  decoder.processBuffer();
+  assert.equal(decoder.nextHeaderByte, 0x88, "the close behind it");
+});
