@@ -9,6 +9,7 @@ import { allocate } from "../_bytes.ts";
 import {
   type CloseInfo,
   ConnectionClosedError,
+  type Handler,
   Inbox,
   MessageParts,
   RawSocket,
@@ -1246,6 +1247,14 @@ Deno.test("a server socket's fields describe the connection", async () => {
   await assert.rejects(client.close(1005), RangeError);
 });
 
+// Echoes each message without waiting for the write, as examples/echo_server.ts.
+const echoEach: Handler = async (socket) => {
+  for await (const message of socket) socket.send(message).catch(() => {});
+};
+
+const untilClose = (events: ws.Event[]): boolean =>
+  events.some((event) => event instanceof ws.CloseConnection);
+
 // Events from `conn` through the client engine of rawClient(), until `enough`.
 async function readEvents(
   conn: Deno.Conn,
@@ -1375,9 +1384,7 @@ Deno.test("a handler's return closes its socket with 1000", async () => {
 });
 
 Deno.test("the answers to messages go out before a close or failure read with them (Autobahn 3.2, 4.1.3, 5.15, 7.1.6)", async (t) => {
-  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
-    for await (const message of socket) socket.send(message).catch(() => {});
-  });
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, echoEach);
   const cases: [string, Uint8Array, number][] = [
     ["a reserved bit", clientFrame(0x20 | 0x1, encoder.encode("x")), 1002],
     ["a reserved opcode", clientFrame(0x5, encoder.encode("x")), 1002],
@@ -1400,11 +1407,7 @@ Deno.test("the answers to messages go out before a close or failure read with th
       const first = clientFrame(0x1, encoder.encode("Hello, world!"));
       const second = clientFrame(0x2, new Uint8Array([1, 2, 3]));
       await writeAll(conn, concatAll([first, second, ending, clientFrame(0x9, new Uint8Array())]));
-      const events = await readEvents(
-        conn,
-        engine,
-        (events) => events.some((event) => event instanceof ws.CloseConnection),
-      );
+      const events = await readEvents(conn, engine, untilClose);
       conn.close();
       assert.deepEqual(
         events.filter((event) => !(event instanceof ws.Pong)).map((event) =>
@@ -1462,9 +1465,7 @@ Deno.test("after close(), a message is delivered whole or not at all, never its 
 });
 
 Deno.test("a message, a close and the FIN read together: the message is answered, then the close", async () => {
-  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
-    for await (const message of socket) socket.send(message).catch(() => {});
-  });
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, echoEach);
   const { conn, engine } = await rawClient(server.addr.port);
   await writeAll(
     conn,
@@ -1474,11 +1475,7 @@ Deno.test("a message, a close and the FIN read together: the message is answered
     ]),
   );
   await conn.closeWrite(); // the FIN; the answer is still read
-  const events = await readEvents(
-    conn,
-    engine,
-    (events) => events.some((event) => event instanceof ws.CloseConnection),
-  );
+  const events = await readEvents(conn, engine, untilClose);
   conn.close();
   assert.deepEqual(
     events.map((event) =>
@@ -1509,9 +1506,7 @@ Deno.test("a slow reader gets all a returned handler sent: closeTimeout counts f
 
 Deno.test("a message, a close and the FIN, read late: the whole echo, then the close", async () => {
   const size = 16 << 20;
-  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
-    for await (const message of socket) socket.send(message).catch(() => {});
-  });
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, echoEach);
   const { conn, engine } = await rawClient(server.addr.port);
   // Masked with a zero key, so the payload goes as it is.
   const head = new Uint8Array([0x81, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
@@ -1522,11 +1517,7 @@ Deno.test("a message, a close and the FIN, read late: the whole echo, then the c
     await conn.closeWrite();
   })();
   await delay(300); // the server's echo waits on our reading
-  const events = await readEvents(
-    conn,
-    engine,
-    (events) => events.some((event) => event instanceof ws.CloseConnection),
-  );
+  const events = await readEvents(conn, engine, untilClose);
   await writing;
   conn.close();
   // The engine hands a large message over in pieces.
