@@ -954,6 +954,8 @@ export class RawSocket implements ServerSocket {
   #queuedPong = -1;
   #pump: Promise<void> = Promise.resolve();
   #closeAfterFlush = false;
+  // Whether our half is closed and the peer's end is awaited.
+  #draining = false;
 
   // Input: a message arriving in pieces.
   readonly #parts = new MessageParts();
@@ -1376,7 +1378,7 @@ export class RawSocket implements ServerSocket {
   #flushNext(): void {
     if (this.#out.length === 0 || this.#connClosed) {
       this.#writing = false;
-      if (this.#closeAfterFlush && this.#out.length === 0) this.#closeConn();
+      if (this.#closeAfterFlush && this.#out.length === 0) this.#closeWriteAndDrain();
       return;
     }
     if (this.#inbox.size > 0) {
@@ -1475,8 +1477,10 @@ export class RawSocket implements ServerSocket {
       if (this.#decision !== null) {
         await this.#decision.promise;
         this.#decision = null;
-        if (this.#connClosed || this.#closeAfterFlush) break;
-        this.#process(); // frames that came in behind the request
+        if (this.#connClosed) break;
+        // Frames that came in behind the request; after a refusal, only
+        // reading on to the peer's end (see #closeWriteAndDrain).
+        if (!this.#closeAfterFlush) this.#process();
         continue;
       }
       if (this.#connClosed) break;
@@ -1710,7 +1714,7 @@ export class RawSocket implements ServerSocket {
     if (this.#type === ConnectionType.SERVER) {
       // RFC 6455 §7.1.1: the server closes the TCP connection first.
       this.#closeAfterFlush = true;
-      if (!this.#writing && this.#out.length === 0) this.#closeConn();
+      if (!this.#writing && this.#out.length === 0) this.#closeWriteAndDrain();
       // A peer that stopped reading would hold the flush, and the socket, forever.
       else this.#armCloseTimer();
     } else {
@@ -1829,6 +1833,17 @@ export class RawSocket implements ServerSocket {
   #abort(info: CloseInfo): void {
     this.#closeInfo ??= info;
     this.#closeConn();
+  }
+
+  // RFC 6455 §7.1.1: the server ends TCP first. It half-closes, and reads
+  // (and drops) what the peer still sends until the peer's end, within
+  // closeTimeout: a socket closed with bytes unread makes the kernel send
+  // a reset, which can overtake our Close frame on its way to the peer.
+  #closeWriteAndDrain(): void {
+    if (this.#connClosed || this.#draining) return;
+    this.#draining = true;
+    this.#armCloseTimer();
+    this.#conn.closeWrite().catch(() => this.#closeConn());
   }
 
   #closeConn(): void {

@@ -20,6 +20,7 @@ import {
   delay,
   handshakeRequest,
   rawOpen,
+  readUntil,
   withTimeout,
   writeAll,
 } from "./_drivers.ts";
@@ -1530,4 +1531,24 @@ Deno.test("a message, a close and the FIN, read late: the whole echo, then the c
     ),
     [1000],
   );
+});
+
+Deno.test("after a protocol error the server half-closes and drains: a peer still sending is not reset", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, echoEach);
+  const { conn } = await rawClient(server.addr.port);
+  // A reserved opcode, then more than the server reads before it answers,
+  // still being sent, as a fuzzer sends the rest of its case.
+  const writing = writeAll(
+    conn,
+    concatAll([clientFrame(0x3, new Uint8Array()), new Uint8Array(4 << 20)]),
+  )
+    .then(() => "written", (error) => String(error));
+  await delay(200);
+  const { bytes, ended } = await readUntil(conn, (bytes) => bytes.length >= 4);
+  assert.equal(bytes[0], 0x88, "our Close frame");
+  assert.equal((bytes[2]! << 8) | bytes[3]!, 1002);
+  assert.equal(await writing, "written", "closing with bytes unread resets the sender");
+  await conn.closeWrite();
+  assert.ok(ended || (await readUntil(conn, () => false, 3000)).ended, "then the server's end");
+  conn.close();
 });
