@@ -7,7 +7,7 @@ import { connect } from "../client.ts";
 import { upgrade } from "../deno_serve.ts";
 import { serve } from "../server.ts";
 import type { CloseInfo, Handler } from "../socket.ts";
-import { withTimeout } from "./_drivers.ts";
+import { handshakeRequest, withTimeout } from "./_drivers.ts";
 
 // Echoes, with a command or two, and records how each connection ended.
 function makeHandler(ended: CloseInfo[]): Handler {
@@ -174,10 +174,8 @@ Deno.test("on Deno.serve, a client that leaves during the upgrade ends the socke
   );
   const port = native.addr.port;
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  await conn.write(new TextEncoder().encode(
-    `GET / HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-  ));
+  await conn.write(handshakeRequest(port));
+
   conn.close();
   assert.deepEqual(await withTimeout(ended.promise, 3000, "closed"), {
     code: 1006,
