@@ -976,13 +976,11 @@ export class RawSocket implements ServerSocket {
   #timer: ReturnType<typeof setTimeout> | undefined;
   #readLoop: Promise<void>;
 
-  // Heartbeat: whether the driver's ping waits for an answer, when it went
-  // out, when the next one is due (NaN until the first tick knows the
-  // interval), and whether anything arrived since the ping.
-  #pingOutstanding = false;
+  // Heartbeat: when the driver's last ping went out (at first: when the
+  // socket opened), whether it waits for an answer, and whether anything
+  // arrived since.
   #pingSentAt = 0;
-  #pingDueAt = NaN;
-  #openedAt = 0;
+  #pingOutstanding = false;
   #heard = false;
   // Whether reading waits for the application to take queued messages.
   #paused = false;
@@ -1076,7 +1074,7 @@ export class RawSocket implements ServerSocket {
     this.#subprotocol = options.subprotocol ?? null;
     this.#extensions = this.#ws.extensions.map((extension) => extension.name);
     this.#state = "open";
-    this.#openedAt = performance.now(); // the first ping is due pingInterval after it
+    this.#pingSentAt = performance.now(); // the first ping is due pingInterval after opening
     this.#write(bytes);
     this.#decision?.resolve();
   }
@@ -1255,7 +1253,6 @@ export class RawSocket implements ServerSocket {
    */
   heartbeat(now: number, { pingInterval, pongTimeout }: Heartbeat): void {
     if (this.#state !== "open" || this.#ws.state !== ConnectionState.OPEN) return;
-    if (Number.isNaN(this.#pingDueAt)) this.#pingDueAt = this.#openedAt + pingInterval;
     if (this.#pingOutstanding) {
       if (!this.#heard && !this.#paused) {
         if (pongTimeout > 0 && now - this.#pingSentAt >= pongTimeout) {
@@ -1263,11 +1260,11 @@ export class RawSocket implements ServerSocket {
         }
         return;
       }
-      // Answered: pings keep their period, however late a tick noticed it.
+      // Answered. The next is due from this one's sending: pings keep their
+      // period, however late a tick noticed the answer.
       this.#pingOutstanding = false;
-      this.#pingDueAt = this.#pingSentAt + pingInterval;
     }
-    if (now >= this.#pingDueAt) {
+    if (now - this.#pingSentAt >= pingInterval) {
       this.#heard = false;
       this.#pingOutstanding = true;
       this.#pingSentAt = now;
@@ -1741,7 +1738,7 @@ export class RawSocket implements ServerSocket {
     this.#subprotocol = event.subprotocol;
     this.#extensions = this.#ws.extensions.map((extension) => extension.name);
     this.#state = "open";
-    this.#openedAt = performance.now(); // the first ping is due pingInterval after it
+    this.#pingSentAt = performance.now(); // the first ping is due pingInterval after opening
     this.#opened.resolve({ ok: true });
   }
 
