@@ -316,13 +316,17 @@ class NativeSocket implements ServerSocket {
     return iterateInbox(this.#inbox, () => this.#acceptIfPending());
   }
 
+  // Messages come from Deno's WebSocket, whose buffers are not ours to reuse.
+  release(_message: MessageData): void {}
+
   send(data: MessageData): Promise<void> {
     this.#acceptIfPending();
     const native = this.#native;
     if (this.#state === "connecting" && native !== null) {
       const done = Promise.withResolvers<void>();
       done.promise.catch(NOOP);
-      this.#early.push({ data, done });
+      // A copy: send() takes the bytes before it returns (Socket.send).
+      this.#early.push({ data: typeof data === "string" ? data : data.slice(), done });
       return done.promise;
     }
     if (this.#state !== "open" || native === null) return this.#rejection();

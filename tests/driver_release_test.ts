@@ -1,0 +1,161 @@
+// Socket.release(): a received message's buffer given back for a later
+// read. What must hold: the memory is reused (else the option is dead
+// weight), what was sent before the release goes out intact, a message not
+// released is never written over, and a second release, a string or a
+// foreign array change nothing.
+import assert from "node:assert/strict";
+import { serve } from "../server.ts";
+import type { MessageData, ServerSocket } from "../socket.ts";
+import { concat, prng, randomBytes } from "./_util.ts";
+import { rawOpen, readUntil, writeAll } from "./_drivers.ts";
+
+// Large enough for the read of a frame's rest to get a buffer of its own.
+const SIZE = 60_000;
+
+// The peer is a raw TCP client whose frames are made here: this module's
+// own client, in the same process, would take given-back buffers for its
+// frames before the server's next read could.
+function maskedFrame(payload: Uint8Array): Uint8Array {
+  assert.ok(payload.length > 125 && payload.length < 65536);
+  // FIN + binary, a 16-bit length, a key of zeros (the payload as is).
+  const frame = new Uint8Array(8 + payload.length);
+  frame.set([0x82, 0x80 | 126, payload.length >> 8, payload.length & 0xff, 0, 0, 0, 0]);
+  frame.set(payload, 8);
+  return frame;
+}
+
+/** A server whose handler is `run`, and a raw client that sends `payload` and reads the answer. */
+async function pair(run: (socket: ServerSocket) => Promise<void>) {
+  const server = serve({ hostname: "127.0.0.1", port: 0 }, run);
+  const conn = await rawOpen(server.addr.port, "/");
+  return {
+    /** Send one message; resolves with the server's answer (its frame's payload). */
+    async exchange(payload: Uint8Array): Promise<Uint8Array> {
+      await writeAll(conn, maskedFrame(payload));
+      const { bytes } = await readUntil(conn, (got) => {
+        if (got.length < 2) return false;
+        const length = got[1]! === 126 ? 4 + (got[2]! << 8 | got[3]!) : 2 + got[1]!;
+        return got.length >= length;
+      }, 2000);
+      return bytes.subarray(bytes[1] === 126 ? 4 : 2);
+    },
+    async [Symbol.asyncDispose]() {
+      conn.close();
+      await server.shutdown();
+    },
+  };
+}
+
+// Not assert.deepEqual: its diff of two 60 KB arrays takes minutes.
+function assertSame(actual: Uint8Array, expected: Uint8Array, what: string): void {
+  const same = actual.length === expected.length && actual.every((byte, i) => byte === expected[i]);
+  assert.ok(same, `${what}: not the bytes sent`);
+}
+
+const asBytes = (message: MessageData): Uint8Array => {
+  assert.ok(message instanceof Uint8Array, "a binary message");
+  return message;
+};
+
+Deno.test("release(): the next message is read into the given-back buffer, and echoes stay intact", async () => {
+  const random = prng(41);
+  const payloads = Array.from({ length: 8 }, () => randomBytes(random, SIZE));
+  const buffers: ArrayBufferLike[] = [];
+  await using peers = await pair(async (socket) => {
+    for await (const message of socket) {
+      buffers.push(asBytes(message).buffer);
+      const sent = socket.send(message);
+      socket.release(message);
+      await sent;
+    }
+  });
+  // One at a time, so that each message comes alone and large.
+  for (const [i, payload] of payloads.entries()) {
+    assertSame(await peers.exchange(payload), payload, `echo ${i}`);
+  }
+  assert.equal(buffers.length, payloads.length);
+  const distinct = new Set(buffers).size;
+  assert.ok(distinct < payloads.length / 2, `${distinct} buffers for ${payloads.length} messages`);
+});
+
+Deno.test("release(): a message not released is never written over", async () => {
+  const random = prng(42);
+  const payloads = Array.from({ length: 10 }, () => randomBytes(random, SIZE));
+  const kept: Uint8Array[] = [];
+  await using peers = await pair(async (socket) => {
+    let index = 0;
+    for await (const message of socket) {
+      // Every other message is kept, the rest given back.
+      if (index++ % 2 === 0) kept.push(asBytes(message));
+      else socket.release(message);
+      await socket.send(String(index));
+    }
+  });
+  for (const payload of payloads) await peers.exchange(payload);
+  assert.equal(kept.length, payloads.length / 2);
+  kept.forEach((bytes, i) => assertSame(bytes, payloads[2 * i]!, `message ${2 * i}`));
+});
+
+Deno.test("release(): twice, a string, or someone else's array changes nothing", async () => {
+  const random = prng(43);
+  const payloads = Array.from({ length: 6 }, () => randomBytes(random, SIZE));
+  const received: Uint8Array[] = [];
+  await using peers = await pair(async (socket) => {
+    for await (const message of socket) {
+      const bytes = asBytes(message);
+      received.push(bytes);
+      if (received.length === 1) {
+        // Given back twice: were it pooled twice, two later messages would
+        // be read into one buffer, and the first of them written over.
+        socket.release(bytes);
+        socket.release(bytes);
+        socket.release("text");
+        socket.release(new Uint8Array(SIZE));
+        socket.release(bytes.subarray(1));
+      }
+      await socket.send(String(received.length));
+    }
+  });
+  for (const payload of payloads) await peers.exchange(payload);
+  assert.equal(received.length, payloads.length);
+  // The first was released: its bytes are anyone's now. The rest are whole.
+  for (let i = 1; i < payloads.length; i++) assertSame(received[i]!, payloads[i]!, `message ${i}`);
+  const later = new Set(received.slice(1).map((bytes) => bytes.buffer));
+  assert.equal(later.size, payloads.length - 1, "each kept message has a buffer of its own");
+});
+
+Deno.test("release(): the next frame's first bytes, read with a message, never share its buffer", async () => {
+  // The rest of the first message and one byte of the next frame come in
+  // one read. Given back, the first message's buffer goes to the frame the
+  // handler sends next; were that byte still in it, the frame would write
+  // over it before the next frame's header is whole.
+  const random = prng(44);
+  const [first, second, filler] = [0, 1, 2].map(() => randomBytes(random, SIZE)) as [
+    Uint8Array,
+    Uint8Array,
+    Uint8Array,
+  ];
+  const received: Uint8Array[] = [];
+  const server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) {
+      const bytes = asBytes(message);
+      received.push(bytes);
+      if (received.length === 1) socket.release(bytes);
+      await socket.send(received.length === 1 ? filler : "ok");
+    }
+  });
+  const conn = await rawOpen(server.addr.port, "/");
+  try {
+    const secondFrame = maskedFrame(second);
+    await writeAll(conn, concat(maskedFrame(first), secondFrame.subarray(0, 1)));
+    const { bytes: answer } = await readUntil(conn, (got) => got.length >= 4 + SIZE, 2000);
+    assertSame(answer.subarray(4), filler, "the handler's frame");
+    await writeAll(conn, secondFrame.subarray(1));
+    await readUntil(conn, (got) => got.length >= 4, 2000);
+    assert.equal(received.length, 2);
+    assertSame(received[1]!, second, "the second message");
+  } finally {
+    conn.close();
+    await server.shutdown();
+  }
+});
