@@ -6,8 +6,8 @@
  * process.
  *
  *     deno run -A bench/echo.ts [--rounds 3] [--duration 2] [--warmup 1]
- *       [--only TEXT] [--deflate] [--against DIR] [--floor] [--allocs] [--gc]
- *       [--json FILE]
+ *       [--only TEXT] [--deflate] [--against DIR] [--floor] [--kept]
+ *       [--allocs] [--gc] [--json FILE]
  *
  * Every row starts a fresh server process per measurement, and the servers
  * alternate A/B, B/A over the rounds, so that the noise of a shared
@@ -21,7 +21,10 @@
  * adds bench/floor_echo_server.ts, the least any echo server on Deno's
  * `conn.read`/`conn.write` does per message (fixed buffers, no protocol
  * library): its ratio to native is how far a target is reachable on this
- * machine at all, measured in the same rounds. `--allocs`
+ * machine at all, measured in the same rounds. `--kept` adds this module's
+ * echo server with `--no-release`: every message's buffer left to the
+ * garbage collector, as an application that keeps its messages would
+ * (the `ours` server gives each back once echoed, `Socket.release`). `--allocs`
  * adds the server's `calloc` and `malloc` calls per message, counted with
  * `perf` probes on libc (Linux, root): in Deno every new typed array is a
  * buffer allocation (a calloc and a few mallocs), so these columns show
@@ -49,6 +52,7 @@ interface Options {
   deflate: boolean;
   against: string;
   floor: boolean;
+  kept: boolean;
   allocs: boolean;
   gc: boolean;
   json: string;
@@ -63,6 +67,7 @@ function parseOptions(argv: readonly string[]): Options {
     deflate: false,
     against: "",
     floor: false,
+    kept: false,
     allocs: false,
     gc: false,
     json: "",
@@ -81,6 +86,7 @@ function parseOptions(argv: readonly string[]): Options {
     else if (arg === "--deflate") options.deflate = true;
     else if (arg === "--against") options.against = value();
     else if (arg === "--floor") options.floor = true;
+    else if (arg === "--kept") options.kept = true;
     else if (arg === "--allocs") options.allocs = true;
     else if (arg === "--gc") options.gc = true;
     else if (arg === "--json") options.json = value();
@@ -142,6 +148,12 @@ const FLOOR: Server = {
   name: "floor",
   script: "floor_echo_server.ts",
   args: [],
+  deflate: false,
+};
+const OURS_KEPT: Server = {
+  name: "ours, kept",
+  script: "../examples/echo_server.ts",
+  args: ["--no-release"],
   deflate: false,
 };
 const OURS_DEFLATE: Server = {
@@ -484,6 +496,7 @@ const servers = [
   NATIVE,
   ...AGAINST,
   ...(options.floor ? [FLOOR] : []),
+  ...(options.kept ? [OURS_KEPT] : []),
   ...(options.deflate ? [OURS_DEFLATE] : []),
 ];
 const rows = ROWS.filter((row) => row.name.includes(options.only));

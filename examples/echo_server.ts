@@ -3,6 +3,7 @@
  * testing: every message comes back with its type.
  *
  *     deno run -A examples/echo_server.ts --port N [--hostname H] [--deflate]
+ *       [--no-release]
  *
  * Prints `listening on ws://H:N/` once ready (N is the real port when
  * `--port 0`), and shuts down cleanly on SIGINT or SIGTERM.
@@ -18,10 +19,12 @@ interface Args {
   port: number;
   hostname: string;
   deflate: boolean;
+  /** Whether each message's buffer is given back once echoed (`Socket.release`). */
+  release: boolean;
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const args: Args = { port: NaN, hostname: "127.0.0.1", deflate: false };
+  const args: Args = { port: NaN, hostname: "127.0.0.1", deflate: false, release: true };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const [flag, inline] = arg.includes("=")
@@ -35,6 +38,7 @@ function parseArgs(argv: readonly string[]): Args {
     if (flag === "--port") args.port = Number(value());
     else if (flag === "--hostname") args.hostname = value();
     else if (flag === "--deflate") args.deflate = true;
+    else if (flag === "--no-release") args.release = false;
     else throw new TypeError(`Unknown argument ${arg}`);
   }
   if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
@@ -48,10 +52,13 @@ function parseArgs(argv: readonly string[]): Args {
 // pile up.
 const HIGH_WATER = 1 << 20;
 
-const echo: Handler = async (socket) => {
+const echo = (release: boolean): Handler => async (socket) => {
   try {
     for await (const message of socket) {
       const sent = socket.send(message);
+      // send() encoded a copy, so the next message may be read into this
+      // one's buffer: no fresh 64 KiB per large message.
+      if (release) socket.release(message);
       if (socket.bufferedAmount > HIGH_WATER) await sent;
     }
   } catch {
@@ -64,7 +71,9 @@ try {
   args = parseArgs(Deno.args);
 } catch (error) {
   console.error(error instanceof Error ? error.message : error);
-  console.error("usage: deno run -A examples/echo_server.ts --port N [--hostname H] [--deflate]");
+  console.error(
+    "usage: deno run -A examples/echo_server.ts --port N [--hostname H] [--deflate] [--no-release]",
+  );
   Deno.exit(2);
 }
 
@@ -74,7 +83,7 @@ const server = serve({
   deflate: args.deflate,
   onListen: ({ hostname, port }) => console.log(`listening on ws://${hostname}:${port}/`),
   onError: () => {},
-}, echo);
+}, echo(args.release));
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   Deno.addSignalListener(signal, () => {
