@@ -52,14 +52,19 @@ function assertSame(actual: Uint8Array, expected: Uint8Array, what: string): voi
   assert.ok(same, `${what}: not the bytes sent`);
 }
 
+/** `count` random payloads of SIZE bytes. */
+const payloadsOf = (seed: number, count: number): Uint8Array[] => {
+  const random = prng(seed);
+  return Array.from({ length: count }, () => randomBytes(random, SIZE));
+};
+
 const asBytes = (message: MessageData): Uint8Array => {
   assert.ok(message instanceof Uint8Array, "a binary message");
   return message;
 };
 
 Deno.test("release(): the next message is read into the given-back buffer, and echoes stay intact", async () => {
-  const random = prng(41);
-  const payloads = Array.from({ length: 8 }, () => randomBytes(random, SIZE));
+  const payloads = payloadsOf(41, 8);
   const buffers: ArrayBufferLike[] = [];
   await using peers = await pair(async (socket) => {
     for await (const message of socket) {
@@ -79,8 +84,7 @@ Deno.test("release(): the next message is read into the given-back buffer, and e
 });
 
 Deno.test("release(): a message not released is never written over", async () => {
-  const random = prng(42);
-  const payloads = Array.from({ length: 10 }, () => randomBytes(random, SIZE));
+  const payloads = payloadsOf(42, 10);
   const kept: Uint8Array[] = [];
   await using peers = await pair(async (socket) => {
     let index = 0;
@@ -97,8 +101,7 @@ Deno.test("release(): a message not released is never written over", async () =>
 });
 
 Deno.test("release(): twice, a string, or someone else's array changes nothing", async () => {
-  const random = prng(43);
-  const payloads = Array.from({ length: 6 }, () => randomBytes(random, SIZE));
+  const payloads = payloadsOf(43, 6);
   const received: Uint8Array[] = [];
   await using peers = await pair(async (socket) => {
     for await (const message of socket) {
@@ -129,12 +132,7 @@ Deno.test("release(): the next frame's first bytes, read with a message, never s
   // one read. Given back, the first message's buffer goes to the frame the
   // handler sends next; were that byte still in it, the frame would write
   // over it before the next frame's header is whole.
-  const random = prng(44);
-  const [first, second, filler] = [0, 1, 2].map(() => randomBytes(random, SIZE)) as [
-    Uint8Array,
-    Uint8Array,
-    Uint8Array,
-  ];
+  const [first, second, filler] = payloadsOf(44, 3) as [Uint8Array, Uint8Array, Uint8Array];
   const received: Uint8Array[] = [];
   const server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
     for await (const message of socket) {
