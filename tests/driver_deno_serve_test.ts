@@ -137,6 +137,26 @@ Deno.test("on Deno.serve, a send and a close made before the socket opened go ou
   assert.deepEqual(ended, [{ code: 4000, reason: "bye" }]);
 });
 
+Deno.test("on Deno.serve, bytes sent before the socket opened may change at once", async () => {
+  // send() takes its bytes before it returns (so release() may follow it):
+  // before open, the queue holds a copy, not the caller's array.
+  const server = denoServe(async (socket) => {
+    socket.accept();
+    const bytes = new Uint8Array([1, 2, 3]);
+    const sent = socket.send(bytes);
+    bytes.fill(0);
+    await sent;
+    await socket.close(1000);
+  });
+  try {
+    const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+    assert.deepEqual(await socket.receive({ timeout: 3000 }), new Uint8Array([1, 2, 3]));
+    await withTimeout(socket.closed, 3000, "the close");
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("on Deno.serve, ping() is refused and close() takes only 1000 and 3000-4999", async () => {
   const checked = Promise.withResolvers<void>();
   const server = denoServe(async (socket) => {
