@@ -1557,14 +1557,14 @@ export class RawSocket implements ServerSocket {
           // frame that echoes the message: buffers a few bytes too small
           // for that would serve reads only.
           const whole = held + expected;
-          target = whole > SMALL_READ
-            ? allocate(whole + READ_SLACK)
-            : new Uint8Array(whole + READ_SLACK);
-          this.#parts.moveTo(target);
           if (whole > SMALL_READ) {
+            target = allocate(whole + READ_SLACK);
             this.#ownBuffer = target.buffer;
             this.#ownLength = whole;
+          } else {
+            target = new Uint8Array(whole + READ_SLACK);
           }
+          this.#parts.moveTo(target);
         } else {
           target = new Uint8Array(Math.min(expected + READ_SLACK, Math.max(size, FRAME_READ)));
         }
