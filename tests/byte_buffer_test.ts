@@ -310,13 +310,20 @@ Deno.test("recycle gives allocate a large buffer back, and nothing else", () => 
   }
 });
 
-Deno.test("the pool keeps at most 16 buffers, and only slab views count as sharing a slab", () => {
-  const given = Array.from({ length: 20 }, () => allocate(5_000));
-  for (const bytes of given) recycle(bytes);
-  const buffers = new Set(given.map((bytes) => bytes.buffer));
-  const reused = Array.from({ length: 20 }, () => allocate(5_000))
-    .filter((bytes) => buffers.has(bytes.buffer)).length;
-  assert.ok(reused > 0 && reused <= 16, `${reused} of 20 given back were reused`);
+Deno.test("the pool keeps at most 256 buffers and 16 MiB, and only slab views count as sharing a slab", () => {
+  const reusedOf = (count: number, size: number): number => {
+    const given = Array.from({ length: count }, () => allocate(size));
+    for (const bytes of given) recycle(bytes);
+    const buffers = new Set(given.map((bytes) => bytes.buffer));
+    return Array.from({ length: count }, () => allocate(size))
+      .filter((bytes) => buffers.has(bytes.buffer)).length;
+  };
+  // Room for every connection of a busy server to have a buffer in flight.
+  const few = reusedOf(300, 5_000);
+  assert.ok(few >= 250 && few <= 256, `${few} of 300 small buffers given back were reused`);
+  const large = reusedOf(300, 200_000);
+  const bound = Math.floor(16 * 1024 * 1024 / 200_000);
+  assert.ok(large >= bound - 6 && large <= bound, `${large} of 300 large buffers were reused`);
   assert.ok(inSlab(allocate(100)));
   assert.ok(!inSlab(allocate(5_000)));
   assert.ok(!inSlab(new Uint8Array(100)));
