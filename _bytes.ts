@@ -130,7 +130,8 @@ export function allocateKept(size: number): Uint8Array {
  * more (a frame once written), so that a later one reuses its memory: a
  * large one whole, small ones (or adjacent ones joined into one view) by
  * their bytes, the slab being reused once all of it is back. Anything else
- * is ignored, and the pool keeps at most 256 buffers and 16 MiB.
+ * is ignored. The pool keeps at most 256 buffers and 16 MiB, dropping its
+ * oldest to make room.
  *
  * @param bytes The array; it must not be used after this call, and given
  *   back once only.
@@ -149,7 +150,13 @@ export function recycle(bytes: Uint8Array): void {
   }
   if (!lent.has(buffer) || !(buffer instanceof ArrayBuffer)) return;
   lent.delete(buffer);
-  if (spares.length >= SPARES_COUNT || sparesBytes + buffer.byteLength > SPARES_BYTES) return;
+  // A full pool makes room by dropping from its old end: sizes a burst
+  // left behind that no frame asks for any more must not keep new ones out
+  // (taking from the pool moves its newest into the gap, so the order is
+  // only roughly by age).
+  while (spares.length >= SPARES_COUNT || sparesBytes + buffer.byteLength > SPARES_BYTES) {
+    sparesBytes -= spares.shift()!.byteLength;
+  }
   spares.push(buffer);
   sparesBytes += buffer.byteLength;
 }

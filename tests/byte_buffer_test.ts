@@ -329,6 +329,22 @@ Deno.test("the pool keeps at most 256 buffers and 16 MiB, and only slab views co
   assert.ok(!inSlab(new Uint8Array(100)));
 });
 
+Deno.test("a full pool drops its oldest buffers for new ones, so sizes no one asks for go", () => {
+  // A burst of large frames fills the pool; what follows uses smaller ones.
+  const large = Array.from({ length: 100 }, () => allocate(200_000));
+  for (const bytes of large) recycle(bytes);
+  const small = Array.from({ length: 50 }, () => allocate(5_000));
+  for (const bytes of small) recycle(bytes);
+  const given = new Set(small.map((bytes) => bytes.buffer));
+  const reused = Array.from({ length: 50 }, () => allocate(5_000))
+    .filter((bytes) => given.has(bytes.buffer)).length;
+  assert.equal(reused, 50, "every small buffer given back serves again");
+  // Room was made at the old end: the newest large ones stayed.
+  const newest = new Set(large.slice(-40).map((bytes) => bytes.buffer));
+  const taken = Array.from({ length: 40 }, () => allocate(200_000));
+  assert.ok(taken.every((bytes) => newest.has(bytes.buffer)), "the newest large ones stayed");
+});
+
 /** Frames cut from the start of a slab of their own (whatever earlier tests left cut). */
 function freshSlabStart(size: number): Uint8Array {
   for (let i = 0; i < 100; i++) {
