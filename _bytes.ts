@@ -77,6 +77,11 @@ const SPARES_COUNT = 256;
 // bound, 1.0 with the pool empty. A fitting one further back is left to
 // age out (see recycle).
 const SPARES_SCANNED = 32;
+// Pooled buffers are made in whole KiB, so that sizes a few bytes apart
+// serve one another: the frame that echoes a message is 4 bytes shorter
+// than the peer's (no mask key), and the read sized for the next message
+// (socket.ts) takes the buffer that echo was written from.
+const SPARE_STEP = 1024;
 const spares: ArrayBuffer[] = [];
 let sparesBytes = 0;
 // The buffers allocate() handed out whole and not yet back: only these may
@@ -95,24 +100,43 @@ const lent = new WeakSet<ArrayBufferLike>();
  */
 export function allocate(size: number): Uint8Array {
   if (size > SLAB_MAX) {
-    const oldest = Math.max(0, spares.length - SPARES_SCANNED);
-    for (let i = spares.length - 1; i >= oldest; i--) {
-      const spare = spares[i]!;
-      // Not more than twice the size: a small frame must not pin a big buffer.
-      if (spare.byteLength >= size && spare.byteLength <= 2 * size) {
-        spares[i] = spares[spares.length - 1]!;
-        spares.pop();
-        sparesBytes -= spare.byteLength;
-        lent.add(spare);
-        return new Uint8Array(spare, 0, size);
-      }
-    }
-    const fresh = new Uint8Array(size);
-    if (size <= SPARE_MAX) lent.add(fresh.buffer);
+    const spare = takeSpare(size);
+    if (spare !== null) return new Uint8Array(spare, 0, size);
+    if (size > SPARE_MAX) return new Uint8Array(size);
+    const fresh = new Uint8Array(
+      new ArrayBuffer(Math.ceil(size / SPARE_STEP) * SPARE_STEP),
+      0,
+      size,
+    );
+    lent.add(fresh.buffer);
     return fresh;
   }
   if (frameSlab === null || frameSlab.tally.used + size > SLAB_SIZE) frameSlab = nextFrameSlab();
   return frameSlab.cut(size);
+}
+
+/**
+ * A buffer of at least `size` bytes (and at most twice that) from the pool
+ * that {@linkcode recycle} fills, lent as {@linkcode allocate} lends those
+ * past 2 KiB; `null` when the pool has none that fits: it never allocates.
+ *
+ * @param size The least length in bytes.
+ * @returns The whole buffer, with unspecified contents, or `null`.
+ */
+export function takeSpare(size: number): ArrayBuffer | null {
+  const oldest = Math.max(0, spares.length - SPARES_SCANNED);
+  for (let i = spares.length - 1; i >= oldest; i--) {
+    const spare = spares[i]!;
+    // Not more than twice the size: a small frame must not pin a big buffer.
+    if (spare.byteLength >= size && spare.byteLength <= 2 * size) {
+      spares[i] = spares[spares.length - 1]!;
+      spares.pop();
+      sparesBytes -= spare.byteLength;
+      lent.add(spare);
+      return spare;
+    }
+  }
+  return null;
 }
 
 /**

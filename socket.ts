@@ -18,6 +18,7 @@ import {
   joinFrames,
   recycle,
   SLAB_SIZE,
+  takeSpare,
 } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
 import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
@@ -901,6 +902,12 @@ const FRAME_READ = 64 * 1024;
 // reactor the socket is drained (one syscall less per 64 KiB message). The
 // slack also takes in the start of the next frame when one follows.
 const READ_SLACK = 1024;
+// What the reads sized for a message like the last (see #read), pending on
+// all connections, may hold.
+const PREDICTED_READS = 16 * 1024 * 1024;
+// A frame header at its longest: an 8-byte length and a mask key (§5.2).
+const MAX_HEADER = 14;
+let predictedReadBytes = 0;
 // Reads up to this size are copied out so that the buffer is reused.
 const SMALL_READ = 2048;
 // A larger read is handed on as a view, and the next read goes into the
@@ -999,7 +1006,11 @@ export class RawSocket implements ServerSocket {
   // The buffer a message in progress is being read into whole, and its
   // length: delivered as exactly that view, the buffer is the message's.
   #ownBuffer: ArrayBufferLike | null = null;
+  #ownOffset = 0;
   #ownLength = 0;
+  // The length of the last message read into a buffer of its own: the
+  // next read is sized for one like it (see #read).
+  #lastOwnedLength = 0;
   // Whether the rest of the message in progress is dropped (see #onData).
   #droppingMessage = false;
   // Set while the events after a message wait for the application's answer.
@@ -1516,6 +1527,7 @@ export class RawSocket implements ServerSocket {
     // The same for the last buffer a frame's rest was read into.
     let frameRest: Uint8Array | null = null;
     let bulk = false; // whether the last read brought more than SMALL_READ
+    let ownRest: Uint8Array | null = null;
     while (!this.#connClosed) {
       if (this.#inbox.full && this.#state === "open") {
         this.#paused = true;
@@ -1539,7 +1551,30 @@ export class RawSocket implements ServerSocket {
       const expected = this.#ws.bytesExpected;
       let target: Uint8Array;
       let held = 0;
-      if (expected > size && bulk && frameRest !== null && frameRest.length >= MIN_TAIL) {
+      // Between frames, after a large binary message read in bulk: the next
+      // is read as if it were one like it, into a buffer that holds it whole
+      // behind its header, so that it takes one read, not two (a first read
+      // into the small reused buffer, then its rest): 26 -> 22 µs of server
+      // CPU per message on 16 x 64 KiB, 41 -> 38 on 256. The buffer comes
+      // only from the pool of given-back ones, and all such reads pending
+      // hold at most PREDICTED_READS: a connection that goes quiet after a
+      // large message holds one in its pending read.
+      let predicted: Uint8Array | null = null;
+      if (
+        this.#lastOwnedLength > size && bulk && expected === 0 && this.#ws.nextHeaderByte < 0 &&
+        this.#parts.length === 0 && predictedReadBytes < PREDICTED_READS
+      ) {
+        // A byte more than the frame: see READ_SLACK.
+        const spare = takeSpare(MAX_HEADER + this.#lastOwnedLength + 1);
+        if (spare !== null) predicted = new Uint8Array(spare);
+      }
+      if (predicted !== null) {
+        target = predicted;
+        predictedReadBytes += predicted.length;
+      } else if (ownRest !== null && expected > 0 && ownRest.length >= expected) {
+        // The rest of a frame whose message has a buffer of its own.
+        target = ownRest;
+      } else if (expected > size && bulk && frameRest !== null && frameRest.length >= MIN_TAIL) {
         // A peer sending a frame in pieces: each goes behind the last in
         // one buffer. A fresh buffer per piece, each pinned by its piece's
         // view until the message is whole, held 32 times a 4 MiB frame
@@ -1560,6 +1595,7 @@ export class RawSocket implements ServerSocket {
           if (whole > SMALL_READ) {
             target = allocate(whole + READ_SLACK);
             this.#ownBuffer = target.buffer;
+            this.#ownOffset = 0;
             this.#ownLength = whole;
           } else {
             target = new Uint8Array(whole + READ_SLACK);
@@ -1575,6 +1611,7 @@ export class RawSocket implements ServerSocket {
       const owned = this.#ownBuffer !== null && target.buffer === this.#ownBuffer;
       const into = held > 0 ? target.subarray(held) : target;
       frameRest = null;
+      ownRest = null;
       let n: number | null;
       try {
         n = await this.#conn.read(into);
@@ -1582,6 +1619,7 @@ export class RawSocket implements ServerSocket {
         if (!this.#connClosed) this.#ioError ??= error;
         n = null;
       }
+      if (predicted !== null) predictedReadBytes -= predicted.length;
       if (this.#connClosed) break;
       this.#heard = true;
       let data: Uint8Array | null = null;
@@ -1590,13 +1628,32 @@ export class RawSocket implements ServerSocket {
       // message alone.
       let next: Uint8Array | null = null;
       bulk = n !== null && n > SMALL_READ;
-      if (n !== null) {
+      if (n !== null && predicted !== null) {
+        const frame = this.#adoptFrame(into, n);
+        if (frame < 0) {
+          // Not a message like the last: read the usual way from now on.
+          this.#lastOwnedLength = 0;
+          if (n <= SMALL_READ) {
+            data = allocateKept(n);
+            copyBytes(data, 0, into, 0, n);
+            recycle(into);
+          } else data = into.subarray(0, n);
+        } else if (n > frame) {
+          data = into.subarray(0, frame);
+          next = allocateKept(n - frame);
+          copyBytes(next, 0, into, frame, n - frame);
+        } else {
+          data = into.subarray(0, n);
+          if (n < frame) ownRest = into.subarray(n);
+        }
+      } else if (n !== null) {
         if (owned && n > expected) {
           data = into.subarray(0, expected);
           next = allocateKept(n - expected);
           copyBytes(next, 0, into, expected, n - expected);
         } else if (owned || held > 0) {
           data = into.subarray(0, n);
+          if (owned && n < expected) ownRest = into.subarray(n);
         } else if (n <= SMALL_READ) {
           // The engine keeps what it is given: copy, so that the reused
           // buffer is reused and a few bytes never pin a large one. Into a
@@ -1656,6 +1713,30 @@ export class RawSocket implements ServerSocket {
         }
       }
     }
+  }
+
+  // When the frame that starts `bytes` (`n` of them read) is a whole binary
+  // message (FIN, no RSV bits) that fits `bytes`, makes `bytes` its buffer
+  // of its own (see #onData) and returns the frame's length, header
+  // included; -1 otherwise. It only finds where to cut the read: the
+  // engine checks the frame.
+  #adoptFrame(bytes: Uint8Array, n: number): number {
+    if (n < 2 || bytes[0] !== 0x82) return -1;
+    const second = bytes[1]!;
+    const code = second & 0x7f;
+    const header = (code === 126 ? 4 : code === 127 ? 10 : 2) + (second & 0x80 ? 4 : 0);
+    if (n < header) return -1;
+    let payload = code;
+    if (code === 126) payload = (bytes[2]! << 8) | bytes[3]!;
+    else if (code === 127) {
+      if (bytes[2]! | bytes[3]! | bytes[4]! | bytes[5]!) return -1;
+      payload = ((bytes[6]! * 256 + bytes[7]!) * 256 + bytes[8]!) * 256 + bytes[9]!;
+    }
+    if (header + payload > bytes.length) return -1;
+    this.#ownBuffer = bytes.buffer;
+    this.#ownOffset = bytes.byteOffset + header;
+    this.#ownLength = payload;
+    return header + payload;
   }
 
   // The bytes of the binary message in progress when it and the rest of its
@@ -1768,9 +1849,10 @@ export class RawSocket implements ServerSocket {
     const message = this.#parts.end(data);
     if (
       typeof message !== "string" && message.buffer === this.#ownBuffer &&
-      message.byteOffset === 0 && message.length === this.#ownLength
+      message.byteOffset === this.#ownOffset && message.length === this.#ownLength
     ) {
       releasable.add(message);
+      this.#lastOwnedLength = message.length;
     }
     this.#ownBuffer = null;
     this.#inbox.push(message);

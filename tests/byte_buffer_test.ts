@@ -8,6 +8,7 @@ import {
   inSlab,
   joinFrames,
   recycle,
+  takeSpare,
 } from "../_bytes.ts";
 import { emptied, takeFirst } from "../_array.ts";
 import { bytes, prng } from "./_util.ts";
@@ -278,7 +279,25 @@ Deno.test("allocate hands out disjoint arrays; small ones side by side", () => {
   }
   const large = allocate(100_000);
   assert.equal(large.byteOffset, 0);
-  assert.equal(large.buffer.byteLength, 100_000, "a large array has its own buffer");
+  assert.equal(
+    large.buffer.byteLength,
+    98 * 1024,
+    "a large array has its own buffer, in whole KiB",
+  );
+});
+
+Deno.test("a pooled buffer serves sizes a little over the one it was made for", () => {
+  // An echo's frame (a 10-byte header) and the read of the peer's next
+  // frame like it (14 bytes, with its mask key, and a byte more) ask for
+  // sizes a few bytes apart: each must find the other's buffer.
+  const frame = allocate(65_546);
+  recycle(frame);
+  const read = takeSpare(65_536 + 14 + 1);
+  assert.equal(read, frame.buffer);
+  assert.equal(read.byteLength, 66_560);
+  recycle(new Uint8Array(read));
+  assert.equal(takeSpare(70_000), null, "none fits: takeSpare never allocates");
+  assert.equal(allocate(65_546).buffer, frame.buffer);
 });
 
 Deno.test("recycle gives allocate a large buffer back, and nothing else", () => {
