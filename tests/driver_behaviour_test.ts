@@ -1117,6 +1117,35 @@ Deno.test("frames made in one turn go out in one write", async () => {
   await socket.close();
 });
 
+Deno.test("a frame too large to join others is written at once; small ones after it wait to join", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    let count = 0;
+    for await (const _ of socket) if (++count === 11) break;
+    await socket.send(String(count));
+    await socket.closed;
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  const writes: number[] = [];
+  const socket = clientSocket(interpose(conn, {
+    write(data) {
+      writes.push(data.length);
+      return conn.write(data);
+    },
+  }));
+  assert.ok((await socket.opened).ok);
+  const before = writes.length;
+  // 64 KiB and more goes out alone whatever follows: no reason to wait a
+  // microtask (and let its bytes leave the cache) for others to join it.
+  const large = socket.send(new Uint8Array(70_000));
+  assert.equal(writes.length, before + 1, "written before send() returned");
+  const small = Array.from({ length: 10 }, (_, i) => socket.send(`small ${i}`));
+  await Promise.all([large, ...small]);
+  // Client frames of 7 + 6 bytes: the ten join in the write after the large one.
+  assert.equal(writes.at(-1), 10 * 13, `writes: ${writes.slice(before).join(", ")}`);
+  assert.equal(await socket.receive({ timeout: 2000 }), "11");
+  await socket.close();
+});
+
 Deno.test("small frames queued behind a stalled write arrive whole and in order", async () => {
   // Behind a write that does not finish, frames cut from many different
   // slabs are copied out (so a stalled peer cannot pin them all): the
