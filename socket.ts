@@ -1564,23 +1564,27 @@ export class RawSocket implements ServerSocket {
       // Between frames, after a large binary message read in bulk: the next
       // is read as if it were one like it, into a buffer that holds it whole
       // behind its header, so that it takes one read, not two (a first read
-      // into the small reused buffer, then its rest): 26 -> 22 µs of server
-      // CPU per message on 16 x 64 KiB, 41 -> 38 on 256. The buffer comes
-      // only from the pool of given-back ones, and all such reads pending
-      // hold at most PREDICTED_READS: a connection that goes quiet after a
-      // large message holds one in its pending read.
+      // into the small reused buffer, then its rest): 25.1 -> 21.1 µs of
+      // server CPU per message on 16 x 64 KiB, 40.7 -> 37.5 on 256. The
+      // buffer comes only from the pool of given-back ones, and all such
+      // reads pending hold at most PREDICTED_READS: a connection that goes
+      // quiet after a large message holds one in its pending read.
       let predicted: Uint8Array | null = null;
       if (
         this.#lastOwnedLength > size && bulk && expected === 0 && this.#ws.nextHeaderByte < 0 &&
         this.#parts.length === 0 && predictedReadBytes < PREDICTED_READS
       ) {
-        // A byte more than the frame: see READ_SLACK.
-        const spare = takeSpare(MAX_HEADER + this.#lastOwnedLength + 1);
-        if (spare !== null) predicted = new Uint8Array(spare);
+        // A byte more than the frame (see READ_SLACK), and no more than
+        // READ_SLACK of the next frame to copy out.
+        const room = MAX_HEADER + this.#lastOwnedLength;
+        const spare = takeSpare(room + 1);
+        if (spare !== null) {
+          predicted = new Uint8Array(spare, 0, Math.min(spare.byteLength, room + READ_SLACK));
+        }
       }
       if (predicted !== null) {
         target = predicted;
-        predictedReadBytes += predicted.length;
+        predictedReadBytes += predicted.buffer.byteLength;
       } else if (ownRest !== null && expected > 0 && ownRest.length >= expected) {
         // The rest of a frame whose message has a buffer of its own.
         target = ownRest;
@@ -1629,7 +1633,7 @@ export class RawSocket implements ServerSocket {
         if (!this.#connClosed) this.#ioError ??= error;
         n = null;
       }
-      if (predicted !== null) predictedReadBytes -= predicted.length;
+      if (predicted !== null) predictedReadBytes -= predicted.buffer.byteLength;
       if (this.#connClosed) break;
       this.#heard = true;
       let data: Uint8Array | null = null;
@@ -1641,9 +1645,10 @@ export class RawSocket implements ServerSocket {
       if (n !== null && predicted !== null) {
         const frame = this.#adoptFrame(into, n);
         if (frame < 0) {
-          // Not a message like the last: read the usual way from now on.
+          // Not a message like the last: read the usual way from now on,
+          // and what came copied when it is small beside the buffer.
           this.#lastOwnedLength = 0;
-          if (n <= SMALL_READ) {
+          if (2 * n < into.length) {
             data = allocateKept(n);
             copyBytes(data, 0, into, 0, n);
             recycle(into);
@@ -1726,8 +1731,9 @@ export class RawSocket implements ServerSocket {
   }
 
   // When the frame that starts `bytes` (`n` of them read) is a whole binary
-  // message (FIN, no RSV bits) that fits `bytes`, makes `bytes` its buffer
-  // of its own (see #onData) and returns the frame's length, header
+  // message (FIN, no RSV bits) that fits `bytes` and fills at least half of
+  // it (a small message must not pin a large buffer), makes `bytes` its
+  // buffer of its own (see #onData) and returns the frame's length, header
   // included; -1 otherwise. It only finds where to cut the read: the
   // engine checks the frame.
   #adoptFrame(bytes: Uint8Array, n: number): number {
@@ -1742,11 +1748,12 @@ export class RawSocket implements ServerSocket {
       if (bytes[2]! | bytes[3]! | bytes[4]! | bytes[5]!) return -1;
       payload = ((bytes[6]! * 256 + bytes[7]!) * 256 + bytes[8]!) * 256 + bytes[9]!;
     }
-    if (header + payload > bytes.length) return -1;
+    const frame = header + payload;
+    if (frame > bytes.length || 2 * frame < bytes.length) return -1;
     this.#ownBuffer = bytes.buffer;
     this.#ownOffset = bytes.byteOffset + header;
     this.#ownLength = payload;
-    return header + payload;
+    return frame;
   }
 
   // The bytes of the binary message in progress when it and the rest of its

@@ -251,8 +251,9 @@ function serverFrames(bytes: Uint8Array): { opcode: number; payload: Uint8Array 
 
 Deno.test("a read sized for a message like the last gets anything else intact", async () => {
   // Between the large binary messages that make the next read one sized
-  // for them: text, a ping, a larger message, a fragmented one, and a
-  // message read with the next frame's first byte. Every message is given
+  // for them: text, a ping, a larger message, a small one (which must not
+  // pin the large buffer), a fragmented one, and a message read with the
+  // next frame's first byte. Every message is given
   // back once echoed, and a filler sent: were its buffer still in use (by
   // the next frame's first byte, say), the filler would write over it.
   const random = prng(46);
@@ -274,6 +275,7 @@ Deno.test("a read sized for a message like the last gets anything else intact", 
     () => echo(text, 1),
     () => steps.push([rawFrame({ opcode: 9, payload: text }), [{ opcode: 10, payload: text }]]),
     () => echo(large(100_000)),
+    () => echo(large(100)),
     () => {
       const [part1, part2] = [large(40_000), large(30_000)];
       const frames = concat(
@@ -295,8 +297,12 @@ Deno.test("a read sized for a message like the last gets anything else intact", 
     other();
   }
 
+  const smallBuffers: number[] = [];
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
     for await (const message of socket) {
+      if (typeof message !== "string" && message.length < 1000) {
+        smallBuffers.push(message.buffer.byteLength);
+      }
       const sent = socket.send(message);
       socket.release(message);
       // At once, so that its frame is made in the buffer just given back.
@@ -320,6 +326,7 @@ Deno.test("a read sized for a message like the last gets anything else intact", 
         assertSame(got[j]!.payload, answer.payload, `step ${i}, answer ${j}`);
       }
     }
+    assert.deepEqual(smallBuffers, [16 * 1024], "the small message in a slab, not a read buffer");
   } finally {
     conn.close();
   }
