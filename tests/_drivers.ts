@@ -42,6 +42,23 @@ export function openDescriptors(): number | null {
   }
 }
 
+/** `conn` with its `read` or `write` replaced; everything else passes through. */
+export function interpose(
+  conn: Deno.Conn,
+  methods: Partial<Pick<Deno.Conn, "read" | "write">>,
+): Deno.Conn {
+  return new Proxy(conn, {
+    get(target, key) {
+      if (key === "read" || key === "write") {
+        const method = methods[key];
+        if (method !== undefined) return method;
+      }
+      const value = Reflect.get(target, key);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
 // ---- Hand-built client bytes ----
 
 /** A client's opening handshake for `target` (RFC 6455 §4.1), with a fixed key. */

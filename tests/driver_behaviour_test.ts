@@ -19,6 +19,7 @@ import {
   clientFrame,
   delay,
   handshakeRequest,
+  interpose,
   rawOpen,
   readUntil,
   withTimeout,
@@ -28,23 +29,6 @@ import { concatAll, prng, randomBytes } from "./_util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** `conn` with its `read` or `write` replaced; everything else passes through. */
-function interpose(
-  conn: Deno.Conn,
-  methods: Partial<Pick<Deno.Conn, "read" | "write">>,
-): Deno.Conn {
-  return new Proxy(conn, {
-    get(target, key) {
-      if (key === "read" || key === "write") {
-        const method = methods[key];
-        if (method !== undefined) return method;
-      }
-      const value = Reflect.get(target, key);
-      return typeof value === "function" ? value.bind(target) : value;
-    },
-  });
-}
 
 /** Answer the opening handshake on a raw server-side `conn`; `false` if it ended first. */
 async function acceptHandshake(conn: Deno.Conn): Promise<boolean> {
@@ -1092,11 +1076,15 @@ Deno.test("an accept() that keeps failing is tried again after pauses that doubl
   }
 });
 
-Deno.test("frames made in one turn go out in one write", async () => {
-  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
-    let count = 0;
-    for await (const _ of socket) if (++count === 100) break;
-    await socket.send(String(count));
+/**
+ * A server that takes `count` messages and answers with how many, and a
+ * client socket to it whose writes are logged by their length.
+ */
+async function writesLogged(count: number) {
+  const server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    let taken = 0;
+    for await (const _ of socket) if (++taken === count) break;
+    await socket.send(String(taken));
     await socket.closed;
   });
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
@@ -1108,31 +1096,30 @@ Deno.test("frames made in one turn go out in one write", async () => {
     },
   }));
   assert.ok((await socket.opened).ok);
+  return {
+    socket,
+    writes,
+    async [Symbol.asyncDispose]() {
+      await socket.close();
+      await server.shutdown();
+    },
+  };
+}
+
+Deno.test("frames made in one turn go out in one write", async () => {
+  await using peers = await writesLogged(100);
+  const { socket, writes } = peers;
   const sends = [];
   for (let i = 0; i < 100; i++) sends.push(socket.send(`message ${i}`));
   sends.push(socket.ping());
   await Promise.all(sends);
   assert.equal(await socket.receive({ timeout: 2000 }), "100");
   assert.equal(writes.length, 2, `writes: ${writes.join(", ")}`); // the request, then one batch
-  await socket.close();
 });
 
 Deno.test("a frame too large to join others is written at once; small ones after it wait to join", async () => {
-  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
-    let count = 0;
-    for await (const _ of socket) if (++count === 11) break;
-    await socket.send(String(count));
-    await socket.closed;
-  });
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
-  const writes: number[] = [];
-  const socket = clientSocket(interpose(conn, {
-    write(data) {
-      writes.push(data.length);
-      return conn.write(data);
-    },
-  }));
-  assert.ok((await socket.opened).ok);
+  await using peers = await writesLogged(11);
+  const { socket, writes } = peers;
   const before = writes.length;
   // 64 KiB and more goes out alone whatever follows: no reason to wait a
   // microtask (and let its bytes leave the cache) for others to join it.
@@ -1143,7 +1130,6 @@ Deno.test("a frame too large to join others is written at once; small ones after
   // Client frames of 7 + 6 bytes: the ten join in the write after the large one.
   assert.equal(writes.at(-1), 10 * 13, `writes: ${writes.slice(before).join(", ")}`);
   assert.equal(await socket.receive({ timeout: 2000 }), "11");
-  await socket.close();
 });
 
 Deno.test("small frames queued behind a stalled write arrive whole and in order", async () => {
