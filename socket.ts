@@ -78,6 +78,10 @@ export type SocketState = "connecting" | "open" | "closing" | "closed";
  * A WebSocket connection seen as whole messages. `serve()`, `connect()` and
  * the `Deno.serve` helper all hand out this interface.
  *
+ * `for await` takes messages as {@linkcode Socket.receive} does. A loop
+ * left early (or an iterator's `return()`) answers its calls still
+ * waiting with `done`; later messages stay for `receive()` or a new loop.
+ *
  * Errors never escape as unhandled rejections: a peer that breaks the
  * protocol gets the close the engine chose (1002, 1007, 1009) and
  * `closed` reports it; a `send()` or `ping()` left unawaited on a
@@ -692,6 +696,17 @@ export class Inbox {
   }
 
   /**
+   * Stop waiting: `waiter`, if still waiting, will not be called, and the
+   * next message goes to the next waiter or the queue.
+   *
+   * @param waiter A waiter given to {@linkcode wait}.
+   */
+  unwait(waiter: Waiter): void {
+    const at = this.#waiters.indexOf(waiter);
+    if (at >= 0) this.#waiters.splice(at, 1);
+  }
+
+  /**
    * The next message, as `Socket.receive()` gives it.
    *
    * @param options Timeout and signal.
@@ -718,8 +733,7 @@ export class Inbox {
         else resolve(received);
       };
       const drop = (): void => {
-        const at = this.#waiters.indexOf(waiter);
-        if (at >= 0) this.#waiters.splice(at, 1);
+        this.unwait(waiter);
         settle();
       };
       const onAbort = (): void => {
@@ -834,20 +848,45 @@ export function iterateInbox(
     resolveNext = resolve;
     inbox.wait(waiter);
   };
+  // Calls made before the last answer came (no loop makes them) wait with
+  // closures of their own, kept here so that return() can answer them.
+  const extraWaiters = new Map<Waiter, (result: Result) => void>();
+  let returned = false;
   return {
     next: () => {
+      if (returned) return Promise.resolve(done);
       before();
       const item = inbox.take();
       if (item !== undefined) return Promise.resolve(result(item));
       if (inbox.ended) return Promise.resolve(done);
-      // A caller that asks again before the last answer came (no loop
-      // does) waits with a closure of its own, behind the first.
       if (resolveNext !== null) {
-        return new Promise<Result>((resolve) => inbox.wait((item) => resolve(result(item))));
+        return new Promise<Result>((resolve) => {
+          const extra: Waiter = (item) => {
+            extraWaiters.delete(extra);
+            resolve(result(item));
+          };
+          extraWaiters.set(extra, resolve);
+          inbox.wait(extra);
+        });
       }
       return new Promise<Result>(park);
     },
-    return: () => Promise.resolve(done),
+    // Ends the iteration: calls still waiting are answered `done` at once,
+    // and a message that comes later stays for receive() or a new loop
+    // (a waiter left behind took it, and it was lost).
+    return: () => {
+      returned = true;
+      if (resolveNext !== null) {
+        inbox.unwait(waiter);
+        waiter(null);
+      }
+      for (const [extra, resolve] of extraWaiters) {
+        inbox.unwait(extra);
+        resolve(done);
+      }
+      extraWaiters.clear();
+      return Promise.resolve(done);
+    },
   };
 }
 

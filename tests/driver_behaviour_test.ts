@@ -1243,6 +1243,27 @@ Deno.test("an iterator asked again before its answer came answers each call in o
   assert.deepEqual(third, { done: true, value: undefined });
 });
 
+Deno.test("an iterator's return() answers its waiting calls; the next message stays for receive()", async () => {
+  type Answer = IteratorResult<string | Uint8Array, undefined>;
+  const seen = Promise.withResolvers<[Answer[], Answer, string | Uint8Array]>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    const messages = socket[Symbol.asyncIterator]();
+    const pending = [messages.next(), messages.next()];
+    await messages.return!();
+    // A waiter left behind took the next message, and receive() never saw it.
+    const answers = await Promise.all(pending);
+    seen.resolve([answers, await messages.next(), await socket.receive({ timeout: 2000 })]);
+  });
+  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  await socket.send("kept");
+  const [answers, after, received] = await withTimeout(seen.promise, 3000, "answers");
+  const done = { done: true, value: undefined };
+  assert.deepEqual(answers, [done, done]);
+  assert.deepEqual(after, done, "a returned iterator stays done");
+  assert.equal(received, "kept");
+  await socket.close();
+});
+
 Deno.test("a server socket's fields describe the connection", async () => {
   const seen = Promise.withResolvers<ServerSocket>();
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket, request) => {
