@@ -314,3 +314,109 @@ Deno.test("a read sized for a message like the last gets anything else intact", 
     conn.close();
   }
 });
+
+Deno.test("a seeded mix of messages, written in random pieces, comes back intact through release()", async (t) => {
+  // Every path of the read loop at once: reads sized for a message like
+  // the last, frames split across reads, the next frame's start in a
+  // message's buffer, pipelined bursts, and buffers given back and reused
+  // (a filler is sent at once after each release, into the buffer just
+  // given back, so that one still in use shows).
+  const random = prng(47);
+  const sizes = [0, 1, 125, 126, 2047, 2048, 4096, 65_535, 65_536, 65_537, 150_000];
+  let lastSize = 60_000;
+  type Message = { opcode: number; frames: Uint8Array[]; payload: Uint8Array };
+  const messageOf = (): Message => {
+    const roll = random();
+    // Often the size of the last, as real traffic repeats itself.
+    const size = roll < 0.4
+      ? lastSize
+      : roll < 0.6
+      ? sizes[Math.floor(random() * sizes.length)]!
+      : roll < 0.85
+      ? 40_000 + Math.floor(random() * 30_000)
+      : Math.floor(random() * 3000);
+    lastSize = size;
+    const opcode = random() < 0.1 ? 1 : 2;
+    const payload = opcode === 1
+      ? new TextEncoder().encode("x".repeat(size))
+      : randomBytes(random, size);
+    if (random() < 0.85 || size < 2) {
+      return { opcode, frames: [rawFrame({ opcode, payload })], payload };
+    }
+    const cut = 1 + Math.floor(random() * (size - 1));
+    const frames = [
+      rawFrame({ opcode, fin: false, payload: payload.subarray(0, cut) }),
+      rawFrame({ opcode: 0, payload: payload.subarray(cut) }),
+    ];
+    return { opcode, frames, payload };
+  };
+  // Frame by frame or in pieces of 1 byte to 100 KB, sometimes with a
+  // pause, so that reads end on frame boundaries and anywhere else.
+  const writeInPieces = async (conn: Deno.Conn, messages: Message[]) => {
+    const frames = messages.flatMap((message) => message.frames);
+    const pieces = random() < 0.5 ? frames : [concat(...frames)];
+    for (const stream of pieces) {
+      for (let at = 0; at < stream.length;) {
+        const piece = pieces.length > 1
+          ? stream.length
+          : Math.min(stream.length - at, 1 + Math.floor(random() ** 3 * 100_000));
+        await writeAll(conn, stream.subarray(at, at + piece));
+        at += piece;
+        if (random() < (pieces.length > 1 ? 0.5 : 0.2)) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
+      }
+    }
+  };
+  // A little longer than the message, so that its frame covers all of
+  // the message's buffer when it is made in it.
+  const fillers = randomBytes(random, 160_000);
+  const fillerOf = (length: number) => fillers.subarray(0, length + 100);
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) {
+      const sent = socket.send(message);
+      socket.release(message);
+      await socket.send(fillerOf(message.length));
+      await sent;
+    }
+  });
+  const expectEchoes = async (conn: Deno.Conn, messages: Message[], what: string) => {
+    const { bytes } = await readUntil(
+      conn,
+      (got) => serverFrames(got).length >= 2 * messages.length,
+      5000,
+    );
+    const got = serverFrames(bytes);
+    assert.equal(got.length, 2 * messages.length, `${what}: an echo and a filler each`);
+    for (const [i, message] of messages.entries()) {
+      assert.equal(got[2 * i]!.opcode, message.opcode, `${what}: message ${i}'s type`);
+      assertSame(got[2 * i]!.payload, message.payload, `${what}: message ${i}`);
+      assertSame(
+        got[2 * i + 1]!.payload,
+        fillerOf(message.payload.length), // ASCII text: as many characters as bytes
+        `${what}: the filler after message ${i}`,
+      );
+    }
+  };
+  const conn = await rawOpen(server.addr.port, "/");
+  try {
+    await t.step("one at a time", async () => {
+      for (let i = 0; i < 60; i++) {
+        const message = messageOf();
+        await writeInPieces(conn, [message]);
+        await expectEchoes(conn, [message], `message ${i}`);
+      }
+    });
+    await t.step("pipelined in bursts", async () => {
+      for (let burst = 0; burst < 8; burst++) {
+        const messages = Array.from({ length: 10 }, messageOf);
+        await Promise.all([
+          writeInPieces(conn, messages),
+          expectEchoes(conn, messages, `burst ${burst}`),
+        ]);
+      }
+    });
+  } finally {
+    conn.close();
+  }
+});
