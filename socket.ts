@@ -1573,10 +1573,10 @@ export class RawSocket implements ServerSocket {
     let size = IDLE_READ;
     // The part of the reused read buffer no view handed on covers yet.
     let free: Uint8Array | null = null;
-    // The same for the last buffer a frame's rest was read into.
+    // The same for the last buffer a frame's rest was read into, while
+    // the frame is not whole.
     let frameRest: Uint8Array | null = null;
     let bulk = false; // whether the last read brought more than SMALL_READ
-    let ownRest: Uint8Array | null = null;
     while (!this.#connClosed) {
       if (this.#inbox.full && this.#state === "open") {
         this.#paused = true;
@@ -1624,14 +1624,18 @@ export class RawSocket implements ServerSocket {
       if (predicted !== null) {
         target = predicted;
         predictedReadBytes += predicted.buffer.byteLength;
-      } else if (ownRest !== null && expected > 0 && ownRest.length >= expected) {
-        // The rest of a frame whose message has a buffer of its own.
-        target = ownRest;
-      } else if (expected > size && bulk && frameRest !== null && frameRest.length >= MIN_TAIL) {
-        // A peer sending a frame in pieces: each goes behind the last in
-        // one buffer. A fresh buffer per piece, each pinned by its piece's
-        // view until the message is whole, held 32 times a 4 MiB frame
-        // sent in 2 KiB pieces (and re-copied a message read so far).
+      } else if (
+        frameRest !== null && expected > 0 &&
+        (frameRest.buffer === this.#ownBuffer
+          ? frameRest.length >= expected
+          : expected > size && bulk && frameRest.length >= MIN_TAIL)
+      ) {
+        // The rest of a frame goes behind what came of it: always into a
+        // buffer that is its message's own (sized for it), and otherwise
+        // for a peer sending a large frame in pieces. A fresh buffer per
+        // piece, each pinned by its piece's view until the message is
+        // whole, held 32 times a 4 MiB frame sent in 2 KiB pieces (and
+        // re-copied a message read so far).
         target = frameRest;
       } else if (expected > size && bulk) {
         held = this.#assemblable(expected);
@@ -1664,7 +1668,6 @@ export class RawSocket implements ServerSocket {
       const owned = this.#ownBuffer !== null && target.buffer === this.#ownBuffer;
       const into = held > 0 ? target.subarray(held) : target;
       frameRest = null;
-      ownRest = null;
       let n: number | null;
       try {
         n = await this.#conn.read(into);
@@ -1698,7 +1701,7 @@ export class RawSocket implements ServerSocket {
           copyBytes(next, 0, into, frame, n - frame);
         } else {
           data = into.subarray(0, n);
-          if (n < frame) ownRest = into.subarray(n);
+          if (n < frame) frameRest = into.subarray(n);
         }
       } else if (n !== null) {
         if (owned && n > expected) {
@@ -1707,7 +1710,6 @@ export class RawSocket implements ServerSocket {
           copyBytes(next, 0, into, expected, n - expected);
         } else if (owned || held > 0) {
           data = into.subarray(0, n);
-          if (owned && n < expected) ownRest = into.subarray(n);
         } else if (n <= SMALL_READ) {
           // The engine keeps what it is given: copy, so that the reused
           // buffer is reused and a few bytes never pin a large one. Into a
@@ -1722,8 +1724,10 @@ export class RawSocket implements ServerSocket {
             if (free.length < Math.max(MIN_TAIL, n)) free = null;
           }
         }
-        // Only a bulk read keeps the frame path (and a smaller one was copied).
-        if (!reused && n > SMALL_READ && !(owned && n >= expected)) frameRest = into.subarray(n);
+        // Only a bulk read keeps the frame path (a smaller one was copied),
+        // and any read into the message's own buffer while the frame is not
+        // whole.
+        if (!reused && (owned ? n < expected : n > SMALL_READ)) frameRest = into.subarray(n);
       }
       this.#receive(data, next);
       if (data === null) {
