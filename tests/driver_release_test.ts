@@ -200,10 +200,11 @@ Deno.test("a large message after one like it takes one read, behind its header i
     const before = reads;
     for (const payload of payloads.slice(2)) await exchange(payload);
     // One read per message, and one the last leaves pending. A frame under
-    // loopback's MTU arrives whole; some slack for a read that still wakes
-    // early. Read into the small reused buffer first, it was 2 per message.
+    // loopback's MTU arrives whole; slack for a few reads that still wake
+    // early (a busy machine). Read into the small reused buffer first, it
+    // was 2 per message: 16.
     const made = reads - before;
-    assert.ok(made <= 8 + 1 + 2, `${made} reads for 8 messages`);
+    assert.ok(made <= 8 + 1 + 3, `${made} reads for 8 messages`);
     assert.ok(buffers.size <= 4, `${buffers.size} buffers for 10 messages`);
   } finally {
     conn.close();
