@@ -26,21 +26,74 @@ function maskedFrame(payload: Uint8Array): Uint8Array {
   return frame;
 }
 
+/** A frame's type and payload. */
+type Answer = { opcode: number; payload: Uint8Array };
+
+/** The whole frames a server sent at the start of `bytes` (unmasked, lengths under 2^32). */
+function serverFrames(bytes: Uint8Array): Answer[] {
+  const frames = [];
+  for (let at = 0; bytes.length - at >= 2;) {
+    const code = bytes[at + 1]! & 0x7f;
+    const header = code === 126 ? 4 : code === 127 ? 10 : 2;
+    if (bytes.length - at < header) break;
+    const view = new DataView(bytes.buffer, bytes.byteOffset + at);
+    const length = code === 126 ? view.getUint16(2) : code === 127 ? view.getUint32(6) : code;
+    if (bytes.length - at < header + length) break;
+    frames.push({
+      opcode: bytes[at]! & 0x0f,
+      payload: bytes.subarray(at + header, at + header + length),
+    });
+    at += header + length;
+  }
+  return frames;
+}
+
+/** Read until the server's frames number `answers`, and check each against its answer. */
+async function expectAnswers(
+  conn: Deno.Conn,
+  answers: readonly Answer[],
+  what: string,
+  ms = 2000,
+): Promise<void> {
+  const { bytes } = await readUntil(conn, (got) => serverFrames(got).length >= answers.length, ms);
+  const got = serverFrames(bytes);
+  assert.equal(got.length, answers.length, `${what}: no more than the answers`);
+  for (const [i, answer] of answers.entries()) {
+    assert.equal(got[i]!.opcode, answer.opcode, `${what}, answer ${i}: the type`);
+    assertSame(got[i]!.payload, answer.payload, `${what}, answer ${i}`);
+  }
+}
+
+/** Send one binary message on `conn`; resolves with the server's answer (its frame's payload). */
+async function exchange(conn: Deno.Conn, payload: Uint8Array): Promise<Uint8Array> {
+  await writeAll(conn, maskedFrame(payload));
+  const { bytes } = await readUntil(conn, (got) => serverFrames(got).length > 0, 2000);
+  return serverFrames(bytes)[0]!.payload;
+}
+
+/**
+ * A handler that echoes each message, gives it back, and at once sends
+ * `fillerOf(message)`: made in the buffer just given back, a filler a
+ * little longer than the message writes over all of it, so that a buffer
+ * still in use when given back shows in what comes after.
+ */
+const echoWithFiller =
+  (fillerOf: (message: MessageData) => Uint8Array) => async (socket: ServerSocket) => {
+    for await (const message of socket) {
+      const sent = socket.send(message);
+      socket.release(message);
+      await socket.send(fillerOf(message));
+      await sent;
+    }
+  };
+
 /** A server whose handler is `run`, and a raw client that sends `payload` and reads the answer. */
 async function pair(run: (socket: ServerSocket) => Promise<void>) {
   const server = serve({ hostname: "127.0.0.1", port: 0 }, run);
   const conn = await rawOpen(server.addr.port, "/");
   return {
     /** Send one message; resolves with the server's answer (its frame's payload). */
-    async exchange(payload: Uint8Array): Promise<Uint8Array> {
-      await writeAll(conn, maskedFrame(payload));
-      const { bytes } = await readUntil(conn, (got) => {
-        if (got.length < 2) return false;
-        const length = got[1]! === 126 ? 4 + (got[2]! << 8 | got[3]!) : 2 + got[1]!;
-        return got.length >= length;
-      }, 2000);
-      return bytes.subarray(bytes[1] === 126 ? 4 : 2);
-    },
+    exchange: (payload: Uint8Array): Promise<Uint8Array> => exchange(conn, payload),
     async [Symbol.asyncDispose]() {
       conn.close();
       await server.shutdown();
@@ -188,17 +241,15 @@ Deno.test("a large message after one like it takes one read, behind its header i
   })();
   try {
     const payloads = payloadsOf(45, 10);
-    const exchange = async (payload: Uint8Array) => {
-      await writeAll(conn, maskedFrame(payload));
-      const { bytes } = await readUntil(conn, (got) => got.length >= 4 + SIZE, 2000);
-      assertSame(bytes.subarray(4), payload, "the echo");
+    const echoed = async (payload: Uint8Array) => {
+      assertSame(await exchange(conn, payload), payload, "the echo");
     };
     // The first two arm it (the first message's own buffer is made on the
     // way, and given back).
-    await exchange(payloads[0]!);
-    await exchange(payloads[1]!);
+    await echoed(payloads[0]!);
+    await echoed(payloads[1]!);
     const before = reads;
-    for (const payload of payloads.slice(2)) await exchange(payload);
+    for (const payload of payloads.slice(2)) await echoed(payload);
     // One read per message, and one the last leaves pending. A frame under
     // loopback's MTU arrives whole; slack for a few reads that still wake
     // early (a busy machine). Read into the small reused buffer first, it
@@ -214,38 +265,16 @@ Deno.test("a large message after one like it takes one read, behind its header i
   }
 });
 
-/** The whole frames a server sent at the start of `bytes` (unmasked, lengths under 2^32). */
-function serverFrames(bytes: Uint8Array): { opcode: number; payload: Uint8Array }[] {
-  const frames = [];
-  for (let at = 0; bytes.length - at >= 2;) {
-    const code = bytes[at + 1]! & 0x7f;
-    const header = code === 126 ? 4 : code === 127 ? 10 : 2;
-    if (bytes.length - at < header) break;
-    const view = new DataView(bytes.buffer, bytes.byteOffset + at);
-    const length = code === 126 ? view.getUint16(2) : code === 127 ? view.getUint32(6) : code;
-    if (bytes.length - at < header + length) break;
-    frames.push({
-      opcode: bytes[at]! & 0x0f,
-      payload: bytes.subarray(at + header, at + header + length),
-    });
-    at += header + length;
-  }
-  return frames;
-}
-
 Deno.test("a read sized for a message like the last gets anything else intact", async () => {
   // Between the large binary messages that make the next read one sized
   // for them: text, a ping, a larger message, a small one (which must not
   // pin the large buffer), a fragmented one, and a message read with the
-  // next frame's first byte. Every message is given
-  // back once echoed, and a filler sent: were its buffer still in use (by
-  // the next frame's first byte, say), the filler would write over it.
+  // next frame's first byte, each answered by echoWithFiller.
   const random = prng(46);
   const large = (size = SIZE) => randomBytes(random, size);
   const text = new TextEncoder().encode("short text");
   // Longer than the messages, so that its frame covers all of their buffer.
   const filler = large(SIZE + 100);
-  type Answer = { opcode: number; payload: Uint8Array };
   // What is written at once, and the frames the server answers it with.
   const steps: [Uint8Array, Answer[]][] = [];
   const answer = (payload: Uint8Array, opcode = 2): Answer[] => [
@@ -282,33 +311,18 @@ Deno.test("a read sized for a message like the last gets anything else intact", 
   }
 
   const smallBuffers: number[] = [];
-  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
-    for await (const message of socket) {
-      if (typeof message !== "string" && message.length < 1000) {
-        smallBuffers.push(message.buffer.byteLength);
-      }
-      const sent = socket.send(message);
-      socket.release(message);
-      // At once, so that its frame is made in the buffer just given back.
-      await socket.send(filler);
-      await sent;
+  const handler = echoWithFiller((message) => {
+    if (typeof message !== "string" && message.length < 1000) {
+      smallBuffers.push(message.buffer.byteLength);
     }
+    return filler;
   });
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, handler);
   const conn = await rawOpen(server.addr.port, "/");
   try {
     for (const [i, [written, answers]] of steps.entries()) {
       await writeAll(conn, written);
-      const { bytes } = await readUntil(
-        conn,
-        (got) => serverFrames(got).length >= answers.length,
-        2000,
-      );
-      const got = serverFrames(bytes);
-      assert.equal(got.length, answers.length, `step ${i}: no more than the answers`);
-      for (const [j, answer] of answers.entries()) {
-        assert.equal(got[j]!.opcode, answer.opcode, `step ${i}`);
-        assertSame(got[j]!.payload, answer.payload, `step ${i}, answer ${j}`);
-      }
+      await expectAnswers(conn, answers, `step ${i}`);
     }
     assert.deepEqual(smallBuffers, [16 * 1024], "the small message in a slab, not a read buffer");
   } finally {
@@ -320,8 +334,7 @@ Deno.test("a seeded mix of messages, written in random pieces, comes back intact
   // Every path of the read loop at once: reads sized for a message like
   // the last, frames split across reads, the next frame's start in a
   // message's buffer, pipelined bursts, and buffers given back and reused
-  // (a filler is sent at once after each release, into the buffer just
-  // given back, so that one still in use shows).
+  // (echoWithFiller).
   const random = prng(47);
   const sizes = [0, 1, 125, 126, 2047, 2048, 4096, 65_535, 65_536, 65_537, 150_000];
   let lastSize = 60_000;
@@ -369,36 +382,25 @@ Deno.test("a seeded mix of messages, written in random pieces, comes back intact
       }
     }
   };
-  // A little longer than the message, so that its frame covers all of
-  // the message's buffer when it is made in it.
+  // A little longer than the message (ASCII text has as many characters
+  // as bytes).
   const fillers = randomBytes(random, 160_000);
   const fillerOf = (length: number) => fillers.subarray(0, length + 100);
-  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
-    for await (const message of socket) {
-      const sent = socket.send(message);
-      socket.release(message);
-      await socket.send(fillerOf(message.length));
-      await sent;
-    }
-  });
-  const expectEchoes = async (conn: Deno.Conn, messages: Message[], what: string) => {
-    const { bytes } = await readUntil(
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0 },
+    echoWithFiller((message) => fillerOf(message.length)),
+  );
+  // An echo and a filler for each message.
+  const expectEchoes = (conn: Deno.Conn, messages: Message[], what: string) =>
+    expectAnswers(
       conn,
-      (got) => serverFrames(got).length >= 2 * messages.length,
+      messages.flatMap(({ opcode, payload }) => [
+        { opcode, payload },
+        { opcode: 2, payload: fillerOf(payload.length) },
+      ]),
+      what,
       5000,
     );
-    const got = serverFrames(bytes);
-    assert.equal(got.length, 2 * messages.length, `${what}: an echo and a filler each`);
-    for (const [i, message] of messages.entries()) {
-      assert.equal(got[2 * i]!.opcode, message.opcode, `${what}: message ${i}'s type`);
-      assertSame(got[2 * i]!.payload, message.payload, `${what}: message ${i}`);
-      assertSame(
-        got[2 * i + 1]!.payload,
-        fillerOf(message.payload.length), // ASCII text: as many characters as bytes
-        `${what}: the filler after message ${i}`,
-      );
-    }
-  };
   const conn = await rawOpen(server.addr.port, "/");
   try {
     await t.step("one at a time", async () => {
