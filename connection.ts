@@ -77,6 +77,8 @@ export class Connection {
   #state = ConnectionState.OPEN;
   // True once a close frame or a protocol error ended the inbound stream.
   #inboundClosed = false;
+  // The event peekEvent() decoded and nextEvent() has not yet taken.
+  #peeked: ConnectionEvent | null = null;
   // True once the transport's stream ended: what is buffered is still
   // decoded, and then a 1006 close stands in for the peer's.
   #streamEnded = false;
@@ -118,7 +120,7 @@ export class Connection {
    * frames): a hint for sizing the next read, never a limit.
    */
   get bytesExpected(): number {
-    return this.#inboundClosed ? 0 : this.#decoder.bytesExpected;
+    return this.#inboundEnds() ? 0 : this.#decoder.bytesExpected;
   }
 
   /**
@@ -127,7 +129,7 @@ export class Connection {
    * is decoded. A look ahead, say at whether a close comes next.
    */
   get nextHeaderByte(): number {
-    return this.#inboundClosed ? -1 : this.#decoder.nextHeaderByte;
+    return this.#inboundEnds() ? -1 : this.#decoder.nextHeaderByte;
   }
 
   /**
@@ -150,7 +152,7 @@ export class Connection {
     if (this.#state === ConnectionState.CLOSED) {
       throw new LocalProtocolError("The connection is closed: no more data can be received");
     }
-    if (!this.#inboundClosed) this.#decoder.receiveBytes(data);
+    if (!this.#inboundEnds()) this.#decoder.receiveBytes(data);
   }
 
   /**
@@ -183,7 +185,52 @@ export class Connection {
    * @returns The event, or `null`.
    */
   nextEvent(): ConnectionEvent | null {
-    if (this.#inboundClosed) return null;
+    const event = this.#peeked ?? this.#readEvent();
+    this.#peeked = null;
+    // Every close the engine yields ends what it reads: the peer's, a
+    // failure standing in for one (§7.1.7), or the end of the stream.
+    if (event instanceof CloseConnection) this.#endInbound();
+    return event;
+  }
+
+  /**
+   * The event {@linkcode nextEvent} returns next, without taking it: the
+   * state does not move until it is taken. So a driver can see that the
+   * peer's close, or a failure (a reserved opcode, invalid UTF-8 in a
+   * text message), comes next, and let the application answer the
+   * messages before it while the connection is still OPEN, as a loop over
+   * `events()` would.
+   *
+   * @example A failure behind a message waits its turn
+   * ```ts
+   * import * as ws from "./mod.ts";
+   * const client = new ws.FrameEncoder(ws.ConnectionType.CLIENT);
+   * const server = new ws.Connection(ws.ConnectionType.SERVER);
+   * server.receiveData(client.encodeData("hello", true));
+   * // A text frame holding 0xff, masked with a zero key: never UTF-8.
+   * server.receiveData(new Uint8Array([0x81, 0x81, 0, 0, 0, 0, 0xff]));
+   * const hello = server.nextEvent();
+   * if (!(hello instanceof ws.TextMessage)) throw new Error("Example failed");
+   * const next = server.peekEvent();
+   * if (!(next instanceof ws.CloseConnection && next.code === 1007)) throw new Error("Example failed");
+   * server.send(new ws.TextMessage({ data: hello.data })); // still OPEN
+   * if (server.nextEvent() !== next) throw new Error("Example failed");
+   * if (server.state !== ws.ConnectionState.REMOTE_CLOSING) throw new Error("Example failed");
+   * ```
+   *
+   * @returns The next event, or `null` until more bytes arrive.
+   */
+  peekEvent(): ConnectionEvent | null {
+    return this.#peeked ??= this.#readEvent();
+  }
+
+  // Once a close is peeked, nothing after it is decoded or kept.
+  #inboundEnds(): boolean {
+    return this.#inboundClosed || this.#peeked instanceof CloseConnection;
+  }
+
+  #readEvent(): ConnectionEvent | null {
+    if (this.#inboundEnds()) return null;
     let event: ConnectionEvent | null;
     try {
       event = this.#decodeEvent();
@@ -194,14 +241,12 @@ export class Connection {
         throw error;
       }
       // §7.1.7: fail the connection, as if the peer had sent that close.
-      this.#endInbound();
       return error.eventHint;
     }
     if (event !== null || !this.#streamEnded) return event;
     // §7.1.5: 1006 is the close code only when no close frame arrived;
     // after the peer's close (or a failure already reported) the end of
     // the stream just ends the connection.
-    this.#inboundClosed = true;
     return new CloseConnection({ code: CloseReason.ABNORMAL_CLOSURE });
   }
 
@@ -228,7 +273,6 @@ export class Connection {
         return new Pong({ payload: this.#messages.processControl(frame) });
       case Opcode.CLOSE: {
         const { code, reason } = parseClosePayload(this.#messages.processControl(frame));
-        this.#endInbound();
         return new CloseConnection({ code, reason });
       }
       default:
@@ -426,6 +470,32 @@ export class WSConnection {
       this.#handshake = null;
     }
     return this.#connection?.nextEvent() ?? null;
+  }
+
+  /**
+   * The event {@linkcode WSConnection.nextEvent} returns next, without
+   * taking it; see {@linkcode Connection.peekEvent}.
+   *
+   * @example
+   * ```ts
+   * import * as ws from "./mod.ts";
+   * const client = new ws.WSConnection(ws.ConnectionType.CLIENT);
+   * const server = new ws.WSConnection(ws.ConnectionType.SERVER);
+   * server.receiveData(client.send(new ws.Request({ host: "example.com", target: "/" })));
+   * const request = server.peekEvent();
+   * if (!(request instanceof ws.Request && server.nextEvent() === request)) {
+   *   throw new Error("Example failed");
+   * }
+   * ```
+   *
+   * @returns The event, or `null`.
+   */
+  peekEvent(): Event | null {
+    if (this.#handshake !== null) {
+      const event = this.#handshake.peekEvent();
+      if (event !== null || this.#connection === null) return event;
+    }
+    return this.#connection?.peekEvent() ?? null;
   }
 
   /**

@@ -297,6 +297,15 @@ export class Handshake {
   }
 
   /**
+   * The event {@linkcode nextEvent} returns next, left in place.
+   *
+   * @returns The event, or `null`.
+   */
+  peekEvent(): WsRequest | AcceptConnection | RejectConnection | RejectData | null {
+    return this.#queue[0] ?? null;
+  }
+
+  /**
    * The bytes that send an event to the peer.
    *
    * @param event `Request` (client), `AcceptConnection` or `RejectConnection`

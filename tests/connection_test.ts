@@ -351,6 +351,87 @@ Deno.test("nextEvent() and events() take from one queue, a protocol failure's cl
   assert.equal(server.nextEvent(), null);
 });
 
+Deno.test("peekEvent() shows the next event without taking it; the state moves when it is taken", async (t) => {
+  await t.step("a failure behind a message leaves the connection OPEN until taken", () => {
+    const conn = new ws.Connection(SERVER);
+    conn.receiveData(concat(text("one"), rawFrame({ opcode: 1, payload: bytes(0x48, 0xff) })));
+    assert.ok(conn.nextEvent() instanceof ws.TextMessage);
+    const failure = conn.peekEvent();
+    assert.ok(failure instanceof ws.CloseConnection && failure.code === 1007);
+    assert.equal(conn.peekEvent(), failure, "peeking again gives the same event");
+    assert.equal(conn.state, OPEN);
+    assert.ok(conn.send(new ws.TextMessage({ data: "one" })).length > 0, "answers still go out");
+    assert.equal(conn.nextEvent(), failure);
+    assert.equal(conn.state, REMOTE_CLOSING);
+    assert.equal(conn.peekEvent(), null);
+  });
+  await t.step("bytes after a peeked close are dropped, as after a taken one", () => {
+    const conn = new ws.Connection(SERVER);
+    conn.receiveData(rawFrame({ opcode: 8, payload: bytes(3, 232) }));
+    const close = conn.peekEvent();
+    assert.ok(close instanceof ws.CloseConnection && close.code === 1000);
+    conn.receiveData(
+      rawFrame({ opcode: 2, fin: true, payload: new Uint8Array(300) }).subarray(0, 5),
+    );
+    assert.equal(conn.bytesExpected, 0);
+    assert.equal(conn.nextHeaderByte, -1);
+    assert.equal(conn.nextEvent(), close);
+    assert.equal(conn.nextEvent(), null);
+    assert.equal(conn.send(close.response()).length, 4);
+    assert.equal(conn.state, CLOSED);
+  });
+  await t.step("a message peeked before the stream ends comes first, then 1006", () => {
+    const conn = new ws.Connection(SERVER);
+    conn.receiveData(text("last"));
+    assert.ok(conn.peekEvent() instanceof ws.TextMessage);
+    conn.receiveData(null);
+    assert.deepEqual(normalize([conn.nextEvent()!, conn.nextEvent()!]), [
+      { type: "text", data: "last", end: true },
+      { type: "close", code: 1006, reason: "" },
+    ]);
+    assert.equal(conn.peekEvent(), null);
+  });
+  await t.step("peeking before every take changes no event, however the stream is chopped", () => {
+    const stream = concat(
+      text("α and ω"),
+      rawFrame({ opcode: 9, payload: utf8("ping") }),
+      rawFrame({ opcode: 1, fin: false, payload: utf8("fra") }),
+      rawFrame({ opcode: 0, fin: true, payload: utf8("gments") }),
+      rawFrame({ opcode: 2, payload: new Uint8Array(200).fill(7) }),
+      rawFrame({ opcode: 1, payload: bytes(0xce, 0xb1, 0xed, 0xa0, 0x80) }),
+      text("never read"),
+    );
+    for (const [style, chunks] of chopStyles(stream)) {
+      const peeking = new ws.Connection(SERVER);
+      const events: ws.Event[] = [];
+      for (const chunk of chunks) {
+        peeking.receiveData(chunk);
+        for (let next = peeking.peekEvent(); next !== null; next = peeking.peekEvent()) {
+          assert.equal(peeking.nextEvent(), next, `chopped ${style}`);
+          events.push(next);
+        }
+      }
+      assert.deepEqual(normalize(events), serverEvents(stream), `chopped ${style}`);
+    }
+  });
+  await t.step("WSConnection peeks at handshake events, then at frames", () => {
+    const client = new ws.WSConnection(CLIENT);
+    const server = new ws.WSConnection(SERVER);
+    assert.equal(server.peekEvent(), null);
+    server.receiveData(
+      concat(client.send(new ws.Request({ host: "h", target: "/" })), text("early")),
+    );
+    const request = server.peekEvent();
+    assert.ok(request instanceof ws.Request);
+    assert.equal(server.nextEvent(), request);
+    assert.equal(server.peekEvent(), null, "no frames before the handshake is answered");
+    server.send(new ws.AcceptConnection());
+    const early = server.peekEvent();
+    assert.ok(early instanceof ws.TextMessage && early.data === "early");
+    assert.equal(server.nextEvent(), early);
+  });
+});
+
 Deno.test("WSConnection hands over from handshake to frames when events are taken one at a time", () => {
   // The handshake's state is let go once the connection is open and its
   // last event was taken; a reader that stops after each event must still
