@@ -35,7 +35,6 @@ import {
   TextMessage,
 } from "./events.ts";
 import type { Extension } from "./extensions.ts";
-import { Opcode } from "./frame.ts";
 import { checkDelay, type Limits, MAX_DELAY, resolveLimits } from "./limits.ts";
 import { ConnectionState, ConnectionType } from "./state.ts";
 
@@ -1859,21 +1858,12 @@ export class RawSocket implements ServerSocket {
     }
   }
 
-  // Whether the next frame, already buffered, ends the connection: a
-  // close, or one the engine fails (a reserved opcode, an RSV bit no
-  // extension claimed, a continuation with no message begun; §5.2).
-  // Holding back when nothing ends only costs a task.
+  // Whether the next event, already buffered, ends the connection: the
+  // peer's close, or a failure (a reserved opcode, an RSV bit no extension
+  // claimed, invalid UTF-8 in a text message). The engine decodes it now
+  // and yields it next; its state moves only then.
   #endsNext(): boolean {
-    const head = this.#ws.nextHeaderByte;
-    if (head < 0) return false;
-    const opcode = head & 0x0f;
-    const rsv = head & 0x70;
-    if (opcode === Opcode.PING || opcode === Opcode.PONG) return rsv !== 0 || (head & 0x80) === 0;
-    if (opcode === Opcode.TEXT || opcode === Opcode.BINARY) {
-      // permessage-deflate, the one extension here, claims RSV1 only.
-      return (rsv & (this.#ws.extensions.length === 0 ? 0x70 : 0x30)) !== 0;
-    }
-    return true;
+    return this.#ws.peekEvent() instanceof CloseConnection;
   }
 
   // The application answers a message in the microtasks after it gets it,

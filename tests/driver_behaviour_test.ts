@@ -1420,7 +1420,7 @@ Deno.test("a handler's return closes its socket with 1000", async () => {
   assert.deepEqual(await withTimeout(client.closed, 2000, "closed"), { code: 1000, reason: "" });
 });
 
-Deno.test("the answers to messages go out before a close or failure read with them (Autobahn 3.2, 4.1.3, 5.15, 7.1.6)", async (t) => {
+Deno.test("the answers to messages go out before a close or failure read with them (Autobahn 3.2, 4.1.3, 5.15, 6.x, 7.1.6)", async (t) => {
   await using server = serve({ hostname: "127.0.0.1", port: 0 }, echoEach);
   const cases: [string, Uint8Array, number][] = [
     ["a reserved bit", clientFrame(0x20 | 0x1, encoder.encode("x")), 1002],
@@ -1437,6 +1437,14 @@ Deno.test("the answers to messages go out before a close or failure read with th
       clientFrame(0x9, new Uint8Array()).map((byte, i) => i === 0 ? 0x09 : byte),
       1002,
     ],
+    // Found only in the payload: the header looks like any text frame's.
+    ["invalid UTF-8 in a text message", clientFrame(0x1, new Uint8Array([0x48, 0xff])), 1007],
+    [
+      "invalid UTF-8 in the first piece of a text message",
+      clientFrame(0x1, new Uint8Array([0x48, 0xc0, 0xaf])).map((byte, i) => i === 0 ? 0x01 : byte),
+      1007,
+    ],
+    ["invalid UTF-8 in a close reason", clientFrame(0x8, new Uint8Array([3, 232, 0xff])), 1007],
   ];
   for (const [name, ending, code] of cases) {
     await t.step(name, async () => {
