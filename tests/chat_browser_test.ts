@@ -207,6 +207,10 @@ Deno.test({
           "--remote-debugging-port=0",
           chat.pageUrl,
         ],
+        // --disable-dev-shm-usage puts shared memory in the temporary
+        // directory, one folder per run that Chromium leaves behind: in the
+        // profile, it goes with the profile.
+        env: { TMPDIR: profile },
         stdin: "null",
         stdout: "null",
         stderr: "null",
