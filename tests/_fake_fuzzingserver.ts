@@ -271,6 +271,26 @@ export const CASES: readonly Case[] = [
     1007,
   ),
   {
+    id: "0.2.1",
+    description:
+      "not in Autobahn: a text message and one with invalid UTF-8 in one write; the first is echoed before the 1007",
+    standardClose: false,
+    async play(peer) {
+      await peer.write(
+        concatAll([
+          peer.engine.send(new ws.TextMessage({ data: "valid" })),
+          rawFrame(0x01, hex("cebae1bdb9cf83cebcceb5eda080"), true),
+        ]),
+      );
+      const problem = compareEcho("valid", await peer.next());
+      if (problem !== null) return problem;
+      const got = await peer.next();
+      if (got.kind !== "close") return `expected a close, got ${got.kind}`;
+      if (got.code !== 1007) return `expected close 1007, got ${got.code}`;
+      return null;
+    },
+  },
+  {
     id: "7.7.10",
     description: "close with the valid code 3000, echoed",
     standardClose: false,
