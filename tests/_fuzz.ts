@@ -745,19 +745,28 @@ function describeError(error: unknown, input: Uint8Array): string {
 interface Receiver {
   receiveData(data: Uint8Array | null): void;
   events(): Iterable<ws.Event>;
+  nextEvent(): ws.Event | null;
+  peekEvent(): ws.Event | null;
   readonly state: ws.ConnectionState;
 }
 
-/** Feed chunks (fresh copies) to a connection, adding its events to `events` and telling `onEvent`. */
+/**
+ * Feed chunks (fresh copies) to a connection, adding its events to
+ * `events` and telling `onEvent`. After every other chunk each event is
+ * peeked at before it is taken, as the drivers do: chopping then also
+ * checks that peeking changes nothing.
+ */
 function receiveAll(
   conn: Receiver,
   chunks: readonly Uint8Array[],
   events: ws.Event[],
   onEvent?: (e: ws.Event) => void,
 ): void {
-  for (const chunk of chunks) {
+  for (const [i, chunk] of chunks.entries()) {
     conn.receiveData(chunk.slice());
-    for (const event of conn.events()) {
+    let event;
+    while ((event = i % 2 === 1 ? conn.peekEvent() : conn.nextEvent()) !== null) {
+      if (i % 2 === 1 && conn.nextEvent() !== event) fail("a peeked event was not the next", chunk);
       events.push(event);
       onEvent?.(event);
     }
