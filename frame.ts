@@ -129,6 +129,9 @@ export const NO_RSV: RsvBits = Object.freeze({ rsv1: false, rsv2: false, rsv3: f
 /** The largest payload of a control frame (RFC 6455 §5.5). */
 export const MAX_CONTROL_PAYLOAD = 125;
 
+/** The longest frame header: an 8-byte length and a masking key (RFC 6455 §5.2). */
+export const MAX_HEADER_LENGTH = 14;
+
 /**
  * One piece of a frame as the decoder hands it up: a whole frame, or, for a
  * large data frame, the part of its payload that has arrived so far.

@@ -35,6 +35,7 @@ import {
   TextMessage,
 } from "./events.ts";
 import type { Extension } from "./extensions.ts";
+import { MAX_HEADER_LENGTH } from "./frame.ts";
 import { checkDelay, type Limits, MAX_DELAY, resolveLimits } from "./limits.ts";
 import { ConnectionState, ConnectionType } from "./state.ts";
 
@@ -943,8 +944,6 @@ const READ_SLACK = 1024;
 // What the reads sized for a message like the last (see #read), pending on
 // all connections, may hold.
 const PREDICTED_READS = 16 * 1024 * 1024;
-// A frame header at its longest: an 8-byte length and a mask key (§5.2).
-const MAX_HEADER = 14;
 let predictedReadBytes = 0;
 // Reads up to this size are copied out so that the buffer is reused.
 const SMALL_READ = 2048;
@@ -1614,7 +1613,7 @@ export class RawSocket implements ServerSocket {
       ) {
         // A byte more than the frame (see READ_SLACK), and no more than
         // READ_SLACK of the next frame to copy out.
-        const room = MAX_HEADER + this.#lastOwnedLength;
+        const room = MAX_HEADER_LENGTH + this.#lastOwnedLength;
         const spare = takeSpare(room + 1);
         if (spare !== null) {
           predicted = new Uint8Array(spare, 0, Math.min(spare.byteLength, room + READ_SLACK));

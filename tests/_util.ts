@@ -1,5 +1,6 @@
 // Shared helpers for the tests: a seeded PRNG, ways to chop a byte stream,
 // and a normal form of event sequences that chopping must not change.
+import assert from "node:assert/strict";
 import type * as pako from "pako";
 import * as ws from "../mod.ts";
 
@@ -23,6 +24,26 @@ export function randomBytes(random: () => number, length: number): Uint8Array<Ar
 
 export function concat(...parts: Uint8Array[]): Uint8Array {
   return concatAll(parts);
+}
+
+/** The index of the first element where `a` and `b` differ; the shorter length when one is a prefix. */
+export function firstDifference(a: ArrayLike<unknown>, b: ArrayLike<unknown>): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
+  return n;
+}
+
+/**
+ * Fail unless `actual` holds the bytes of `expected`, naming the first
+ * difference: `assert.deepEqual` diffs large arrays for minutes.
+ */
+export function assertSameBytes(actual: Uint8Array, expected: Uint8Array, what: string): void {
+  const at = firstDifference(actual, expected);
+  if (at === expected.length && actual.length === expected.length) return;
+  throw new assert.AssertionError({
+    message:
+      `${what}: ${actual.length} bytes against ${expected.length}, first difference at ${at}`,
+  });
 }
 
 /** `concat` for a list of parts of any length (no spread into arguments). */

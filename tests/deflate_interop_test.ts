@@ -19,7 +19,7 @@ import type { PerMessageDeflateOptions } from "../permessage_deflate.ts";
 import { serve } from "../server.ts";
 import type { Handler, MessageData, Socket } from "../socket.ts";
 import { withTimeout } from "./_drivers.ts";
-import { prng, randomBytes } from "./_util.ts";
+import { firstDifference, prng, randomBytes } from "./_util.ts";
 
 /** Every wait in this file is bounded by this many milliseconds. */
 const WAIT = 15_000;
@@ -115,12 +115,6 @@ function looksCompressed(count: unknown, what: string): void {
     (count as number) > COMPRESSED_MIN && (count as number) < COMPRESSED_MAX,
     `${what}: ${count} bytes on the wire for ${TOTAL} bytes of payload`,
   );
-}
-
-function firstDifference(a: ArrayLike<unknown>, b: ArrayLike<unknown>): number {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
-  return n;
 }
 
 /** `received` is `sample.data`, type and content, byte for byte. */

@@ -2,7 +2,16 @@ import assert from "node:assert/strict";
 import * as ws from "../mod.ts";
 import { encodeFrame } from "../frame_encoder.ts";
 import { NO_RSV } from "../frame.ts";
-import { bytes, chopStyles, concat, prng, randomBytes, rawFrame, utf8 } from "./_util.ts";
+import {
+  assertSameBytes,
+  bytes,
+  chopStyles,
+  concat,
+  prng,
+  randomBytes,
+  rawFrame,
+  utf8,
+} from "./_util.ts";
 
 const { CLIENT, SERVER } = ws.ConnectionType;
 
@@ -372,8 +381,10 @@ Deno.test("FrameEncoder sends a fragmented message as TEXT then CONTINUATION fra
 });
 
 Deno.test("FrameEncoder encodes text of every kind into frames that stay intact", () => {
-  // Text goes through a reused buffer into its frame: each frame must be a
-  // copy, whatever the length and characters, and match TextEncoder.
+  // Short text goes through a reused buffer into its frame, long text
+  // straight into a frame sized for one byte per unit, grown when it does
+  // not fit: each frame must be a copy, whatever the length and characters,
+  // and match TextEncoder.
   const texts = [
     "",
     "hi",
@@ -383,6 +394,12 @@ Deno.test("FrameEncoder encodes text of every kind into frames that stay intact"
     "x".repeat(16 * 1024),
     "y".repeat(16 * 1024 + 1),
     "€".repeat(40_000),
+    "z".repeat(65_535), // the longest 16-bit length
+    "z".repeat(65_536),
+    "a".repeat(20_000) + "é", // one byte over the first guess
+    "b".repeat(19_999) + "\u{1F600}", // a surrogate pair where the first guess ends
+    "c".repeat(20_000) + "\ud800", // a lone surrogate there: U+FFFD
+    "é" + "d".repeat(70_000),
   ];
   for (const type of [SERVER, CLIENT]) {
     const encoder = new ws.FrameEncoder(type);
@@ -390,7 +407,7 @@ Deno.test("FrameEncoder encodes text of every kind into frames that stay intact"
     const decoded = decodeAll(type === SERVER ? CLIENT : SERVER, [concat(...frames)]);
     assert.equal(decoded.length, texts.length);
     for (const [i, frame] of decoded.entries()) {
-      assert.deepEqual(frame.payload, new TextEncoder().encode(texts[i]), `text ${i}`);
+      assertSameBytes(frame.payload, new TextEncoder().encode(texts[i]), `text ${i}`);
     }
   }
 });
