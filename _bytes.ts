@@ -174,11 +174,13 @@ export function recycle(bytes: Uint8Array): void {
     // Every view cut from it is dead: start it over.
     tally.used = 0;
     tally.returned = 0;
+    if (poisoning) new Uint8Array(buffer).fill(POISON);
     if (buffer !== frameSlab?.buffer && freeSlabs.length < FREE_SLABS) freeSlabs.push(buffer);
     return;
   }
   if (!lent.has(buffer) || !(buffer instanceof ArrayBuffer)) return;
   lent.delete(buffer);
+  if (poisoning) new Uint8Array(buffer).fill(POISON);
   // A full pool makes room by dropping from its old end: sizes a burst
   // left behind that no frame asks for any more must not keep new ones out
   // (taking from the pool moves its newest into the gap, so the order is
@@ -188,6 +190,22 @@ export function recycle(bytes: Uint8Array): void {
   }
   spares.push(buffer);
   sparesBytes += buffer.byteLength;
+}
+
+// A reserved opcode with RSV bits set, as a frame's first byte: bytes read
+// from a buffer after it went back fail the connection.
+const POISON = 0xee;
+let poisoning = false;
+
+/**
+ * For tests: fill every buffer with 0xEE as it goes back for reuse, so that
+ * a use after its return shows at once, not only when a later frame
+ * happens to be made in it.
+ *
+ * @param on Whether to fill them.
+ */
+export function poisonRecycled(on: boolean): void {
+  poisoning = on;
 }
 
 /**

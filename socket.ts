@@ -507,6 +507,11 @@ export class MessageParts {
     return this.#parts.length;
   }
 
+  /** Whether the pieces kept are of a text message. */
+  get holdsText(): boolean {
+    return typeof this.#parts[0] === "string";
+  }
+
   /** Bytes kept of a binary message; 0 for text, or when nothing is kept. */
   get binaryLength(): number {
     let held = 0;
@@ -1040,13 +1045,15 @@ export class RawSocket implements ServerSocket {
 
   // Input: a message arriving in pieces.
   readonly #parts = new MessageParts();
-  // The buffer a message in progress is being read into whole, and its
-  // length: delivered as exactly that view, the buffer is the message's.
+  // The buffer a binary message in progress is being read into whole, and
+  // its length: delivered as exactly that view, the buffer is the
+  // message's. Or the buffer the rest of a text frame is read into alone,
+  // given back once the frame is decoded (see #process).
   #ownBuffer: ArrayBufferLike | null = null;
   #ownOffset = 0;
   #ownLength = 0;
-  // The length of the last message read into a buffer of its own: the
-  // next read is sized for one like it (see #read).
+  // The length of the last message (or text frame) read into a buffer of
+  // its own: the next read is sized for one like it (see #read).
   #lastOwnedLength = 0;
   // Whether the rest of the message in progress is dropped (see #onData).
   #droppingMessage = false;
@@ -1575,6 +1582,7 @@ export class RawSocket implements ServerSocket {
     // the frame is not whole.
     let frameRest: Uint8Array | null = null;
     let bulk = false; // whether the last read brought more than SMALL_READ
+    let lastRead = 0; // the bytes the last read brought
     while (!this.#connClosed) {
       if (this.#inbox.full && this.#state === "open") {
         this.#paused = true;
@@ -1656,6 +1664,15 @@ export class RawSocket implements ServerSocket {
             target = new Uint8Array(whole + READ_SLACK);
           }
           this.#parts.moveTo(target);
+        } else if (this.#textFrameFits(expected)) {
+          // The rest of a text frame: into a pooled buffer that holds it
+          // alone, given back once it is decoded (see #process), where a
+          // fresh one per message was external memory for V8 to collect.
+          // The next read is sized for a frame like it: at most the last
+          // read and this rest.
+          target = allocate(expected + READ_SLACK);
+          this.#ownBuffer = target.buffer;
+          this.#lastOwnedLength = lastRead + expected;
         } else {
           target = new Uint8Array(Math.min(expected + READ_SLACK, Math.max(size, FRAME_READ)));
         }
@@ -1682,6 +1699,7 @@ export class RawSocket implements ServerSocket {
       // message alone.
       let next: Uint8Array | null = null;
       bulk = n !== null && n > SMALL_READ;
+      lastRead = n ?? 0;
       if (n !== null && predicted !== null) {
         const frame = this.#adoptFrame(into, n);
         if (frame < 0) {
@@ -1771,14 +1789,15 @@ export class RawSocket implements ServerSocket {
     }
   }
 
-  // When the frame that starts `bytes` (`n` of them read) is a whole binary
-  // message (FIN, no RSV bits) that fits `bytes` and fills at least half of
-  // it (a small message must not pin a large buffer), makes `bytes` its
-  // buffer of its own (see #onData) and returns the frame's length, header
+  // When the frame that starts `bytes` (`n` of them read) is a whole
+  // message (FIN, text or binary, no RSV bits) that fits `bytes` and fills
+  // at least half of it (a small message must not pin a large buffer),
+  // makes `bytes` its buffer of its own (see #onData; text gives it back
+  // once decoded, see #process) and returns the frame's length, header
   // included; -1 otherwise. It only finds where to cut the read: the
   // engine checks the frame.
   #adoptFrame(bytes: Uint8Array, n: number): number {
-    if (n < 2 || bytes[0] !== 0x82) return -1;
+    if (n < 2 || (bytes[0] !== 0x82 && bytes[0] !== 0x81)) return -1;
     const second = bytes[1]!;
     const code = second & 0x7f;
     const header = (code === 126 ? 4 : code === 127 ? 10 : 2) + (second & 0x80 ? 4 : 0);
@@ -1794,7 +1813,16 @@ export class RawSocket implements ServerSocket {
     this.#ownBuffer = bytes.buffer;
     this.#ownOffset = bytes.byteOffset + header;
     this.#ownLength = payload;
+    this.#lastOwnedLength = payload;
     return frame;
+  }
+
+  // Whether the rest of the text frame in progress (`expected` bytes) is
+  // read into a buffer of its own: past what a slab serves, within
+  // FRAME_READ, and without extensions (their output is not the wire's).
+  #textFrameFits(expected: number): boolean {
+    return expected > SMALL_READ && expected <= FRAME_READ && this.#parts.holdsText &&
+      this.#ws.extensions.length === 0;
   }
 
   // The bytes of the binary message in progress when it and the rest of its
@@ -1837,6 +1865,12 @@ export class RawSocket implements ServerSocket {
       let event;
       while ((event = this.#ws.nextEvent()) !== null) {
         if (event instanceof TextMessage || event instanceof BytesMessage) {
+          // A text frame's bytes are garbage once decoded: the buffer that
+          // held them alone serves the next read or frame.
+          if (event.frameFinished && this.#ownBuffer !== null && typeof event.data === "string") {
+            recycle(new Uint8Array(this.#ownBuffer, 0, 0));
+            this.#ownBuffer = null;
+          }
           this.#onData(event.data, event.messageFinished);
           delivered ||= event.messageFinished;
         } else if (event instanceof Ping) {

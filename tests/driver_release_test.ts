@@ -10,6 +10,13 @@ import { type MessageData, RawSocket, type ServerSocket } from "../socket.ts";
 import { ConnectionType } from "../state.ts";
 import { concat, prng, randomBytes, rawFrame } from "./_util.ts";
 import { interpose, rawOpen, readUntil, writeAll } from "./_drivers.ts";
+import { poisonRecycled } from "../_bytes.ts";
+
+// Every buffer given back is filled with garbage at once: a buffer still
+// in use when it went back (the next frame's first bytes in it, a message
+// read into it) then shows in every test, not only where a later frame
+// happens to be made in it.
+poisonRecycled(true);
 
 // Large enough for the read of a frame's rest to get a buffer of its own.
 const SIZE = 60_000;
@@ -17,11 +24,11 @@ const SIZE = 60_000;
 // The peer is a raw TCP client whose frames are made here: this module's
 // own client, in the same process, would take given-back buffers for its
 // frames before the server's next read could.
-function maskedFrame(payload: Uint8Array): Uint8Array {
+function maskedFrame(payload: Uint8Array, opcode = 2): Uint8Array {
   assert.ok(payload.length > 125 && payload.length < 65536);
-  // FIN + binary, a 16-bit length, a key of zeros (the payload as is).
+  // FIN + the opcode, a 16-bit length, a key of zeros (the payload as is).
   const frame = new Uint8Array(8 + payload.length);
-  frame.set([0x82, 0x80 | 126, payload.length >> 8, payload.length & 0xff, 0, 0, 0, 0]);
+  frame.set([0x80 | opcode, 0x80 | 126, payload.length >> 8, payload.length & 0xff, 0, 0, 0, 0]);
   frame.set(payload, 8);
   return frame;
 }
@@ -64,9 +71,9 @@ async function expectAnswers(
   }
 }
 
-/** Send one binary message on `conn`; resolves with the server's answer (its frame's payload). */
-async function exchange(conn: Deno.Conn, payload: Uint8Array): Promise<Uint8Array> {
-  await writeAll(conn, maskedFrame(payload));
+/** Send one message on `conn` (binary, or text for opcode 1); resolves with the server's answer (its frame's payload). */
+async function exchange(conn: Deno.Conn, payload: Uint8Array, opcode = 2): Promise<Uint8Array> {
+  await writeAll(conn, maskedFrame(payload, opcode));
   const { bytes } = await readUntil(conn, (got) => serverFrames(got).length > 0, 2000);
   return serverFrames(bytes)[0]!.payload;
 }
@@ -105,6 +112,24 @@ async function pair(run: (socket: ServerSocket) => Promise<void>) {
 function assertSame(actual: Uint8Array, expected: Uint8Array, what: string): void {
   const same = actual.length === expected.length && actual.every((byte, i) => byte === expected[i]);
   assert.ok(same, `${what}: not the bytes sent`);
+}
+
+/**
+ * The UTF-8 of random text of about `size` bytes: ASCII with two-, three-
+ * and four-byte characters among it, so that reads and frames end inside
+ * characters and a wrong byte shows.
+ */
+function textBytes(random: () => number, size: number): Uint8Array {
+  const pieces = ["a", "b", "c", "d", " ", "é", "ж", "€", "水", "\u{1F600}"];
+  const lengths = [1, 1, 1, 1, 1, 2, 2, 3, 3, 4];
+  let text = "";
+  let length = 0;
+  while (length < size - 4) {
+    const at = Math.floor(random() * pieces.length);
+    text += pieces[at]!;
+    length += lengths[at]!;
+  }
+  return new TextEncoder().encode(text + "x".repeat(size - length));
 }
 
 /** `count` random payloads of SIZE bytes. */
@@ -213,55 +238,124 @@ Deno.test("release(): the next frame's first bytes, read with a message, never s
   }
 });
 
-Deno.test("a large message after one like it takes one read, behind its header in a given-back buffer", async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  let reads = 0;
-  const server = listener.accept().then((conn) =>
-    new RawSocket(
-      interpose(conn, {
-        read(into) {
-          reads++;
-          return conn.read(into);
-        },
-      }),
-      { type: ConnectionType.SERVER },
-    )
+Deno.test("a large message after one like it takes one read, behind its header in a given-back buffer", async (t) => {
+  for (const [kind, opcode] of [["binary", 2], ["text", 1]] as const) {
+    await t.step(kind, async () => {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = (listener.addr as Deno.NetAddr).port;
+      let reads = 0;
+      const server = listener.accept().then((conn) =>
+        new RawSocket(
+          interpose(conn, {
+            read(into) {
+              reads++;
+              return conn.read(into);
+            },
+          }),
+          { type: ConnectionType.SERVER },
+        )
+      );
+      const conn = await rawOpen(port, "/");
+      const socket = await server;
+      const buffers = new Set<ArrayBufferLike>();
+      const echoing = (async () => {
+        for await (const message of socket) {
+          if (typeof message !== "string") buffers.add(message.buffer);
+          const sent = socket.send(message);
+          socket.release(message);
+          await sent;
+        }
+      })();
+      try {
+        const random = prng(45);
+        const payloads = Array.from(
+          { length: 10 },
+          () => opcode === 1 ? textBytes(random, SIZE) : randomBytes(random, SIZE),
+        );
+        const echoed = async (payload: Uint8Array) => {
+          assertSame(await exchange(conn, payload, opcode), payload, "the echo");
+        };
+        // The first two arm it (the first message's own buffer is made on
+        // the way, and given back).
+        await echoed(payloads[0]!);
+        await echoed(payloads[1]!);
+        const before = reads;
+        for (const payload of payloads.slice(2)) await echoed(payload);
+        // One read per message, and one the last leaves pending. A frame
+        // under loopback's MTU arrives whole; slack for a few reads that
+        // still wake early (a busy machine). Read into the small reused
+        // buffer first, it was 2 per message: 16.
+        const made = reads - before;
+        assert.ok(made <= 8 + 1 + 3, `${made} reads for 8 messages`);
+        if (opcode === 2) assert.ok(buffers.size <= 4, `${buffers.size} buffers for 10 messages`);
+      } finally {
+        conn.close();
+        await socket.closed;
+        await echoing;
+        listener.close();
+      }
+    });
+  }
+});
+
+Deno.test("large text comes back intact from reads into buffers given back once decoded", async () => {
+  // The rest of a large text frame, and a frame read whole where one like
+  // the last was expected, are read into pooled buffers that go back to
+  // the pool as soon as the text is decoded: the echo and the filler that
+  // echoWithFiller sends next are made in them. Each step is written at
+  // once, except where noted.
+  const random = prng(48);
+  const large = (size = SIZE) => textBytes(random, size);
+  const filler = randomBytes(random, 3 * SIZE);
+  const steps: (Uint8Array | null)[] = []; // null: a pause between writes
+  const answers: Answer[] = [];
+  const echo = (payload: Uint8Array, frames = rawFrame({ opcode: 1, payload })) => {
+    steps.push(frames, null);
+    answers.push({ opcode: 1, payload }, { opcode: 2, payload: filler });
+  };
+  echo(large());
+  echo(large()); // one like the last: read whole
+  echo(large(20_000)); // a smaller one where one like the last was expected
+  echo(large(100_000)); // a larger one
+  const [part1, part2] = [large(40_000), large(30_000)];
+  echo(
+    concat(part1, part2),
+    concat(
+      rawFrame({ opcode: 1, fin: false, payload: part1 }),
+      rawFrame({ opcode: 0, payload: part2 }),
+    ),
   );
-  const conn = await rawOpen(port, "/");
-  const socket = await server;
-  const buffers = new Set<ArrayBufferLike>();
-  const echoing = (async () => {
-    for await (const message of socket) {
-      buffers.add(asBytes(message).buffer);
-      const sent = socket.send(message);
-      socket.release(message);
-      await sent;
-    }
-  })();
+  // A frame's rest read with the next frame's first byte, behind a pause
+  // that ends the first read inside the frame.
+  const [whole, next] = [large(), large()];
+  const [wholeFrame, nextFrame] = [whole, next].map((payload) => rawFrame({ opcode: 1, payload }));
+  steps.push(
+    wholeFrame!.subarray(0, 3000),
+    null,
+    concat(wholeFrame!.subarray(3000), nextFrame!.subarray(0, 1)),
+    null,
+  );
+  answers.push({ opcode: 1, payload: whole }, { opcode: 2, payload: filler });
+  echo(next, nextFrame!.subarray(1));
+  // The first read ends inside a character: its rest is read alone.
+  const split = new TextEncoder().encode("€".repeat(SIZE / 3));
+  const splitFrame = rawFrame({ opcode: 1, payload: split });
+  steps.push(splitFrame.subarray(0, 3000), null, splitFrame.subarray(3000), null);
+  answers.push({ opcode: 1, payload: split }, { opcode: 2, payload: filler });
+  echo(large()); // and after all that, one like the first
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0 },
+    echoWithFiller(() => filler),
+  );
+  const conn = await rawOpen(server.addr.port, "/");
   try {
-    const payloads = payloadsOf(45, 10);
-    const echoed = async (payload: Uint8Array) => {
-      assertSame(await exchange(conn, payload), payload, "the echo");
-    };
-    // The first two arm it (the first message's own buffer is made on the
-    // way, and given back).
-    await echoed(payloads[0]!);
-    await echoed(payloads[1]!);
-    const before = reads;
-    for (const payload of payloads.slice(2)) await echoed(payload);
-    // One read per message, and one the last leaves pending. A frame under
-    // loopback's MTU arrives whole; slack for a few reads that still wake
-    // early (a busy machine). Read into the small reused buffer first, it
-    // was 2 per message: 16.
-    const made = reads - before;
-    assert.ok(made <= 8 + 1 + 3, `${made} reads for 8 messages`);
-    assert.ok(buffers.size <= 4, `${buffers.size} buffers for 10 messages`);
+    for (const step of steps) {
+      if (step === null) await new Promise((resolve) => setTimeout(resolve, 20));
+      else await writeAll(conn, step);
+    }
+    await expectAnswers(conn, answers, "the echoes", 5000);
   } finally {
     conn.close();
-    await socket.closed;
-    await echoing;
-    listener.close();
   }
 });
 
