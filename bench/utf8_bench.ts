@@ -6,7 +6,14 @@
  */
 import { decodeUtf8, Utf8StreamDecoder } from "../utf8.ts";
 
-const SIZES: [string, number][] = [["125 B", 125], ["16 KiB", 16 << 10], ["1 MiB", 1 << 20]];
+// 32 B and 64 B straddle the bound of the JavaScript ASCII path (utf8.ts).
+const SIZES: [string, number][] = [
+  ["32 B", 32],
+  ["64 B", 64],
+  ["125 B", 125],
+  ["16 KiB", 16 << 10],
+  ["1 MiB", 1 << 20],
+];
 const SAMPLES: [string, string][] = [
   ["ASCII", "The quick brown fox jumps over the lazy dog. "],
   ["mixed", "Grüße, κόσμε, 漢字 and 😀; "],
