@@ -6,14 +6,16 @@
  * process.
  *
  *     deno run -A bench/echo.ts [--rounds 3] [--duration 2] [--warmup 1]
- *       [--only TEXT] [--deflate] [--against DIR] [--floor] [--kept]
+ *       [--only TEXT] [--text] [--deflate] [--against DIR] [--floor] [--kept]
  *       [--allocs] [--gc] [--json FILE]
  *
  * Every row starts a fresh server process per measurement, and the servers
  * alternate A/B, B/A over the rounds, so that the noise of a shared
  * two-core machine hits both alike. The ratio of a row is the median of the
  * per-round ratios (ours / native, each pair measured back to back); the
- * other columns are medians over the rounds. `--deflate` adds this module
+ * other columns are medians over the rounds. The messages are binary;
+ * `--text` makes them text (JSON-ish chat, ASCII), which a server decodes
+ * and checks as UTF-8 and encodes again. `--deflate` adds this module
  * with permessage-deflate on compressible text (native cannot negotiate it).
  * `--against DIR` adds the echo server of another checkout of this module
  * (say, `git worktree add /tmp/before HEAD~3`), measured in the same rounds:
@@ -57,6 +59,7 @@ interface Options {
   duration: number;
   warmup: number;
   only: string;
+  text: boolean;
   deflate: boolean;
   against: string;
   floor: boolean;
@@ -72,6 +75,7 @@ function parseOptions(argv: readonly string[]): Options {
     duration: 2,
     warmup: 1,
     only: "",
+    text: false,
     deflate: false,
     against: "",
     floor: false,
@@ -91,6 +95,7 @@ function parseOptions(argv: readonly string[]): Options {
     else if (arg === "--duration") options.duration = Number(value());
     else if (arg === "--warmup") options.warmup = Number(value());
     else if (arg === "--only") options.only = value();
+    else if (arg === "--text") options.text = true;
     else if (arg === "--deflate") options.deflate = true;
     else if (arg === "--against") options.against = value();
     else if (arg === "--floor") options.floor = true;
@@ -314,7 +319,7 @@ async function measure(server: Server, row: Row, options: Options): Promise<Meas
       String(options.warmup),
       "--duration",
       String(options.duration),
-      ...(server.deflate ? ["--deflate"] : []),
+      ...(server.deflate ? ["--deflate"] : options.text ? ["--text"] : []),
     ], "null");
     let cpu0 = 0;
     let t0 = 0;
@@ -516,7 +521,9 @@ const allocHeader = (options.allocs ? " calloc/msg | malloc/msg |" : "") +
 const allocRule = (options.allocs ? "--:|--:|" : "") + (options.gc ? "--:|--:|" : "");
 
 console.log(
-  `# echo: ${options.rounds} rounds, ${options.warmup} s warm-up + ${options.duration} s per measurement, fresh server per measurement`,
+  `# echo: ${options.rounds} rounds, ${options.warmup} s warm-up + ${options.duration} s per measurement, fresh server per measurement, ${
+    options.text ? "text" : "binary"
+  } messages`,
 );
 console.log(
   `| row | server | msg/s | MB/s | p50 ms | p99 ms | server CPU | server µs CPU/msg | client CPU | peak RSS MB |${allocHeader} ours/native (min–max) | target |`,
