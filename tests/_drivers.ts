@@ -2,6 +2,13 @@
 // bounded waits, hand-built client bytes on bare `Deno.connect` sockets,
 // bounded reads, and the count of this process's open descriptors.
 import assert from "node:assert/strict";
+import { poisonRecycled } from "../_bytes.ts";
+
+// Every test that drives sockets runs with buffers filled with 0xEE as
+// they go back for reuse: a buffer given back while still in use (a
+// message, a frame being written, bytes the decoder holds) then shows as
+// garbage at once, not only when a later frame happens to be made in it.
+poisonRecycled(true);
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();

@@ -4,19 +4,14 @@
 // released is never written over, and a second release, a string or a
 // foreign array change nothing. And the read sized for a message like the
 // last (one read per large message) gets whatever comes instead intact.
+// tests/_drivers.ts fills every buffer given back with 0xEE, so a buffer
+// still in use when it went back fails at once.
 import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { type MessageData, RawSocket, type ServerSocket } from "../socket.ts";
 import { ConnectionType } from "../state.ts";
 import { concat, prng, randomBytes, rawFrame } from "./_util.ts";
 import { interpose, rawOpen, readUntil, writeAll } from "./_drivers.ts";
-import { poisonRecycled } from "../_bytes.ts";
-
-// Every buffer given back is filled with garbage at once: a buffer still
-// in use when it went back (the next frame's first bytes in it, a message
-// read into it) then shows in every test, not only where a later frame
-// happens to be made in it.
-poisonRecycled(true);
 
 // Large enough for the read of a frame's rest to get a buffer of its own.
 const SIZE = 60_000;
