@@ -1444,6 +1444,14 @@ Deno.test("the answers to messages go out before a close or failure read with th
       clientFrame(0x1, new Uint8Array([0x48, 0xc0, 0xaf])).map((byte, i) => i === 0 ? 0x01 : byte),
       1007,
     ],
+    [
+      "invalid UTF-8 in the second piece of a text message",
+      concatAll([
+        clientFrame(0x1, encoder.encode("valid")).map((byte, i) => i === 0 ? 0x01 : byte),
+        clientFrame(0x0, new Uint8Array([0xed, 0xa0, 0x80])),
+      ]),
+      1007,
+    ],
     ["invalid UTF-8 in a close reason", clientFrame(0x8, new Uint8Array([3, 232, 0xff])), 1007],
   ];
   for (const [name, ending, code] of cases) {
