@@ -131,6 +131,11 @@ export interface Extension {
    * `frameInboundPayloadData`.
    */
   frameInboundComplete(fin: boolean, room: number): Uint8Array | null;
-  /** Rewrite one outbound frame (`fin` is its FIN bit). */
+  /**
+   * Rewrite one outbound frame (`fin` is its FIN bit). `data` is lent for
+   * the call only: it may be the application's own bytes, or a buffer the
+   * next message is encoded into, so copy what you keep. What you return
+   * is copied into the frame.
+   */
   frameOutbound(opcode: Opcode, rsv: RsvBits, data: Uint8Array, fin: boolean): OutboundFrame;
 }

@@ -412,20 +412,27 @@ Deno.test("FrameEncoder encodes text of every kind into frames that stay intact"
   }
 });
 
-Deno.test("FrameEncoder gives an extension text bytes it may keep", () => {
-  // A compressor may hold on to the bytes of one message (pending input)
-  // while the next is encoded; they must not change under it.
-  const kept: Uint8Array[] = [];
-  const keeper = plainExtension({
+Deno.test("FrameEncoder lends an extension the text's bytes, and frames what it returns", () => {
+  // The bytes are lent for the call (a buffer the next message reuses):
+  // what the extension sees then is the text, and the frame is a copy of
+  // what it returns, never a view of the lent buffer.
+  const seen: string[] = [];
+  const lent: Uint8Array[] = [];
+  const upper = plainExtension({
     frameOutbound: (_opcode, rsv, data) => {
-      kept.push(data);
+      seen.push(new TextDecoder().decode(data));
+      lent.push(data);
       return { rsv, data };
     },
   });
-  const encoder = new ws.FrameEncoder(SERVER, { extensions: [keeper] });
-  encoder.encodeData("first", true);
-  encoder.encodeData("other", true);
-  assert.deepEqual(kept.map((data) => new TextDecoder().decode(data)), ["first", "other"]);
+  const encoder = new ws.FrameEncoder(SERVER, { extensions: [upper] });
+  const first = encoder.encodeData("first", true);
+  const long = "€".repeat(20_000); // over the shared buffer's reach
+  const other = encoder.encodeData(long, true);
+  assert.deepEqual(seen, ["first", long]);
+  assert.deepEqual(first, bytes(0x81, 5, ...utf8("first")));
+  assertSameBytes(other.subarray(4), utf8(long), "the long text's frame");
+  assert.ok(lent.every((data, i) => data.buffer !== [first, other][i]!.buffer));
 });
 
 Deno.test("FrameEncoder refuses control payloads over 125 bytes", () => {
