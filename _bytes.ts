@@ -62,8 +62,11 @@ function nextFrameSlab(): Slab {
 // (see recycle): a 64 KiB echo otherwise allocated, zeroed and later
 // collected a 64 KiB frame per reply, and those external bytes are what
 // drove V8's full collections (16 x 64 KiB echo: 157 -> 110 µs of server
-// CPU per message together with the read-size fix).
-const SPARE_MAX = 256 * 1024;
+// CPU per message together with the read-size fix). Up to 1 MiB and a
+// header: at 256 KiB, the frame echoing a 256 KiB message (10 bytes more)
+// was never pooled (4 x 256 KiB echo: 196-237 -> 164-178 µs per message).
+// A buffer serves sizes down to half its own, and the pool holds 16 MiB.
+const SPARE_MAX = 1024 * 1024 + 4096;
 // Room for a busy server's buffers in flight: with 1 MiB, a 256 x 64 KiB
 // echo found the pool empty for 44% of its frames and ran 12-16 full
 // collections a second; with 16 MiB, for 0.1%, and 0.5-1.5. A pool that
