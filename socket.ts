@@ -147,11 +147,12 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
    * The message, and every view of its bytes, must not be used after this
    * call: a later read may overwrite them. Memory is reused only for a
    * message that was read into a buffer of its own, which the raw TCP
-   * driver does for a binary message of up to 64 KiB, with no extension,
-   * that is larger than its current read (one large message at a time,
-   * not a pipelined burst). For any other message, a string, a message
-   * from elsewhere, one released before, and under `Deno.serve`, this
-   * does nothing.
+   * driver does for a binary message with no extension that is larger than
+   * its current read (one large message at a time, not a pipelined burst):
+   * up to 64 KiB always, and up to 1 MiB when the buffers given back hold
+   * one that fits (as the frames echoing earlier messages like it do). For
+   * any other message, a string, a message from elsewhere, one released
+   * before, and under `Deno.serve`, this does nothing.
    *
    * @example Echo without a fresh buffer per message
    * ```ts
@@ -937,8 +938,10 @@ export interface RawSocketOptions {
 const IDLE_READ = 512;
 const KEEP_READ = 4096;
 const MAX_READ = 256 * 1024;
-// The rest of a large frame is read into one buffer of its size, up to this
-// much: what a peer that announces a large frame and stalls makes us hold.
+// The rest of a large frame is read into one new buffer of its size, up to
+// this much: what a peer that announces a large frame and stalls makes us
+// hold. A larger binary message is read into a buffer of its own only when
+// the pool of given-back ones holds one (see #messageBuffer).
 const FRAME_READ = 64 * 1024;
 // Such a read asks for this much more than the frame's rest. A read that
 // fills its buffer leaves the socket marked readable, so the next read is a
@@ -946,10 +949,11 @@ const FRAME_READ = 64 * 1024;
 // reactor the socket is drained (one syscall less per 64 KiB message). The
 // slack also takes in the start of the next frame when one follows.
 const READ_SLACK = 1024;
-// What the reads sized for a message like the last (see #read), pending on
-// all connections, may hold.
-const PREDICTED_READS = 16 * 1024 * 1024;
-let predictedReadBytes = 0;
+// What the reads into buffers taken from the pool (sized for a message like
+// the last, or a large message's own; see #read), pending on all
+// connections, may hold.
+const POOLED_READS = 16 * 1024 * 1024;
+let pooledReadBytes = 0;
 // Reads up to this size are copied out so that the buffer is reused.
 const SMALL_READ = 2048;
 // A larger read is handed on as a view, and the next read goes into the
@@ -1052,6 +1056,9 @@ export class RawSocket implements ServerSocket {
   #ownBuffer: ArrayBufferLike | null = null;
   #ownOffset = 0;
   #ownLength = 0;
+  // Whether #ownBuffer was taken from the pool: reads into it count
+  // towards POOLED_READS.
+  #ownFromPool = false;
   // The length of the last message (or text frame) read into a buffer of
   // its own: the next read is sized for one like it (see #read).
   #lastOwnedLength = 0;
@@ -1612,12 +1619,12 @@ export class RawSocket implements ServerSocket {
       // into the small reused buffer, then its rest): 25.1 -> 21.1 µs of
       // server CPU per message on 16 x 64 KiB, 40.7 -> 37.5 on 256. The
       // buffer comes only from the pool of given-back ones, and all such
-      // reads pending hold at most PREDICTED_READS: a connection that goes
+      // reads pending hold at most POOLED_READS: a connection that goes
       // quiet after a large message holds one in its pending read.
       let predicted: Uint8Array | null = null;
       if (
         this.#lastOwnedLength > size && bulk && expected === 0 && this.#ws.nextHeaderByte < 0 &&
-        this.#parts.length === 0 && predictedReadBytes < PREDICTED_READS
+        this.#parts.length === 0 && pooledReadBytes < POOLED_READS
       ) {
         // A byte more than the frame (see READ_SLACK), and no more than
         // READ_SLACK of the next frame to copy out.
@@ -1629,7 +1636,6 @@ export class RawSocket implements ServerSocket {
       }
       if (predicted !== null) {
         target = predicted;
-        predictedReadBytes += predicted.buffer.byteLength;
       } else if (
         frameRest !== null && expected > 0 &&
         (frameRest.buffer === this.#ownBuffer
@@ -1644,27 +1650,19 @@ export class RawSocket implements ServerSocket {
         // re-copied a message read so far).
         target = frameRest;
       } else if (expected > size && bulk) {
-        held = this.#assemblable(expected);
-        if (held > 0) {
-          // The message so far moves to the front and the rest is read in
-          // behind it: the whole message then is one view, never joined.
-          // The buffer is the message's (see the read below), and may be
-          // given back for reuse (release()); from the pool of allocate()
-          // only past SMALL_READ, as smaller arrays are cut from a slab
-          // that frames share. Its spare room also fits the header of a
-          // frame that echoes the message: buffers a few bytes too small
-          // for that would serve reads only.
-          const whole = held + expected;
-          if (whole > SMALL_READ) {
-            target = allocate(whole + READ_SLACK);
-            this.#ownBuffer = target.buffer;
-            this.#ownOffset = 0;
-            this.#ownLength = whole;
-          } else {
-            target = new Uint8Array(whole + READ_SLACK);
-          }
+        // The binary message so far moves to the front of a buffer of its
+        // own and the rest is read in behind it: the whole message then is
+        // one view, never joined, and may be given back for reuse
+        // (release()). The buffer's spare room also fits the header of a
+        // frame that echoes the message: buffers a few bytes too small for
+        // that would serve reads only.
+        held = this.#ws.extensions.length === 0 ? this.#parts.binaryLength : 0;
+        const own = this.#messageBuffer(held, expected);
+        if (own !== null) {
+          target = own;
           this.#parts.moveTo(target);
         } else if (this.#textFrameFits(expected)) {
+          held = 0;
           // The rest of a text frame: into a pooled buffer that holds it
           // alone, given back once it is decoded (see #process), where a
           // fresh one per message was external memory for V8 to collect.
@@ -1672,8 +1670,10 @@ export class RawSocket implements ServerSocket {
           // read and this rest.
           target = allocate(expected + READ_SLACK);
           this.#ownBuffer = target.buffer;
+          this.#ownFromPool = false;
           this.#lastOwnedLength = lastRead + expected;
         } else {
+          held = 0;
           target = new Uint8Array(Math.min(expected + READ_SLACK, Math.max(size, FRAME_READ)));
         }
       } else {
@@ -1683,6 +1683,10 @@ export class RawSocket implements ServerSocket {
       const owned = this.#ownBuffer !== null && target.buffer === this.#ownBuffer;
       const into = held > 0 ? target.subarray(held) : target;
       frameRest = null;
+      const pooled = predicted !== null || (owned && this.#ownFromPool)
+        ? target.buffer.byteLength
+        : 0;
+      pooledReadBytes += pooled;
       let n: number | null;
       try {
         n = await this.#conn.read(into);
@@ -1690,7 +1694,7 @@ export class RawSocket implements ServerSocket {
         if (!this.#connClosed) this.#ioError ??= error;
         n = null;
       }
-      if (predicted !== null) predictedReadBytes -= predicted.buffer.byteLength;
+      pooledReadBytes -= pooled;
       if (this.#connClosed) break;
       this.#heard = true;
       let data: Uint8Array | null = null;
@@ -1813,6 +1817,7 @@ export class RawSocket implements ServerSocket {
     this.#ownBuffer = bytes.buffer;
     this.#ownOffset = bytes.byteOffset + header;
     this.#ownLength = payload;
+    this.#ownFromPool = true;
     this.#lastOwnedLength = payload;
     return frame;
   }
@@ -1825,13 +1830,35 @@ export class RawSocket implements ServerSocket {
       this.#ws.extensions.length === 0;
   }
 
-  // The bytes of the binary message in progress when it and the rest of its
-  // current frame fit one buffer of FRAME_READ; 0 when they do not (text
-  // is decoded to strings, and an extension's output is not the wire's).
-  #assemblable(expected: number): number {
-    if (this.#ws.extensions.length > 0) return 0;
-    const held = this.#parts.binaryLength;
-    return held > 0 && held + expected <= FRAME_READ ? held : 0;
+  // A buffer of its own for the binary message in progress, `held` bytes
+  // so far (0: none, or text) and `expected` to come in its current frame,
+  // with READ_SLACK behind; null when there is none to have. Up to
+  // FRAME_READ it is made, from the pool of allocate() past SMALL_READ (as
+  // smaller arrays are cut from a slab that frames share, it is then not
+  // the message's). Past FRAME_READ it is only taken from the pool, never
+  // made, and while reads into pooled buffers hold less than POOLED_READS:
+  // a peer that announces a large frame and stalls must not make us hold
+  // more new memory than FRAME_READ. A 256 KiB echo read in 64 KiB pieces
+  // and joined cost 164-178 µs of server CPU per message.
+  #messageBuffer(held: number, expected: number): Uint8Array | null {
+    if (held === 0) return null;
+    const whole = held + expected;
+    const size = whole + READ_SLACK;
+    if (whole <= SMALL_READ) return new Uint8Array(size);
+    let buffer: Uint8Array;
+    if (whole <= FRAME_READ) buffer = allocate(size);
+    else {
+      // A byte of slack is enough to take a spare: the frame that echoed a
+      // message like this one is only a few bytes longer than it.
+      const spare = pooledReadBytes < POOLED_READS ? takeSpare(whole + 1) : null;
+      if (spare === null) return null;
+      buffer = new Uint8Array(spare, 0, Math.min(spare.byteLength, size));
+    }
+    this.#ownBuffer = buffer.buffer;
+    this.#ownOffset = 0;
+    this.#ownLength = whole;
+    this.#ownFromPool = whole > FRAME_READ;
+    return buffer;
   }
 
   // `more` follows `data` (both before any event is taken, so that the

@@ -158,6 +158,38 @@ Deno.test("release(): the next message is read into the given-back buffer, and e
   assert.ok(distinct < payloads.length / 2, `${distinct} buffers for ${payloads.length} messages`);
 });
 
+Deno.test("release(): a message past 64 KiB is read into a given-back buffer once the pool has one", async (t) => {
+  // The first is read in pieces and joined; the frames and messages given
+  // back then serve the next ones, read into a buffer of their own.
+  for (const size of [200_000, 1_000_000]) {
+    await t.step(`${size} bytes`, async () => {
+      const random = prng(size);
+      const payloads = Array.from({ length: 6 }, () => randomBytes(random, size));
+      const buffers: ArrayBufferLike[] = [];
+      await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+        for await (const message of socket) {
+          buffers.push(asBytes(message).buffer);
+          const sent = socket.send(message);
+          socket.release(message);
+          await sent;
+        }
+      });
+      const conn = await rawOpen(server.addr.port, "/");
+      try {
+        for (const [i, payload] of payloads.entries()) {
+          await writeAll(conn, rawFrame({ opcode: 2, payload }));
+          const { bytes } = await readUntil(conn, (got) => serverFrames(got).length > 0, 5000);
+          assertSame(serverFrames(bytes)[0]!.payload, payload, `echo ${i}`);
+        }
+      } finally {
+        conn.close();
+      }
+      const distinct = new Set(buffers).size;
+      assert.ok(distinct <= 4, `${distinct} buffers for ${payloads.length} messages`);
+    });
+  }
+});
+
 Deno.test("release(): a message not released is never written over", async () => {
   const payloads = payloadsOf(42, 10);
   const kept: Uint8Array[] = [];
@@ -425,7 +457,7 @@ Deno.test("a seeded mix of messages, written in random pieces, comes back intact
   // message's buffer, pipelined bursts, and buffers given back and reused
   // (echoWithFiller).
   const random = prng(47);
-  const sizes = [0, 1, 125, 126, 2047, 2048, 4096, 65_535, 65_536, 65_537, 150_000];
+  const sizes = [0, 1, 125, 126, 2047, 2048, 4096, 65_535, 65_536, 65_537, 150_000, 300_000];
   let lastSize = 60_000;
   type Message = { opcode: number; frames: Uint8Array[]; payload: Uint8Array };
   const messageOf = (): Message => {
@@ -470,7 +502,7 @@ Deno.test("a seeded mix of messages, written in random pieces, comes back intact
     }
   };
   // A little longer than the message.
-  const fillers = randomBytes(random, 160_000);
+  const fillers = randomBytes(random, 310_000);
   const fillerOf = (length: number) => fillers.subarray(0, length + 100);
   await using server = serve(
     { hostname: "127.0.0.1", port: 0 },
