@@ -940,8 +940,8 @@ const KEEP_READ = 4096;
 const MAX_READ = 256 * 1024;
 // The rest of a large frame is read into one new buffer of its size, up to
 // this much: what a peer that announces a large frame and stalls makes us
-// hold. A larger binary message is read into a buffer of its own only when
-// the pool of given-back ones holds one (see #messageBuffer).
+// hold. A larger binary message or text frame is read into a buffer of its
+// own only when the pool of given-back ones holds one (see #ownReadBuffer).
 const FRAME_READ = 64 * 1024;
 // Such a read asks for this much more than the frame's rest. A read that
 // fills its buffer leaves the socket marked readable, so the next read is a
@@ -1657,20 +1657,19 @@ export class RawSocket implements ServerSocket {
         // frame that echoes the message: buffers a few bytes too small for
         // that would serve reads only.
         held = this.#ws.extensions.length === 0 ? this.#parts.binaryLength : 0;
-        const own = this.#messageBuffer(held, expected);
-        if (own !== null) {
-          target = own;
+        const message = this.#messageBuffer(held, expected);
+        const text = message === null ? this.#textFrameBuffer(expected) : null;
+        if (message !== null) {
+          target = message;
           this.#parts.moveTo(target);
-        } else if (this.#textFrameFits(expected)) {
-          held = 0;
+        } else if (text !== null) {
           // The rest of a text frame: into a pooled buffer that holds it
           // alone, given back once it is decoded (see #process), where a
           // fresh one per message was external memory for V8 to collect.
           // The next read is sized for a frame like it: at most the last
           // read and this rest.
-          target = allocate(expected + READ_SLACK);
-          this.#ownBuffer = target.buffer;
-          this.#ownFromPool = false;
+          held = 0;
+          target = text;
           this.#lastOwnedLength = lastRead + expected;
         } else {
           held = 0;
@@ -1822,42 +1821,52 @@ export class RawSocket implements ServerSocket {
     return frame;
   }
 
-  // Whether the rest of the text frame in progress (`expected` bytes) is
-  // read into a buffer of its own: past what a slab serves, within
-  // FRAME_READ, and without extensions (their output is not the wire's).
-  #textFrameFits(expected: number): boolean {
-    return expected > SMALL_READ && expected <= FRAME_READ && this.#parts.holdsText &&
-      this.#ws.extensions.length === 0;
-  }
-
   // A buffer of its own for the binary message in progress, `held` bytes
   // so far (0: none, or text) and `expected` to come in its current frame,
   // with READ_SLACK behind; null when there is none to have. Up to
-  // FRAME_READ it is made, from the pool of allocate() past SMALL_READ (as
-  // smaller arrays are cut from a slab that frames share, it is then not
-  // the message's). Past FRAME_READ it is only taken from the pool, never
-  // made, and while reads into pooled buffers hold less than POOLED_READS:
-  // a peer that announces a large frame and stalls must not make us hold
-  // more new memory than FRAME_READ. A 256 KiB echo read in 64 KiB pieces
-  // and joined cost 164-178 µs of server CPU per message.
+  // SMALL_READ it is a plain array (smaller ones from allocate() are cut
+  // from a slab that frames share, so it is then not the message's).
   #messageBuffer(held: number, expected: number): Uint8Array | null {
     if (held === 0) return null;
     const whole = held + expected;
-    const size = whole + READ_SLACK;
-    if (whole <= SMALL_READ) return new Uint8Array(size);
+    if (whole <= SMALL_READ) return new Uint8Array(whole + READ_SLACK);
+    const buffer = this.#ownReadBuffer(whole);
+    if (buffer === null) return null;
+    this.#ownOffset = 0;
+    this.#ownLength = whole;
+    return buffer;
+  }
+
+  // A buffer of its own for the rest of the text frame in progress
+  // (`expected` bytes); null for anything else, and without extensions
+  // (their output is not the wire's).
+  #textFrameBuffer(expected: number): Uint8Array | null {
+    if (expected <= SMALL_READ || !this.#parts.holdsText || this.#ws.extensions.length > 0) {
+      return null;
+    }
+    return this.#ownReadBuffer(expected);
+  }
+
+  // The buffer `length` bytes of a message are read into, with READ_SLACK
+  // behind, made its own (#ownBuffer); null when there is none to have.
+  // Up to FRAME_READ it is made (from the pool of allocate()). Past it, it
+  // is only taken from the pool, never made, and while reads into pooled
+  // buffers hold less than POOLED_READS: a peer that announces a large
+  // frame and stalls must not make us allocate more than FRAME_READ. A
+  // 256 KiB echo read in 64 KiB pieces and joined cost 2-3 times native's
+  // CPU per message.
+  #ownReadBuffer(length: number): Uint8Array | null {
     let buffer: Uint8Array;
-    if (whole <= FRAME_READ) buffer = allocate(size);
+    if (length <= FRAME_READ) buffer = allocate(length + READ_SLACK);
     else {
       // A byte of slack is enough to take a spare: the frame that echoed a
       // message like this one is only a few bytes longer than it.
-      const spare = pooledReadBytes < POOLED_READS ? takeSpare(whole + 1) : null;
+      const spare = pooledReadBytes < POOLED_READS ? takeSpare(length + 1) : null;
       if (spare === null) return null;
-      buffer = new Uint8Array(spare, 0, Math.min(spare.byteLength, size));
+      buffer = new Uint8Array(spare, 0, Math.min(spare.byteLength, length + READ_SLACK));
     }
     this.#ownBuffer = buffer.buffer;
-    this.#ownOffset = 0;
-    this.#ownLength = whole;
-    this.#ownFromPool = whole > FRAME_READ;
+    this.#ownFromPool = length > FRAME_READ;
     return buffer;
   }
 

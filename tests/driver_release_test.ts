@@ -333,7 +333,7 @@ Deno.test("large text comes back intact from reads into buffers given back once 
   // once, except where noted.
   const random = prng(48);
   const large = (size = SIZE) => textBytes(random, size);
-  const filler = randomBytes(random, 3 * SIZE);
+  const filler = randomBytes(random, 4 * SIZE);
   const steps: (Uint8Array | null)[] = []; // null: a pause between writes
   const answers: Answer[] = [];
   const echo = (payload: Uint8Array, frames = rawFrame({ opcode: 1, payload })) => {
@@ -369,6 +369,8 @@ Deno.test("large text comes back intact from reads into buffers given back once 
   const splitFrame = rawFrame({ opcode: 1, payload: split });
   steps.push(splitFrame.subarray(0, 3000), null, splitFrame.subarray(3000), null);
   answers.push({ opcode: 1, payload: split }, { opcode: 2, payload: filler });
+  echo(large(200_000)); // past 64 KiB: read in pieces
+  echo(large(200_000)); // and into a given-back buffer
   echo(large()); // and after all that, one like the first
   await using server = serve(
     { hostname: "127.0.0.1", port: 0 },
