@@ -77,8 +77,11 @@ export class Connection {
   #state = ConnectionState.OPEN;
   // True once a close frame or a protocol error ended the inbound stream.
   #inboundClosed = false;
-  // The event peekEvent() decoded and nextEvent() has not yet taken.
-  #peeked: ConnectionEvent | null = null;
+  // The event peekEvent() decoded and nextEvent() has not yet taken;
+  // null when it found none (until more bytes come), undefined when
+  // nothing was peeked. A driver peeks after each message, so the
+  // nextEvent() that ends its loop need not decode again.
+  #peeked: ConnectionEvent | null | undefined = undefined;
   // True once the transport's stream ended: what is buffered is still
   // decoded, and then a 1006 close stands in for the peer's.
   #streamEnded = false;
@@ -144,6 +147,8 @@ export class Connection {
    * @throws {LocalProtocolError} When data comes after the state is CLOSED.
    */
   receiveData(data: Uint8Array | null): void {
+    // "Nothing yet" no longer holds: the bytes, or the end, may make one.
+    if (this.#peeked === null) this.#peeked = undefined;
     if (data === null) {
       this.#streamEnded = true;
       this.#state = ConnectionState.CLOSED;
@@ -185,8 +190,8 @@ export class Connection {
    * @returns The event, or `null`.
    */
   nextEvent(): ConnectionEvent | null {
-    const event = this.#peeked ?? this.#readEvent();
-    this.#peeked = null;
+    const event = this.#peeked === undefined ? this.#readEvent() : this.#peeked;
+    this.#peeked = undefined;
     // Every close the engine yields ends what it reads: the peer's, a
     // failure standing in for one (§7.1.7), or the end of the stream.
     if (event instanceof CloseConnection) this.#endInbound();
@@ -221,7 +226,8 @@ export class Connection {
    * @returns The next event, or `null` until more bytes arrive.
    */
   peekEvent(): ConnectionEvent | null {
-    return this.#peeked ??= this.#readEvent();
+    if (this.#peeked === undefined) this.#peeked = this.#readEvent();
+    return this.#peeked;
   }
 
   // Once a close is peeked, nothing after it is decoded or kept.

@@ -380,6 +380,19 @@ Deno.test("peekEvent() shows the next event without taking it; the state moves w
     assert.equal(conn.send(close.response()).length, 4);
     assert.equal(conn.state, CLOSED);
   });
+  await t.step("finding nothing holds only until bytes or the end come", () => {
+    const conn = new ws.Connection(SERVER);
+    const frame = text("split");
+    conn.receiveData(frame.slice(0, 3));
+    assert.equal(conn.peekEvent(), null);
+    assert.equal(conn.nextEvent(), null);
+    assert.equal(conn.peekEvent(), null);
+    conn.receiveData(frame.slice(3));
+    assert.deepEqual(normalize([conn.nextEvent()!]), [{ type: "text", data: "split", end: true }]);
+    assert.equal(conn.peekEvent(), null);
+    conn.receiveData(null);
+    assert.deepEqual(normalize([conn.peekEvent()!]), [{ type: "close", code: 1006, reason: "" }]);
+  });
   await t.step("a message peeked before the stream ends comes first, then 1006", () => {
     const conn = new ws.Connection(SERVER);
     conn.receiveData(text("last"));
