@@ -1656,9 +1656,11 @@ export class RawSocket implements ServerSocket {
         // (release()). The buffer's spare room also fits the header of a
         // frame that echoes the message: buffers a few bytes too small for
         // that would serve reads only.
-        held = this.#ws.extensions.length === 0 ? this.#parts.binaryLength : 0;
+        // Not with extensions: their output is not the wire's.
+        const plain = this.#ws.extensions.length === 0;
+        held = plain ? this.#parts.binaryLength : 0;
         const message = this.#messageBuffer(held, expected);
-        const text = message === null ? this.#textFrameBuffer(expected) : null;
+        const text = plain && message === null ? this.#textFrameBuffer(expected) : null;
         if (message !== null) {
           target = message;
           this.#parts.moveTo(target);
@@ -1838,13 +1840,9 @@ export class RawSocket implements ServerSocket {
   }
 
   // A buffer of its own for the rest of the text frame in progress
-  // (`expected` bytes); null for anything else, and without extensions
-  // (their output is not the wire's).
+  // (`expected` bytes); null for anything else.
   #textFrameBuffer(expected: number): Uint8Array | null {
-    if (expected <= SMALL_READ || !this.#parts.holdsText || this.#ws.extensions.length > 0) {
-      return null;
-    }
-    return this.#ownReadBuffer(expected);
+    return expected > SMALL_READ && this.#parts.holdsText ? this.#ownReadBuffer(expected) : null;
   }
 
   // The buffer `length` bytes of a message are read into, with READ_SLACK
