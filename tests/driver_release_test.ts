@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { serve } from "../server.ts";
 import { type MessageData, RawSocket, type ServerSocket } from "../socket.ts";
 import { ConnectionType } from "../state.ts";
-import { concat, prng, randomBytes, rawFrame } from "./_util.ts";
+import { assertSameBytes, concat, prng, randomBytes, rawFrame } from "./_util.ts";
 import { interpose, rawOpen, readUntil, writeAll } from "./_drivers.ts";
 
 // Large enough for the read of a frame's rest to get a buffer of its own.
@@ -62,7 +62,7 @@ async function expectAnswers(
   assert.equal(got.length, answers.length, `${what}: no more than the answers`);
   for (const [i, answer] of answers.entries()) {
     assert.equal(got[i]!.opcode, answer.opcode, `${what}, answer ${i}: the type`);
-    assertSame(got[i]!.payload, answer.payload, `${what}, answer ${i}`);
+    assertSameBytes(got[i]!.payload, answer.payload, `${what}, answer ${i}`);
   }
 }
 
@@ -101,12 +101,6 @@ async function pair(run: (socket: ServerSocket) => Promise<void>) {
       await server.shutdown();
     },
   };
-}
-
-// Not assert.deepEqual: its diff of two 60 KB arrays takes minutes.
-function assertSame(actual: Uint8Array, expected: Uint8Array, what: string): void {
-  const same = actual.length === expected.length && actual.every((byte, i) => byte === expected[i]);
-  assert.ok(same, `${what}: not the bytes sent`);
 }
 
 /**
@@ -151,7 +145,7 @@ Deno.test("release(): the next message is read into the given-back buffer, and e
   });
   // One at a time, so that each message comes alone and large.
   for (const [i, payload] of payloads.entries()) {
-    assertSame(await peers.exchange(payload), payload, `echo ${i}`);
+    assertSameBytes(await peers.exchange(payload), payload, `echo ${i}`);
   }
   assert.equal(buffers.length, payloads.length);
   const distinct = new Set(buffers).size;
@@ -179,7 +173,7 @@ Deno.test("release(): a message past 64 KiB is read into a given-back buffer onc
         for (const [i, payload] of payloads.entries()) {
           await writeAll(conn, rawFrame({ opcode: 2, payload }));
           const { bytes } = await readUntil(conn, (got) => serverFrames(got).length > 0, 5000);
-          assertSame(serverFrames(bytes)[0]!.payload, payload, `echo ${i}`);
+          assertSameBytes(serverFrames(bytes)[0]!.payload, payload, `echo ${i}`);
         }
       } finally {
         conn.close();
@@ -204,7 +198,7 @@ Deno.test("release(): a message not released is never written over", async () =>
   });
   for (const payload of payloads) await peers.exchange(payload);
   assert.equal(kept.length, payloads.length / 2);
-  kept.forEach((bytes, i) => assertSame(bytes, payloads[2 * i]!, `message ${2 * i}`));
+  kept.forEach((bytes, i) => assertSameBytes(bytes, payloads[2 * i]!, `message ${2 * i}`));
 });
 
 Deno.test("release(): twice, a string, or someone else's array changes nothing", async () => {
@@ -229,7 +223,9 @@ Deno.test("release(): twice, a string, or someone else's array changes nothing",
   for (const payload of payloads) await peers.exchange(payload);
   assert.equal(received.length, payloads.length);
   // The first was released: its bytes are anyone's now. The rest are whole.
-  for (let i = 1; i < payloads.length; i++) assertSame(received[i]!, payloads[i]!, `message ${i}`);
+  for (let i = 1; i < payloads.length; i++) {
+    assertSameBytes(received[i]!, payloads[i]!, `message ${i}`);
+  }
   const later = new Set(received.slice(1).map((bytes) => bytes.buffer));
   assert.equal(later.size, payloads.length - 1, "each kept message has a buffer of its own");
 });
@@ -254,11 +250,11 @@ Deno.test("release(): the next frame's first bytes, read with a message, never s
     const secondFrame = maskedFrame(second);
     await writeAll(conn, concat(maskedFrame(first), secondFrame.subarray(0, 1)));
     const { bytes: answer } = await readUntil(conn, (got) => got.length >= 4 + SIZE, 2000);
-    assertSame(answer.subarray(4), filler, "the handler's frame");
+    assertSameBytes(answer.subarray(4), filler, "the handler's frame");
     await writeAll(conn, secondFrame.subarray(1));
     await readUntil(conn, (got) => got.length >= 4, 2000);
     assert.equal(received.length, 2);
-    assertSame(received[1]!, second, "the second message");
+    assertSameBytes(received[1]!, second, "the second message");
   } finally {
     conn.close();
     await server.shutdown();
@@ -300,7 +296,7 @@ Deno.test("a large message after one like it takes one read, behind its header i
           () => opcode === 1 ? textBytes(random, SIZE) : randomBytes(random, SIZE),
         );
         const echoed = async (payload: Uint8Array) => {
-          assertSame(await exchange(conn, payload, opcode), payload, "the echo");
+          assertSameBytes(await exchange(conn, payload, opcode), payload, "the echo");
         };
         // The first two arm it (the first message's own buffer is made on
         // the way, and given back).
