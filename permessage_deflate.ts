@@ -58,6 +58,14 @@ export interface PerMessageDeflateOptions {
   maxMessageSize?: number;
   /** zlib's compression level, 0 (stored) to 9 (smallest). Default 6. */
   compressionLevel?: number;
+  /**
+   * zlib's `memLevel`, 1 to 9: how much memory our compressor holds while
+   * it keeps context between messages, traded against speed and ratio.
+   * With a window of `w` bits it holds `4 * 2^w + 2^(memoryLevel + 9)`
+   * bytes: 256 KiB at the defaults (15 bits, 8), 32 KiB at 12 bits and 5,
+   * as Python's websockets compresses. Default 8.
+   */
+  memoryLevel?: number;
 }
 
 /** The extension token (RFC 7692 §7). */
@@ -85,7 +93,7 @@ const RSV1: RsvBits = Object.freeze({ rsv1: true, rsv2: false, rsv3: false });
 const OUTPUT_CHUNK = 64 * 1024;
 const scratch = new Uint8Array(OUTPUT_CHUNK);
 
-/** zlib's usual memory level: 128 KiB of hash tables. */
+/** zlib's usual memory level: a 64 KiB hash table and a 64 KiB symbol buffer. */
 const MEM_LEVEL = 8;
 
 /**
@@ -119,7 +127,7 @@ class SpareStreams {
   }
 }
 
-// A deflater holds about 260 KiB, an inflater 40 KiB.
+// At the defaults a deflater holds 256 KiB, an inflater 40 KiB.
 const spareDeflaters = new SpareStreams(2);
 const spareInflaters = new SpareStreams(4);
 
@@ -186,6 +194,7 @@ export class PerMessageDeflate implements Extension {
   readonly #threshold: number;
   readonly #maxMessageSize: number;
   readonly #level: number;
+  readonly #memoryLevel: number;
 
   #enabled = false;
   // What negotiation agreed, seen from this end: inbound is the peer's
@@ -216,7 +225,8 @@ export class PerMessageDeflate implements Extension {
    *
    * @param options What to offer or accept, and the limits.
    * @throws {RangeError} When an option is not an integer in its range
-   *   (window bits 8-15, `compressionLevel` 0-9, sizes from 0).
+   *   (window bits 8-15, `compressionLevel` 0-9, `memoryLevel` 1-9,
+   *   sizes from 0).
    *
    * @example Asking the server for a small window
    * ```ts
@@ -243,6 +253,7 @@ export class PerMessageDeflate implements Extension {
       0,
     );
     this.#level = checkInteger("compressionLevel", options.compressionLevel ?? 6, 0, 9);
+    this.#memoryLevel = checkInteger("memoryLevel", options.memoryLevel ?? MEM_LEVEL, 1, 9);
   }
 
   /**
@@ -608,7 +619,7 @@ export class PerMessageDeflate implements Extension {
 
   // What a kept deflater must have been made with to serve this connection.
   #deflaterKey(): number {
-    return this.#level * 16 + this.#deflaterWindowBits();
+    return (this.#level * 16 + this.#deflaterWindowBits()) * 16 + this.#memoryLevel;
   }
 
   #deflate(data: Uint8Array, fin: boolean): Uint8Array {
@@ -623,8 +634,11 @@ export class PerMessageDeflate implements Extension {
         this.#level,
         8, // Z_DEFLATED, the only method
         -this.#deflaterWindowBits(), // negative: raw DEFLATE, no zlib header (§7.2.1)
-        MEM_LEVEL,
+        this.#memoryLevel,
         pako.Z_DEFAULT_STRATEGY,
+        // pako's own hash needs a table of 2^15 entries whatever memLevel
+        // says; zlib's, which it keeps as the legacy one, is sized by it.
+        this.#memoryLevel < MEM_LEVEL,
       );
       if (status !== pako.Z_OK) throw new Error(`zlib deflateInit2 failed with ${status}`);
     }

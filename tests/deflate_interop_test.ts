@@ -348,6 +348,12 @@ const WS_CLIENT_CASES: WsClientCase[] = [
     answer: "permessage-deflate; server_no_context_takeover; client_no_context_takeover; " +
       "server_max_window_bits=10; client_max_window_bits=9",
   },
+  {
+    name: "with 12-bit windows and memoryLevel 5 (Python websockets' server settings)",
+    ours: { serverMaxWindowBits: 12, clientMaxWindowBits: 12, memoryLevel: 5, threshold: 0 },
+    theirs: { threshold: 0 },
+    answer: "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+  },
 ];
 
 for (const c of WS_CLIENT_CASES) {

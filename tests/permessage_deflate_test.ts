@@ -364,6 +364,9 @@ Deno.test("PerMessageDeflate rejects options outside their ranges", () => {
     { serverMaxWindowBits: 9.5 },
     { compressionLevel: 10 },
     { compressionLevel: -1 },
+    { memoryLevel: 0 },
+    { memoryLevel: 10 },
+    { memoryLevel: 4.5 },
     { threshold: -1 },
     { maxMessageSize: Number.NaN },
   ];
@@ -579,6 +582,60 @@ Deno.test("PerMessageDeflate reuses zlib streams across connections without shar
     assert.deepEqual(receive(server, send(client, Opcode.TEXT, message, 1 + (i % 3))), message);
     assert.deepEqual(receive(client, send(server, Opcode.TEXT, message, 1 + (i % 3))), message);
   }
+});
+
+Deno.test("PerMessageDeflate compresses at every memory level, its kept streams apart", () => {
+  // Three 40 KiB messages: the window slides, which a smaller hash table
+  // must survive as well as the default one.
+  const messages = [0, 1, 2].map((seed) => textLike(40 * 1024, 20 + seed));
+  const sizes = new Map<number, number>();
+  for (let memoryLevel = 1; memoryLevel <= 9; memoryLevel++) {
+    const [client, server] = negotiate({ threshold: 0 }, { threshold: 0, memoryLevel });
+    let size = 0;
+    for (const message of messages) {
+      const frames = send(server, Opcode.TEXT, message, 2);
+      assert.deepEqual(receive(client, frames), message, `memoryLevel ${memoryLevel}`);
+      size += stream(frames).length;
+    }
+    sizes.set(memoryLevel, size);
+  }
+  // The level reaches zlib: a 256-entry hash table finds fewer matches.
+  assert.ok(sizes.get(1)! > sizes.get(8)!, `${sizes.get(1)} vs ${sizes.get(8)} bytes`);
+  // Below 8, with zlib's own hash, whose table the level sizes: pako's
+  // newer hash keeps 2^15 entries at any level.
+  for (let memoryLevel = 1; memoryLevel <= 9; memoryLevel++) {
+    const strm = new pako.ZStream();
+    const legacyHash = memoryLevel < 8;
+    pako.zlibDeflateInit2(strm, 6, 8, -15, memoryLevel, pako.Z_DEFAULT_STRATEGY, legacyHash);
+    const reference = pointZStream(strm, messages[0]!, new Uint8Array(64 * 1024));
+    assert.equal(pako.zlibDeflate(strm, pako.Z_SYNC_FLUSH), pako.Z_OK);
+    const [, server] = negotiate({}, { threshold: 0, memoryLevel });
+    assert.deepEqual(
+      stream(send(server, Opcode.TEXT, messages[0]!)),
+      reference.subarray(0, strm.next_out),
+      `memoryLevel ${memoryLevel}`,
+    );
+  }
+
+  // A deflater given up after a message (no context takeover) serves only
+  // connections that would have made it alike.
+  const message = textLike(8 * 1024, 30);
+  const options = { threshold: 0, serverNoContextTakeover: true };
+  const sent = (memoryLevel: number): Uint8Array => {
+    const [, server] = negotiate({}, { ...options, memoryLevel });
+    return stream(send(server, Opcode.TEXT, message));
+  };
+  const expected = sent(8);
+  const smaller = sent(1);
+  assert.notDeepEqual(smaller, expected);
+  // Take every kept deflater of the default level out of the pool, so that
+  // the next one kept is the one made at level 1.
+  for (let i = 0; i < 4; i++) {
+    const [, server] = negotiate({}, options);
+    server.frameOutbound(Opcode.TEXT, NO_RSV, message, false);
+  }
+  assert.deepEqual(sent(1), smaller);
+  assert.deepEqual(sent(8), expected);
 });
 
 Deno.test("resetInflater leaves an inflater as pako's own resets do, code tables kept", async (t) => {
