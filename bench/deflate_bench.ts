@@ -2,7 +2,10 @@
  * The engines for permessage-deflate, compared: fflate and pako, each used
  * the way a synchronous extension would use it, next to our
  * `PerMessageDeflate` on pako. Every iteration starts from a fresh stream
- * (as with no context takeover), at zlib's default level 6.
+ * (as with no context takeover), at zlib's default level 6. The last group
+ * keeps context over a stream of chat messages, as a server's compressor
+ * does for a connection, at the window sizes and memory levels that trade
+ * the memory it holds against time and ratio; the names show both.
  *
  * Run: deno bench -A bench/deflate_bench.ts
  *
@@ -11,7 +14,7 @@
 
 import * as pako from "pako";
 import * as fflate from "fflate";
-import { PerMessageDeflate } from "../permessage_deflate.ts";
+import { PerMessageDeflate, type PerMessageDeflateOptions } from "../permessage_deflate.ts";
 import { NO_RSV, Opcode } from "../frame.ts";
 import { pointZStream, prng } from "../tests/_util.ts";
 
@@ -224,5 +227,71 @@ for (const [label, size, n] of SIZES) {
         fn: () => void fn(wire),
       });
     }
+  }
+}
+
+// Chat messages that differ from each other (ids, users, words), 40 to
+// 300 bytes: a repeated message compresses to a back-reference and flatters
+// every setting alike.
+function chatMessages(count: number): Uint8Array[] {
+  const random = prng(3);
+  const words = ("the of and to in is that it for on was with as by at you this have from or " +
+    "one had word but not what all were we when your can said there use an each which she do " +
+    "how their if will up other about out many then them these so some her would make like")
+    .split(" ");
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(random() * list.length)]!;
+  const encoder = new TextEncoder();
+  return Array.from({ length: count }, (_, i) => {
+    const body = Array.from({ length: 3 + Math.floor(random() * 40) }, () => pick(words));
+    return encoder.encode(JSON.stringify({
+      type: "message",
+      id: 100_000 + i,
+      room: pick(["lobby", "dev", "random"]),
+      user: `user${Math.floor(random() * 500)}`,
+      body: body.join(" "),
+    }));
+  });
+}
+
+{
+  const messages = chatMessages(2000);
+  const input = messages.reduce((n, message) => n + message.length, 0);
+  const group = "deflate chat messages, context kept: compressor memory";
+  const settings: [string, PerMessageDeflateOptions][] = [
+    ["defaults", {}],
+    ["memoryLevel 5", { memoryLevel: 5 }],
+    ["serverMaxWindowBits 12, memoryLevel 5", { serverMaxWindowBits: 12, memoryLevel: 5 }],
+    ["serverMaxWindowBits 10, memoryLevel 1", { serverMaxWindowBits: 10, memoryLevel: 1 }],
+  ];
+  for (const [label, options] of settings) {
+    const server = (): PerMessageDeflate => {
+      const ext = new PerMessageDeflate({ ...options, threshold: 0 });
+      ext.accept("permessage-deflate");
+      return ext;
+    };
+    const once = server();
+    let output = 0;
+    for (const message of messages) {
+      output += once.frameOutbound(Opcode.TEXT, NO_RSV, message, true).data.length;
+    }
+    // What the compressor holds (pako's window, hash chains, hash table and
+    // symbol buffer): 4 * 2^w + 2^(memoryLevel + 9) bytes.
+    const held = 4 * 2 ** (options.serverMaxWindowBits ?? 15) +
+      2 ** ((options.memoryLevel ?? 8) + 9);
+    const ext = server();
+    let next = 0;
+    Deno.bench({
+      name: `${group}: ${label} (holds ${held / 1024} KiB, sends ${
+        (100 * output / input).toFixed(1)
+      }% of ${(input / messages.length).toFixed(0)} B)`,
+      group,
+      baseline: label === "defaults",
+      n: 20_000,
+      warmup: 2_000,
+      fn: () => {
+        ext.frameOutbound(Opcode.TEXT, NO_RSV, messages[next]!, true);
+        next = (next + 1) % messages.length;
+      },
+    });
   }
 }
