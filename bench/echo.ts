@@ -494,7 +494,10 @@ function median(values: number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
-function fmt(value: number, digits = 0): string {
+// A server that echoed nothing in a row has no round trips: its
+// percentiles come back null, and print as a dash.
+function fmt(value: number | null, digits = 0): string {
+  if (value === null || !Number.isFinite(value)) return "—";
   return value.toLocaleString("en-US", {
     minimumFractionDigits: digits,
     maximumFractionDigits: digits,

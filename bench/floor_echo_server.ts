@@ -1,16 +1,18 @@
 /**
  * The floor in bench/echo.ts (`--floor`): the least work any WebSocket echo
  * server written for Deno does per message, with nothing of a protocol
- * library. One fixed read buffer and one fixed write buffer per connection,
- * reused for every read; each frame is unmasked with this module's `mask()`
- * and sent back under a server header, the replies to one read in one
- * write; no events, no queues, no checks beyond finding frame boundaries.
- * It is not a WebSocket server anyone should run (it trusts its peer
- * completely); it shows how fast Deno's `conn.read`/`conn.write` and the
- * kernel let an echo go on this machine. Its fixed buffers are also what it
- * cannot afford: 512 KiB per connection, and a message is overwritten by
- * the next read, which no library that hands messages to an application
- * may do.
+ * library. One read buffer and one write buffer per connection, reused
+ * for every read (grown once a frame does not fit); each frame is unmasked
+ * with this module's `mask()` and sent back under a server header, the
+ * replies to one read in one write; no events, no queues, no checks beyond
+ * finding frame boundaries. It is not a WebSocket server anyone should run
+ * (it trusts its peer completely); it shows how fast Deno's
+ * `conn.read`/`conn.write` and the kernel let an echo go on this machine.
+ * Its buffers are also what it cannot afford: 512 KiB per connection, and
+ * a message is overwritten by the next read, which no library that hands
+ * messages to an application may do. It reads and writes in turn, never
+ * both at once: with messages of hundreds of KiB that, not CPU, limits its
+ * rate, and its CPU per message is the column to compare.
  *
  *     deno run -A bench/floor_echo_server.ts --port N [--hostname H]
  *
@@ -26,8 +28,8 @@ import { serverAddress } from "./_server_args.ts";
 
 const { port, hostname } = serverAddress();
 
-// Room for the largest frame the bench sends (64 KiB and its header) several
-// times over, so that a read never has to wait for room.
+// Room for a 64 KiB frame and its header several times over, so that a read
+// never has to wait for room; a larger frame grows both buffers to fit.
 const BUFFER = 256 * 1024;
 const encoder = new TextEncoder();
 
@@ -61,9 +63,9 @@ async function handshake(conn: Deno.Conn, buffer: Uint8Array): Promise<number> {
 }
 
 async function echo(conn: Deno.Conn): Promise<void> {
-  const input = new Uint8Array(BUFFER);
-  const output = new Uint8Array(BUFFER);
-  const view = new DataView(input.buffer);
+  let input = new Uint8Array(BUFFER);
+  let output = new Uint8Array(BUFFER);
+  let view = new DataView(input.buffer);
   try {
     let held = await handshake(conn, input);
     while (held >= 0) {
@@ -72,6 +74,7 @@ async function echo(conn: Deno.Conn): Promise<void> {
       let at = 0;
       let out = 0;
       let closing = false;
+      let need = 0;
       while (held - at >= 2) {
         const second = input[at + 1]! & 0x7f;
         const lengthBytes = second === 126 ? 2 : second === 127 ? 8 : 0;
@@ -82,7 +85,10 @@ async function echo(conn: Deno.Conn): Promise<void> {
           : second === 127
           ? Number(view.getBigUint64(at + 2))
           : second;
-        if (held - at < headerLength + length) break;
+        if (held - at < headerLength + length) {
+          need = headerLength + length;
+          break;
+        }
         const payload = input.subarray(at + headerLength, at + headerLength + length);
         mask(payload, input.subarray(at + headerLength - 4, at + headerLength));
         output[out] = input[at]!;
@@ -97,7 +103,13 @@ async function echo(conn: Deno.Conn): Promise<void> {
       if (closing) break;
       input.copyWithin(0, at, held);
       held -= at;
-      if (held === input.length) break; // a frame larger than the buffer
+      if (need > input.length) {
+        const grown = new Uint8Array(need);
+        grown.set(input.subarray(0, held));
+        input = grown;
+        output = new Uint8Array(need);
+        view = new DataView(input.buffer);
+      }
       const n = await conn.read(input.subarray(held));
       if (n === null) break;
       held += n;
