@@ -61,9 +61,10 @@ export interface PerMessageDeflateOptions {
   /**
    * zlib's `memLevel`, 1 to 9: how much memory our compressor holds while
    * it keeps context between messages, traded against speed and ratio.
-   * With a window of `w` bits it holds `4 * 2^w + 2^(memoryLevel + 9)`
-   * bytes: 256 KiB at the defaults (15 bits, 8), 32 KiB at 12 bits and 5,
-   * as Python's websockets compresses. Default 8.
+   * With a window of `w` bits its buffers take
+   * `4 * 2^w + 2^(memoryLevel + 9)` bytes: 256 KiB at the defaults (15
+   * bits, 8), 32 KiB at 12 bits and 5, as Python's websockets compresses.
+   * Default 8.
    */
   memoryLevel?: number;
 }

@@ -3,7 +3,12 @@
  * testing: every message comes back with its type.
  *
  *     deno run -A examples/echo_server.ts --port N [--hostname H] [--deflate]
- *       [--no-release]
+ *       [--deflate-lean] [--no-release]
+ *
+ * `--deflate` accepts permessage-deflate with its defaults; `--deflate-lean`
+ * compresses with a 12-bit window and `memoryLevel` 5, as Python's
+ * websockets does, so that the buffers our compressor keeps for a
+ * connection between messages take 32 KiB, not 256.
  *
  * Prints `listening on ws://H:N/` once ready (N is the real port when
  * `--port 0`), and shuts down cleanly on SIGINT or SIGTERM.
@@ -12,16 +17,19 @@
  */
 
 // deno-lint-ignore-file no-console
+import type { PerMessageDeflateOptions } from "../permessage_deflate.ts";
 import { serve } from "../server.ts";
 import type { Handler } from "../socket.ts";
 
 interface Args {
   port: number;
   hostname: string;
-  deflate: boolean;
+  deflate: boolean | PerMessageDeflateOptions;
   /** Whether each message's buffer is given back once echoed (`Socket.release`). */
   release: boolean;
 }
+
+const LEAN_DEFLATE: PerMessageDeflateOptions = { serverMaxWindowBits: 12, memoryLevel: 5 };
 
 function parseArgs(argv: readonly string[]): Args {
   const args: Args = { port: NaN, hostname: "127.0.0.1", deflate: false, release: true };
@@ -38,6 +46,7 @@ function parseArgs(argv: readonly string[]): Args {
     if (flag === "--port") args.port = Number(value());
     else if (flag === "--hostname") args.hostname = value();
     else if (flag === "--deflate") args.deflate = true;
+    else if (flag === "--deflate-lean") args.deflate = LEAN_DEFLATE;
     else if (flag === "--no-release") args.release = false;
     else throw new TypeError(`Unknown argument ${arg}`);
   }
@@ -72,7 +81,7 @@ try {
 } catch (error) {
   console.error(error instanceof Error ? error.message : error);
   console.error(
-    "usage: deno run -A examples/echo_server.ts --port N [--hostname H] [--deflate] [--no-release]",
+    "usage: deno run -A examples/echo_server.ts --port N [--hostname H] [--deflate] [--deflate-lean] [--no-release]",
   );
   Deno.exit(2);
 }
