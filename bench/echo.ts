@@ -16,7 +16,9 @@
  * other columns are medians over the rounds. The messages are binary;
  * `--text` makes them text (JSON-ish chat, ASCII), which a server decodes
  * and checks as UTF-8 and encodes again. `--deflate` adds this module
- * with permessage-deflate on compressible text (native cannot negotiate it).
+ * with permessage-deflate on compressible text (native cannot negotiate it),
+ * at its defaults and lean (`--deflate-lean` of the echo server: a 12-bit
+ * window and `memoryLevel` 5 for its compressor).
  * `--against DIR` adds the echo server of another checkout of this module
  * (say, `git worktree add /tmp/before HEAD~3`), measured in the same rounds:
  * the way to tell a change's effect from this machine's drift. `--floor`
@@ -177,6 +179,12 @@ const OURS_DEFLATE: Server = {
   name: "ours+deflate",
   script: "../examples/echo_server.ts",
   args: ["--deflate"],
+  deflate: true,
+};
+const OURS_DEFLATE_LEAN: Server = {
+  name: "ours+deflate-lean",
+  script: "../examples/echo_server.ts",
+  args: ["--deflate-lean"],
   deflate: true,
 };
 
@@ -421,22 +429,28 @@ function countAllocations(pid: number): AllocationCount {
   };
 }
 
-/** Resident memory per idle connection, two ways (bytes). */
+/** Resident memory per idle connection, three ways (bytes). */
 interface IdleMeasurement {
   /** RSS after opening IDLE_CONNS, less before, per connection. */
   average: number;
   /** RSS after opening IDLE_CONNS more, less after the first IDLE_CONNS, per connection. */
   marginal: number;
+  /** The same for a third IDLE_CONNS, each idle after one echoed message. */
+  afterMessage: number;
 }
 
-/** Open IDLE_CONNS idle connections; resolves once they are all open. */
-async function openIdle(server: Server, port: number) {
+/**
+ * Open IDLE_CONNS idle connections, each after one echoed message when
+ * `hello`; resolves once they are all open (and echoed).
+ */
+async function openIdle(server: Server, port: number, hello = false) {
   const idle = client([
     "--port",
     String(port),
     "--conns",
     String(IDLE_CONNS),
     "--idle",
+    ...(hello ? ["--hello"] : []),
     ...(server.deflate ? ["--deflate"] : []),
   ], "piped");
   const output = lines(idle.stdout);
@@ -478,10 +492,14 @@ async function measureIdle(server: Server): Promise<IdleMeasurement> {
     const second = await openIdle(server, running.port);
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const afterSecond = statusBytes(pid, "VmRSS");
-    await Promise.all([first.close(), second.close()]);
+    const third = await openIdle(server, running.port, true);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const afterThird = statusBytes(pid, "VmRSS");
+    await Promise.all([first.close(), second.close(), third.close()]);
     return {
       average: (afterFirst - before) / IDLE_CONNS,
       marginal: (afterSecond - afterFirst) / IDLE_CONNS,
+      afterMessage: (afterThird - afterSecond) / IDLE_CONNS,
     };
   } finally {
     await stopServer(running);
@@ -517,7 +535,7 @@ const servers = [
   ...AGAINST,
   ...(options.floor ? [FLOOR] : []),
   ...(options.kept ? [OURS_KEPT] : []),
-  ...(options.deflate ? [OURS_DEFLATE] : []),
+  ...(options.deflate ? [OURS_DEFLATE, OURS_DEFLATE_LEAN] : []),
 ];
 const rows = ROWS.filter((row) => row.name.includes(options.only));
 const report: Record<string, unknown>[] = [];
@@ -604,12 +622,14 @@ if ("idle".includes(options.only) || options.only === "") {
       "the JIT compiles once a path is hot (for ours mostly during the second batch: " +
       "with --no-opt --no-maglev it measured half), so the " +
       `first ${IDLE_CONNS} connections and the next ${IDLE_CONNS} give different figures; ` +
-      "both are shown.",
+      `both are shown. A third ${IDLE_CONNS} each send one message (with --deflate, ` +
+      "compressed) and idle once it is echoed: what a server keeps for a connection " +
+      "that has talked.",
   );
   console.log(
-    `| server | KB per connection, first ${IDLE_CONNS} (each round) | median | KB per connection, next ${IDLE_CONNS} (each round) | median | target |`,
+    `| server | KB per connection, first ${IDLE_CONNS} (each round) | median | KB per connection, next ${IDLE_CONNS} (each round) | median | KB per connection, after one message (each round) | median | target |`,
   );
-  console.log("|---|---|--:|---|--:|--:|");
+  console.log("|---|---|--:|---|--:|---|--:|--:|");
   const idle = new Map<string, IdleMeasurement[]>(servers.map((server) => [server.name, []]));
   for (let round = 0; round < options.rounds; round++) {
     const order = round % 2 === 0 ? servers : [...servers].reverse();
@@ -619,18 +639,22 @@ if ("idle".includes(options.only) || options.only === "") {
     const values = idle.get(server.name)!;
     const averages = values.map((value) => value.average);
     const marginals = values.map((value) => value.marginal);
+    const talked = values.map((value) => value.afterMessage);
     const kb = median(averages) / 1000;
     report.push({
       row: `${IDLE_CONNS} idle`,
       server: server.name,
       bytesPerConnection: median(averages),
       bytesPerAddedConnection: median(marginals),
+      bytesPerConnectionAfterMessage: median(talked),
     });
     const list = (bytes: number[]) => bytes.map((v) => fmt(v / 1000, 1)).join(", ");
     console.log(
       `| ${server.name} | ${list(averages)} | ${fmt(kb, 1)} | ${list(marginals)} | ${
         fmt(median(marginals) / 1000, 1)
-      } | ${server === OURS ? `≤ 16 KB ${kb <= 16 ? "✓" : "✗"}` : ""} |`,
+      } | ${list(talked)} | ${fmt(median(talked) / 1000, 1)} | ${
+        server === OURS ? `≤ 16 KB ${kb <= 16 ? "✓" : "✗"}` : ""
+      } |`,
     );
   }
 }

@@ -5,13 +5,16 @@
 // than the servers being compared.)
 //
 //   node bench/node/load_client.mjs --port N [--conns 1] [--size 32]
-//     [--depth 1] [--warmup 1] [--duration 3] [--text] [--deflate] [--idle]
+//     [--depth 1] [--warmup 1] [--duration 3] [--text] [--deflate]
+//     [--idle [--hello]]
 //
 // Each connection keeps `depth` messages in flight: every echo received
 // sends one more (all the echoes of one read are answered with one write).
 // Prints `{"event":"measuring"}` when the measured window opens and one
 // JSON line of results at the end. With --idle it opens the connections,
-// prints `{"event":"ready"}`, and holds them until stdin closes.
+// prints `{"event":"ready"}`, and holds them until stdin closes; with
+// --hello too, each connection first sends one message and waits for its
+// echo, so that what a server keeps after a message is measured.
 //
 // Traffic goes only to 127.0.0.1, and every run stops by itself.
 
@@ -31,10 +34,11 @@ function parseArgs(argv) {
     text: false,
     deflate: false,
     idle: false,
+    hello: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i].replace(/^--/, "");
-    if (flag === "text" || flag === "deflate" || flag === "idle") args[flag] = true;
+    if (["text", "deflate", "idle", "hello"].includes(flag)) args[flag] = true;
     else if (flag in args) args[flag] = flag === "host" ? argv[++i] : Number(argv[++i]);
     else throw new TypeError(`Unknown argument ${argv[i]}`);
   }
@@ -129,6 +133,8 @@ function open() {
       sent: new Float64Array(args.depth),
       sentHead: 0,
       sentCount: 0,
+      // --hello: called at the first echo, which is not answered.
+      onHello: null,
     };
     socket.on("error", reject);
     socket.write(requestOf());
@@ -197,7 +203,14 @@ function onData(state, chunk) {
     if (length === 0) done++;
     else state.skip = length;
   }
-  if (done === 0 || stopped) return;
+  if (done === 0) return;
+  if (state.onHello !== null) {
+    const hello = state.onHello;
+    state.onHello = null;
+    hello();
+    return;
+  }
+  if (stopped) return;
   const now = performance.now();
   for (let i = 0; i < done; i++) {
     if (measuring) {
@@ -236,6 +249,14 @@ async function main() {
     states.push(...await Promise.all(group));
   }
   if (args.idle) {
+    if (args.hello) {
+      await Promise.all(states.map((state) =>
+        new Promise((resolve) => {
+          state.onHello = resolve;
+          send(state, 1, performance.now());
+        })
+      ));
+    }
     process.stdout.write(JSON.stringify({ event: "ready", conns: states.length }) + "\n");
     // Hold until the orchestrator is done measuring; never longer than 60 s.
     const limit = setTimeout(() => process.exit(0), 60_000);
