@@ -1068,6 +1068,8 @@ function randomDeflateOptions(random: Random): PerMessageDeflateOptions {
   if (chance(random, 0.3)) options.clientMaxWindowBits = 8 + int(random, 8);
   if (chance(random, 0.3)) options.serverMaxWindowBits = 8 + int(random, 8);
   options.threshold = pick(random, [0, 0, 8, 32]);
+  if (chance(random, 0.3)) options.memoryLevel = 1 + int(random, 9);
+  if (chance(random, 0.2)) options.compressionLevel = int(random, 10);
   return options;
 }
 
