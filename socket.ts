@@ -1153,19 +1153,23 @@ export class RawSocket implements ServerSocket {
     return this.#closed.promise;
   }
 
+  // Server: whether the handshake is to be answered now. Over a connection
+  // that closed first it counts as answered, and nothing is written.
+  #mayAnswer(): boolean {
+    if (this.#type !== ConnectionType.SERVER || this.#answered) {
+      throw new LocalProtocolError("The handshake was already answered");
+    }
+    if (this.#connClosed) this.#answered = true;
+    return !this.#connClosed;
+  }
+
   /**
    * Server: accept the handshake.
    *
    * @param options Subprotocol and extra headers.
    */
   accept(options: AcceptOptions = {}): void {
-    if (this.#type !== ConnectionType.SERVER || this.#answered) {
-      throw new LocalProtocolError("The handshake was already answered");
-    }
-    if (this.#connClosed) {
-      this.#answered = true;
-      return;
-    }
+    if (!this.#mayAnswer()) return;
     const bytes = this.#ws.send(
       new AcceptConnection({
         subprotocol: options.subprotocol ?? null,
@@ -1188,13 +1192,7 @@ export class RawSocket implements ServerSocket {
    * @param options Status, body and headers.
    */
   reject(options: RejectOptions = {}): void {
-    if (this.#type !== ConnectionType.SERVER || this.#answered) {
-      throw new LocalProtocolError("The handshake was already answered");
-    }
-    if (this.#connClosed) {
-      this.#answered = true;
-      return;
-    }
+    if (!this.#mayAnswer()) return;
     const bytes = this.#ws.send(
       new RejectConnection({
         statusCode: options.status ?? 403,
