@@ -13,8 +13,11 @@ import {
   Inbox,
   MessageParts,
   RawSocket,
+  readsThatWaitedForText,
   type ServerSocket,
+  type Socket,
 } from "../socket.ts";
+import { upgrade } from "../deno_serve.ts";
 import {
   clientFrame,
   delay,
@@ -25,7 +28,7 @@ import {
   withTimeout,
   writeAll,
 } from "./_drivers.ts";
-import { concatAll, prng, randomBytes } from "./_util.ts";
+import { assertSameBytes, concatAll, prng, randomBytes } from "./_util.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -1262,6 +1265,125 @@ Deno.test("an iterator's return() answers its waiting calls; the next message st
   assert.deepEqual(after, done, "a returned iterator stays done");
   assert.equal(received, "kept");
   await socket.close();
+});
+
+Deno.test("asking an iterator for the next message empties the last result; loops get every message", async (t) => {
+  type Answer = IteratorResult<string | Uint8Array, undefined>;
+  // The handler reads three messages three ways: by hand, then
+  // Array.fromAsync and ReadableStream.from over what follows.
+  const handler = (seen: PromiseWithResolvers<unknown[]>) => async (socket: Socket) => {
+    const messages = socket[Symbol.asyncIterator]();
+    const first: Answer = await messages.next();
+    const value = first.value;
+    const second = { ...await messages.next() };
+    // A loop that waits for its next message no longer holds the last one.
+    const emptied = { ...first };
+    const rest = await Array.fromAsync({ [Symbol.asyncIterator]: () => messages });
+    seen.resolve([value, emptied, second, rest]);
+  };
+  const check = async (port: number, seen: PromiseWithResolvers<unknown[]>) => {
+    const client = await connect(`ws://127.0.0.1:${port}/`);
+    for (const message of ["one", "two", "three", new Uint8Array([4])]) await client.send(message);
+    await client.close();
+    const [value, emptied, second, rest] = await withTimeout(seen.promise, 3000, "the messages");
+    assert.equal(value, "one");
+    assert.deepEqual(emptied, { done: false, value: undefined });
+    assert.deepEqual(second, { done: false, value: "two" });
+    assert.deepEqual(rest, ["three", new Uint8Array([4])]);
+  };
+  await t.step("serve()", async () => {
+    const seen = Promise.withResolvers<unknown[]>();
+    await using server = serve({ hostname: "127.0.0.1", port: 0 }, handler(seen));
+    await check(server.addr.port, seen);
+  });
+  await t.step("Deno.serve", async () => {
+    const seen = Promise.withResolvers<unknown[]>();
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (request) => upgrade(request, handler(seen)),
+    );
+    try {
+      await check(server.addr.port, seen);
+    } finally {
+      await server.shutdown();
+    }
+  });
+  await t.step("ReadableStream.from", async () => {
+    const seen = Promise.withResolvers<unknown[]>();
+    await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+      const got: unknown[] = [];
+      for await (const message of ReadableStream.from(socket)) got.push(message);
+      seen.resolve(got);
+    });
+    const client = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+    for (const message of ["a", "b", new Uint8Array([3])]) await client.send(message);
+    await client.close();
+    assert.deepEqual(await withTimeout(seen.promise, 3000, "the messages"), [
+      "a",
+      "b",
+      new Uint8Array([3]),
+    ]);
+  });
+});
+
+Deno.test("long texts read by many sockets in one turn wait their turn, and every echo comes back in order", async () => {
+  // Reads that may hold a long text wait, across sockets, for the reader of
+  // the last one to have run: nothing may be lost, reordered or stuck.
+  const before = readsThatWaitedForText();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) void socket.send(message);
+  });
+  const random = prng(77);
+  const characters = [..."abcdefé€😀"];
+  const text = (size: number) =>
+    Array.from({ length: size }, () => characters[Math.floor(random() * characters.length)])
+      .join("");
+  const clients = await Promise.all(
+    Array.from({ length: 24 }, () => connect(`ws://127.0.0.1:${server.addr.port}/`)),
+  );
+  try {
+    // One long text and many large binary messages at once: the readers
+    // woken after the text hand out none, and must still wake the rest.
+    for (let round = 0; round < 10; round++) {
+      const sent = clients.map((_, i) => i === round ? text(20_000) : randomBytes(random, 8_000));
+      for (const [i, client] of clients.entries()) void client.send(sent[i]!);
+      await withTimeout(
+        Promise.all(clients.map(async (client, i) => {
+          const echoed = await client.receive();
+          if (i === round) assert.ok(echoed === sent[i], `the text of round ${round}`);
+          else assertSameBytes(echoed as Uint8Array, sent[i] as Uint8Array, `bytes of ${i}`);
+        })),
+        10_000,
+        `the echoes of round ${round}`,
+      );
+    }
+    await withTimeout(
+      Promise.all(clients.map(async (client) => {
+        const sent = [
+          text(20_000 + Math.floor(random() * 20_000)),
+          randomBytes(random, 20_000),
+          text(50),
+          text(70_000),
+          text(17_000),
+        ];
+        // Three rounds, each sent in one burst and then awaited in order.
+        for (let round = 0; round < 3; round++) {
+          for (const message of sent) void client.send(message);
+          for (const [index, message] of sent.entries()) {
+            const echoed = await client.receive();
+            if (typeof message === "string") {
+              assert.ok(echoed === message, `round ${round}, text ${index} came back changed`);
+            } else assertSameBytes(echoed as Uint8Array, message, `round ${round}, bytes ${index}`);
+          }
+        }
+      })),
+      20_000,
+      "the echoes",
+    );
+  } finally {
+    await Promise.all(clients.map((client) => client.close()));
+  }
+  assert.ok(readsThatWaitedForText() > before, "no read waited: the test did not reach the case");
 });
 
 Deno.test("a server socket's fields describe the connection", async () => {
