@@ -83,7 +83,7 @@ const SPARES_SCANNED = 32;
 // Pooled buffers are made in whole KiB, so that sizes a few bytes apart
 // serve one another: the frame that echoes a message is 4 bytes shorter
 // than the peer's (no mask key), and the read sized for the next message
-// (socket.ts) takes the buffer that echo was written from.
+// (raw_socket.ts) takes the buffer that echo was written from.
 const SPARE_STEP = 1024;
 const spares: ArrayBuffer[] = [];
 let sparesBytes = 0;

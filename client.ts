@@ -12,7 +12,8 @@ import { Request } from "./events.ts";
 import type { Headers } from "./events.ts";
 import { checkDelay, type Limits, resolveLimits } from "./limits.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
-import { type Heartbeat, heartbeatOf, RawSocket, type Socket } from "./socket.ts";
+import { RawSocket } from "./raw_socket.ts";
+import { type Heartbeat, heartbeatOf, type Socket } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode connect}. */

@@ -21,17 +21,15 @@ import {
   type CloseInfo,
   ConnectionClosedError,
   type Handler,
-  Inbox,
-  iterateInbox,
   logError,
   type MessageData,
   type ReceiveOptions,
-  refuseReceiveOptions,
   type RejectOptions,
   runHandler,
   type ServerSocket,
   type SocketState,
 } from "./socket.ts";
+import { Inbox, iterateInbox, refuseReceiveOptions } from "./inbox.ts";
 
 /** Options of {@linkcode upgrade}. */
 export interface UpgradeOptions {

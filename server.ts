@@ -10,7 +10,8 @@
 import type { Limits } from "./limits.ts";
 import { resolveLimits } from "./limits.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
-import { type Handler, heartbeatOf, logError, RawSocket, report, runHandler } from "./socket.ts";
+import { RawSocket } from "./raw_socket.ts";
+import { type Handler, heartbeatOf, logError, report, runHandler } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode serve}. */

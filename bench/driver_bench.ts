@@ -19,7 +19,7 @@
 import { WSConnection } from "../connection.ts";
 import { AcceptConnection, BytesMessage, Request as WsRequest } from "../events.ts";
 import { FrameEncoder } from "../frame_encoder.ts";
-import { RawSocket } from "../socket.ts";
+import { RawSocket } from "../raw_socket.ts";
 import { ConnectionType } from "../state.ts";
 
 const REQUEST = new WSConnection(ConnectionType.CLIENT).send(

@@ -10,13 +10,11 @@ import {
   type CloseInfo,
   ConnectionClosedError,
   type Handler,
-  Inbox,
-  MessageParts,
-  RawSocket,
-  readsThatWaitedForText,
   type ServerSocket,
   type Socket,
 } from "../socket.ts";
+import { Inbox, MessageParts } from "../inbox.ts";
+import { RawSocket, readsThatWaitedForText } from "../raw_socket.ts";
 import { upgrade } from "../deno_serve.ts";
 import {
   clientFrame,

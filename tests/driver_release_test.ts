@@ -8,7 +8,8 @@
 // still in use when it went back fails at once.
 import assert from "node:assert/strict";
 import { serve } from "../server.ts";
-import { type MessageData, RawSocket, type ServerSocket } from "../socket.ts";
+import { RawSocket } from "../raw_socket.ts";
+import type { MessageData, ServerSocket } from "../socket.ts";
 import { ConnectionType } from "../state.ts";
 import { assertSameBytes, concat, prng, randomBytes, rawFrame } from "./_util.ts";
 import { interpose, rawOpen, readUntil, writeAll } from "./_drivers.ts";
