@@ -186,6 +186,7 @@ function textTurnOver(): void {
   longTextHandedOut = false;
   nextTextTurn();
 }
+
 // Reads up to this size are copied out so that the buffer is reused.
 const SMALL_READ = 2048;
 // A larger read is handed on as a view, and the next read goes into the
