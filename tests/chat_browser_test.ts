@@ -237,6 +237,12 @@ Deno.test({
         deadline,
       );
 
+      // Chromium took the chat's small windows (RFC 7692 §7.1.2).
+      assert.equal(
+        await cdp.evaluate(`document.querySelector("#status").dataset.extensions`, deadline),
+        "permessage-deflate; server_max_window_bits=12; client_max_window_bits=12",
+      );
+
       bob = await connect(chat.wsUrl, { deflate: true });
       await bob.send(JSON.stringify({ type: "join", name: "Bob" }));
       await nextOfType(bob, "welcome", deadline);

@@ -121,6 +121,9 @@ async function connect() {
   const socket = new WebSocket(url);
   state.socket = socket;
   socket.onopen = () => {
+    // What the handshake agreed (permessage-deflate and its windows), for
+    // whoever inspects the page.
+    statusBox.dataset.extensions = socket.extensions;
     socket.send(JSON.stringify({ type: "join", name: state.name }));
   };
   socket.onmessage = (event) => {

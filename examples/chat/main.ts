@@ -292,7 +292,10 @@ export async function startChat(options: ChatOptions = {}): Promise<Chat> {
   const wsServer: Server = serve({
     hostname,
     port: options.wsPort ?? 8001,
-    deflate: true,
+    // A chat holds many connections that each say little: 12-bit windows
+    // and memoryLevel 5 (Python websockets' server settings) keep each
+    // talking connection's zlib state near 48 KiB rather than 300.
+    deflate: { serverMaxWindowBits: 12, clientMaxWindowBits: 12, memoryLevel: 5 },
     limits: { maxFrameSize: MAX_FRAME, maxMessageSize: MAX_FRAME, maxFragments: 16 },
     // Finds pages that vanished without a close (a laptop lid, a dead link).
     pingInterval: 25_000,
