@@ -29,7 +29,7 @@ import {
   type ServerSocket,
   type SocketState,
 } from "./socket.ts";
-import { Inbox, iterateInbox, refuseReceiveOptions } from "./inbox.ts";
+import { Inbox, iterateInbox } from "./inbox.ts";
 
 /** Options of {@linkcode upgrade}. */
 export interface UpgradeOptions {
@@ -304,10 +304,7 @@ class NativeSocket implements ServerSocket {
   }
 
   receive(options?: ReceiveOptions): Promise<MessageData> {
-    const refused = refuseReceiveOptions(options);
-    if (refused !== null) return refused;
-    this.#acceptIfPending();
-    return this.#inbox.receive(options);
+    return this.#inbox.receive(options, () => this.#acceptIfPending());
   }
 
   [Symbol.asyncIterator](): AsyncIterator<MessageData, undefined> {

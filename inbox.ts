@@ -289,11 +289,14 @@ export class Inbox {
    * The next message, as `Socket.receive()` gives it.
    *
    * @param options Timeout and signal.
+   * @param before Called once the options are found sound, before the
+   *   queue is looked at (a pending server socket accepts).
    * @returns A promise of the message.
    */
-  receive(options: ReceiveOptions = {}): Promise<MessageData> {
+  receive(options: ReceiveOptions = {}, before?: () => void): Promise<MessageData> {
     const refused = refuseReceiveOptions(options);
     if (refused !== null) return refused;
+    before?.();
     const { timeout, signal } = options;
     const item = this.#shift();
     if (item !== undefined) return Promise.resolve(item);
@@ -355,14 +358,9 @@ export class Inbox {
   }
 }
 
-/**
- * A rejection for receive options that cannot be honoured (a `NaN`
- * timeout), else `null`: checked before a pending handshake is accepted.
- *
- * @param options The options of `receive()`.
- * @returns The rejection, or `null`.
- */
-export function refuseReceiveOptions(options?: ReceiveOptions): Promise<never> | null {
+// A rejection for receive options that cannot be honoured (a `NaN`
+// timeout), else `null`: checked before a pending handshake is accepted.
+function refuseReceiveOptions(options?: ReceiveOptions): Promise<never> | null {
   const timeout = options?.timeout;
   if (timeout === undefined || !Number.isNaN(timeout)) return null;
   return Promise.reject(new RangeError("The receive timeout must be a number, got NaN"));

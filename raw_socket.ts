@@ -34,7 +34,7 @@ import {
 import type { Extension } from "./extensions.ts";
 import { MAX_HEADER_LENGTH } from "./frame.ts";
 import { type Limits, resolveLimits } from "./limits.ts";
-import { Inbox, iterateInbox, MessageParts, refuseReceiveOptions } from "./inbox.ts";
+import { Inbox, iterateInbox, MessageParts } from "./inbox.ts";
 import {
   ABNORMAL,
   type AcceptOptions,
@@ -450,10 +450,7 @@ export class RawSocket implements ServerSocket {
    * @returns The message.
    */
   receive(options?: ReceiveOptions): Promise<MessageData> {
-    const refused = refuseReceiveOptions(options);
-    if (refused !== null) return refused;
-    this.#acceptIfPending();
-    return this.#inbox.receive(options);
+    return this.#inbox.receive(options, () => this.#acceptIfPending());
   }
 
   /**

@@ -279,6 +279,36 @@ Deno.test("a server socket asked for a message before the request arrived waits 
   }
 });
 
+Deno.test("receive() with a NaN timeout is refused before it would accept the handshake", async (t) => {
+  // receive() accepts a pending handshake; options it cannot honour must
+  // leave the handler free to refuse instead.
+  const handler: Handler = async (socket) => {
+    await assert.rejects(socket.receive({ timeout: NaN }), RangeError);
+    assert.equal(socket.state, "connecting");
+    socket.reject({ status: 403, body: "not yet" });
+  };
+  const refused = async (port: number) => {
+    const error = await connect(`ws://127.0.0.1:${port}/`).catch((error) => error);
+    assert.ok(error instanceof HandshakeError, String(error));
+    assert.equal(error.status, 403);
+  };
+  await t.step("serve()", async () => {
+    await using server = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+    await refused(server.addr.port);
+  });
+  await t.step("Deno.serve", async () => {
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen() {} },
+      (request) => upgrade(request, handler),
+    );
+    try {
+      await refused(server.addr.port);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
+
 Deno.test("a handler that is not async and throws answers 500 too", async () => {
   const errors: unknown[] = [];
   await using server = serve(
