@@ -886,10 +886,11 @@ export class RawSocket implements ServerSocket {
         // that would serve reads only.
         // Not with extensions: their output is not the wire's.
         const plain = this.#ws.extensions.length === 0;
-        held = plain ? this.#parts.binaryLength : 0;
-        const message = this.#messageBuffer(held, expected);
+        const soFar = plain ? this.#parts.binaryLength : 0;
+        const message = this.#messageBuffer(soFar, expected);
         const text = plain && message === null ? this.#textFrameBuffer(expected) : null;
         if (message !== null) {
+          held = soFar;
           target = message;
           this.#parts.moveTo(target);
         } else if (text !== null) {
@@ -898,11 +899,9 @@ export class RawSocket implements ServerSocket {
           // fresh one per message was external memory for V8 to collect.
           // The next read is sized for a frame like it: at most the last
           // read and this rest.
-          held = 0;
           target = text;
           this.#lastOwnedLength = lastRead + expected;
         } else {
-          held = 0;
           target = new Uint8Array(Math.min(expected + READ_SLACK, Math.max(size, FRAME_READ)));
         }
       } else {
@@ -978,19 +977,18 @@ export class RawSocket implements ServerSocket {
         // whole.
         if (!reused && (owned ? n < expected : n > SMALL_READ)) frameRest = into.subarray(n);
       }
-      if (n !== null && n > SMALL_READ && longTextHandedOut) {
+      const waited = n !== null && n > SMALL_READ && longTextHandedOut;
+      if (waited) {
         textTurnsWaited++;
         await new Promise<void>((resolve) => waitingForTextTurn.push(resolve));
-        if (this.#connClosed) {
-          nextTextTurn();
-          break;
-        }
-        try {
-          this.#receive(data, next);
-        } finally {
-          nextTextTurn();
-        }
-      } else this.#receive(data, next);
+      }
+      try {
+        if (this.#connClosed) break;
+        this.#receive(data, next);
+      } finally {
+        // The next waiting read goes once this one was handled (or dropped).
+        if (waited) nextTextTurn();
+      }
       if (data === null) {
         // What is queued (the echo of a message, the answer to a close read
         // with the FIN) goes out before the end, within closeTimeout: a
@@ -1212,13 +1210,14 @@ export class RawSocket implements ServerSocket {
       this.#lastOwnedLength = message.length;
     }
     this.#ownBuffer = null;
-    if (typeof message === "string" && message.length >= LONG_TEXT && this.#inbox.waiting) {
-      longTextHandedOut = true;
-      this.#inbox.push(message);
-      queueMicrotask(textTurnOver);
-      return;
-    }
+    const handedOut = typeof message === "string" && message.length >= LONG_TEXT &&
+      this.#inbox.waiting;
     this.#inbox.push(message);
+    if (handedOut) {
+      longTextHandedOut = true;
+      // After the reader's continuation, which push() just queued.
+      queueMicrotask(textTurnOver);
+    }
   }
 
   #onPong(payload: Uint8Array): void {
