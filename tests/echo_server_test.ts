@@ -23,14 +23,17 @@ interface RunningExample {
   stop(): Promise<Exited>;
 }
 
-/** Collects a stream's text; `line` resolves with the first line that matches. */
-function collect(stream: ReadableStream<Uint8Array>, pattern: RegExp) {
+/**
+ * Collects a stream's text (`done`); `line` resolves with the first match of
+ * `pattern`, or `null` if the stream ends without one (or there is none).
+ */
+function collect(stream: ReadableStream<Uint8Array>, pattern?: RegExp) {
   let text = "";
   const { promise: line, resolve } = Promise.withResolvers<RegExpExecArray | null>();
   const done = (async () => {
     for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
       text += chunk;
-      const match = pattern.exec(text);
+      const match = pattern?.exec(text) ?? null;
       if (match !== null) resolve(match);
     }
     resolve(null);
@@ -47,7 +50,7 @@ async function startExample(flags: string[]): Promise<RunningExample> {
     stderr: "piped",
   }).spawn();
   const stdout = collect(child.stdout, /listening on ws:\/\/127\.0\.0\.1:(\d+)\//);
-  const stderr = collect(child.stderr, /$^/);
+  const stderr = collect(child.stderr);
   const stop = async (): Promise<Exited> => {
     try {
       child.kill("SIGTERM");
