@@ -226,6 +226,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   );
   try {
     let conn: Deno.Conn;
+    let noDelay = false;
     if (secure) {
       const caCerts = options.caCerts;
       conn = await handshakeTls(
@@ -239,10 +240,12 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       const tcp = await raceAbort(Deno.connect({ hostname, port }), abandon);
       // Frames are written whole; Nagle would only add latency.
       tcp.setNoDelay(true);
+      noDelay = true;
       conn = tcp;
     }
     const socket = new RawSocket(conn, {
       type: ConnectionType.CLIENT,
+      noDelay,
       // One deadline only: the one above closes the socket when it passes,
       // so the error always says which limit was hit.
       limits: { ...limits, handshakeTimeout: 0 },

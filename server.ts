@@ -294,16 +294,19 @@ class WebSocketServer implements Server {
   }
 
   #handle(conn: Deno.Conn): void {
+    let noDelay = false;
     if ("setNoDelay" in conn && typeof conn.setNoDelay === "function") {
       try {
         // Frames are written whole; Nagle would only add latency.
         (conn as Deno.TcpConn).setNoDelay(true);
+        noDelay = true;
       } catch {
         // the peer is already gone; the read loop will see it
       }
     }
     const socket = new RawSocket(conn, {
       type: ConnectionType.SERVER,
+      noDelay,
       limits: this.#limits,
       ...(this.#extensions === undefined ? {} : { extensions: this.#extensions }),
       onRequest: (socket, request) => this.#runHandler(socket, request),

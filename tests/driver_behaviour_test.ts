@@ -82,10 +82,10 @@ async function scriptedServer(
 }
 
 /** A client socket over `conn`, opening with `GET /`. */
-function clientSocket(conn: Deno.Conn): RawSocket {
+function clientSocket(conn: Deno.Conn, noDelay = false): RawSocket {
   const connection = new ws.WSConnection(ws.ConnectionType.CLIENT);
   const request = connection.send(new ws.Request({ host: "127.0.0.1", target: "/" }));
-  return new RawSocket(conn, { type: ws.ConnectionType.CLIENT, connection, request });
+  return new RawSocket(conn, { type: ws.ConnectionType.CLIENT, connection, request, noDelay });
 }
 
 // Read until the peer closes (or `limit` bytes), within a time bound.
@@ -1081,6 +1081,115 @@ Deno.test("frames made in one turn go out in one write", async () => {
   await Promise.all(sends);
   assert.equal(await socket.receive({ timeout: 2000 }), "100");
   assert.equal(writes.length, 2, `writes: ${writes.join(", ")}`); // the request, then one batch
+});
+
+/**
+ * The lengths of the writes a client socket makes while it echoes bursts of
+ * `count` pipelined 32-byte messages, one list per burst. Each burst comes
+ * in one write once the echoes of the last are back. With `noDelay`, TCP
+ * sends each write at once, and the socket is told so.
+ */
+async function writesPerBurst(
+  count: number,
+  bursts: number,
+  noDelay: boolean,
+): Promise<number[][]> {
+  const encoder = new ws.FrameEncoder(ws.ConnectionType.SERVER);
+  const payload = randomBytes(prng(21), 32);
+  const burst = concatAll(Array.from({ length: count }, () => encoder.encodeData(payload, true)));
+  const echoes = count * (6 + payload.length); // masked client frames
+  const perBurst: number[][] = [];
+  let current: number[] = [];
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const peer = (async () => {
+    const conn = await listener.accept();
+    try {
+      assert.ok(await acceptHandshake(conn));
+      for (let i = 0; i < bursts; i++) {
+        current = [];
+        perBurst.push(current);
+        await writeAll(conn, burst);
+        const { bytes } = await readUntil(conn, (bytes) => bytes.length >= echoes);
+        assert.equal(bytes.length, echoes, `burst ${i}: echoes ${bytes.length} of ${echoes} bytes`);
+      }
+    } finally {
+      conn.close();
+    }
+  })();
+  const conn = await Deno.connect({
+    hostname: "127.0.0.1",
+    port: (listener.addr as Deno.NetAddr).port,
+  });
+  if (noDelay) conn.setNoDelay(true);
+  const socket = clientSocket(
+    interpose(conn, {
+      write(data) {
+        current.push(data.length);
+        return conn.write(data);
+      },
+    }),
+    noDelay,
+  );
+  try {
+    assert.ok((await socket.opened).ok);
+    for await (const message of socket) socket.send(message);
+    await peer;
+  } finally {
+    await socket.closed;
+    listener.close();
+  }
+  return perBurst;
+}
+
+Deno.test("replies to pipelined messages: a lone socket writes them a few at a time", async () => {
+  // The peer can start on the first replies while the rest are made: with
+  // every reply in one write, it and we took turns (1 x 32 B, 32 deep).
+  const perBurst = await writesPerBurst(32, 12, true);
+  const frame = 6 + 32;
+  const report = `writes: ${JSON.stringify(perBurst)}`;
+  // The first bursts may take more than one read, until the buffer grew.
+  for (const writes of perBurst.slice(-6)) {
+    assert.equal(writes.reduce((sum, length) => sum + length, 0), 32 * frame, report);
+    // Eight or so at a time (how many more join while a write is made
+    // depends on microtask hops): not all at once, not one by one.
+    assert.ok(writes.length >= 3 && writes.length <= 4, report);
+    for (const length of writes.slice(0, -1)) {
+      assert.ok(length >= 8 * frame && length <= 10 * frame, report);
+    }
+  }
+});
+
+Deno.test("replies to pipelined messages go out in one write where Nagle may hold back a second", async () => {
+  // Split, each burst waited 40 ms for the peer's delayed ACK.
+  const perBurst = await writesPerBurst(32, 12, false);
+  for (const writes of perBurst.slice(-6)) {
+    assert.deepEqual(writes, [32 * (6 + 32)], `writes: ${JSON.stringify(perBurst)}`);
+  }
+});
+
+Deno.test("replies to pipelined messages go out in one write while other sockets have output", async () => {
+  // A process busy with many sockets makes the fewest writes instead.
+  const gate = Promise.withResolvers<void>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) socket.send(message);
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  const stalled = clientSocket(interpose(conn, {
+    async write(data) {
+      await gate.promise;
+      return conn.write(data);
+    },
+  }));
+  try {
+    // Its request is a write held at the gate until the bursts are over.
+    const perBurst = await writesPerBurst(32, 12, true);
+    for (const writes of perBurst.slice(-6)) {
+      assert.deepEqual(writes, [32 * (6 + 32)], `writes: ${JSON.stringify(perBurst)}`);
+    }
+  } finally {
+    gate.resolve();
+    await stalled.close();
+  }
 });
 
 Deno.test("a frame too large to join others is written at once; small ones after it wait to join", async () => {
