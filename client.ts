@@ -225,27 +225,31 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     ],
   );
   try {
-    let conn: Deno.Conn;
-    let noDelay = false;
+    const tcp = await raceAbort(Deno.connect({ hostname, port }), abandon);
+    // Frames are written whole; Nagle would only add latency: a small
+    // message sent while the last is not yet acknowledged waited for the
+    // peer's delayed ACK, 40 ms. Set before TLS starts, as Deno's TLS
+    // connections cannot set it.
+    tcp.setNoDelay(true);
+    let conn: Deno.Conn = tcp;
     if (secure) {
       const caCerts = options.caCerts;
-      conn = await handshakeTls(
-        await raceAbort(
-          Deno.connectTls({ hostname, port, ...(caCerts === undefined ? {} : { caCerts }) }),
-          abandon,
-        ),
-        abandon,
-      );
-    } else {
-      const tcp = await raceAbort(Deno.connect({ hostname, port }), abandon);
-      // Frames are written whole; Nagle would only add latency.
-      tcp.setNoDelay(true);
-      noDelay = true;
-      conn = tcp;
+      const starting = Deno.startTls(tcp, {
+        hostname,
+        ...(caCerts === undefined ? {} : { caCerts }),
+      }).catch((error) => {
+        try {
+          tcp.close(); // where TLS failed before taking the connection over
+        } catch {
+          // taken over, and closed with it
+        }
+        throw error;
+      });
+      conn = await handshakeTls(await raceAbort(starting, abandon), abandon);
     }
     const socket = new RawSocket(conn, {
       type: ConnectionType.CLIENT,
-      noDelay,
+      noDelay: true,
       // One deadline only: the one above closes the socket when it passes,
       // so the error always says which limit was hit.
       limits: { ...limits, handshakeTimeout: 0 },

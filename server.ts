@@ -24,8 +24,11 @@ export interface ServeOptions {
    * A certificate chain in PEM; with `key`, the server speaks TLS (`wss://`).
    * One limit of Deno's TLS: a client that connects and never starts TLS
    * is not released at `handshakeTimeout` (closing a `Deno.TlsConn` waits
-   * for its TLS handshake; denoland/deno#14547). Where that matters, put a
-   * TLS-terminating proxy in front.
+   * for its TLS handshake; denoland/deno#14547). Nor can it turn Nagle's
+   * algorithm off (it has no `setNoDelay`), so a small message sent while
+   * the last is unacknowledged may wait for the client's delayed ACK, up
+   * to 40 ms on Linux. Where either matters, put a TLS-terminating proxy
+   * in front.
    */
   cert?: string;
   /** The private key of `cert`, in PEM. */

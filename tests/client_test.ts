@@ -171,6 +171,31 @@ Deno.test("connect() sends a Host given in its headers, a Fetch Headers' fields 
   assert.deepEqual(field(1, "authorization"), ["Bearer abc"]);
 });
 
+Deno.test("connect() over TLS sends a message at once, not after the peer's ACK of the last", async () => {
+  // TCP_NODELAY is set before TLS starts: Deno's TLS connections cannot
+  // set it later. With Nagle on, the second of two small messages waited
+  // for the server's delayed ACK of the first, about 40 ms on Linux.
+  const { cert, key, ca } = await testCertificate();
+  const arrived: number[] = [];
+  const got = Promise.withResolvers<void>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0, cert, key }, async (socket) => {
+    for await (const _ of socket) if (arrived.push(performance.now()) === 2) break;
+    got.resolve();
+  });
+  const socket = await connect(`wss://localhost:${server.addr.port}/`, { caCerts: [ca] });
+  try {
+    socket.send("first");
+    await delay(3);
+    const sent = performance.now();
+    socket.send("second");
+    await withTimeout(got.promise, 2000, "both messages");
+    const took = arrived[1]! - sent;
+    assert.ok(took < 20, `the second message took ${took.toFixed(1)} ms`);
+  } finally {
+    await socket.close();
+  }
+});
+
 Deno.test("connect() over TLS gives the certificate error as the cause", async () => {
   const { cert, key } = await testCertificate();
   await using server = serve(
