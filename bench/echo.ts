@@ -28,17 +28,16 @@
  * machine at all, measured in the same rounds. Except on 1 × 32 B 32 deep,
  * where only its CPU per message is a floor: it answers each read with one
  * write, so the load client and it take turns, while a server that writes a
- * lone socket's replies a few at a time keeps both cores busy. `--kept`
- * adds this module's echo server with `--no-release`: every message's
- * buffer left to the garbage collector, as an application that keeps its
- * messages would (the `ours` server gives each back once echoed,
- * `Socket.release`). `--allocs` adds the server's `calloc` and `malloc`
- * calls per message, counted with
- * `perf` probes on libc (Linux, root): in Deno every new typed array is a
- * buffer allocation (a calloc and a few mallocs), so these columns show
- * where a change adds or removes one; unlike timings they barely move
- * between runs. Each probe hit traps into the kernel, so a run with
- * `--allocs` is slow: take its allocation columns, not its timings.
+ * lone socket's replies a few at a time keeps both cores busy. `--kept` adds
+ * this module's echo server with `--no-release`: every message's buffer left
+ * to the garbage collector, as an application that keeps its messages would
+ * (the `ours` server gives each back once echoed, `Socket.release`).
+ * `--allocs` adds the server's `calloc` and `malloc` calls per message,
+ * counted with `perf` probes on libc (Linux, root): in Deno every new typed
+ * array is a buffer allocation (a calloc and a few mallocs), so these
+ * columns show where a change adds or removes one; unlike timings they
+ * barely move between runs. Each probe hit traps into the kernel, so a run
+ * with `--allocs` is slow: take its allocation columns, not its timings.
  * `--gc` runs the servers with V8's `--trace-gc-nvp` and adds the bytes the
  * server's JS heap allocated per message and its full collections
  * (mark-compacts) per second: garbage per message is what a change to the
