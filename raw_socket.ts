@@ -323,6 +323,9 @@ export class RawSocket implements ServerSocket {
   #droppingMessage = false;
   // Set while the events after a message wait for the application's answer.
   #heldForReplies: ReturnType<typeof setTimeout> | undefined;
+  // Whether a message went to the application since an ending last waited
+  // for its answers (see #holdForReplies).
+  #answerDue = false;
   #pings: { payload: Uint8Array; resolve: () => void; reject: (error: Error) => void }[] = [];
   #pingCounter = 0;
 
@@ -1010,6 +1013,15 @@ export class RawSocket implements ServerSocket {
         // whole.
         if (!reused && (owned ? n < expected : n > SMALL_READ)) frameRest = into.subarray(n);
       }
+      if (n === null && (this.#answerDue || this.#heldForReplies !== undefined)) {
+        // The end waits a task too, as an ending after messages does (see
+        // #holdForReplies), and so comes after an ending held: found by
+        // the read after the last messages, often before the application
+        // had its turn, it closed the engine, and their answers (or the
+        // answer to a close) were refused.
+        this.#answerDue = false;
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      }
       const waited = n !== null && n > SMALL_READ && longTextHandedOut;
       if (waited) {
         textTurnsWaited++;
@@ -1165,10 +1177,11 @@ export class RawSocket implements ServerSocket {
   #process(): void {
     if (this.#heldForReplies !== undefined) return;
     try {
-      // Whether a whole message went to the application in this call.
-      let delivered = false;
-      let event;
-      while ((event = this.#ws.nextEvent()) !== null) {
+      // An ending found after messages, in this read or a later one, waits
+      // for their answers.
+      while (!(this.#answerDue && this.#endsNext())) {
+        const event = this.#ws.nextEvent();
+        if (event === null) return;
         if (event instanceof TextMessage || event instanceof BytesMessage) {
           // A text frame's bytes are garbage once decoded: the buffer that
           // held them alone serves the next read or frame.
@@ -1177,7 +1190,6 @@ export class RawSocket implements ServerSocket {
             this.#ownBuffer = null;
           }
           this.#onData(event.data, event.messageFinished);
-          delivered ||= event.messageFinished;
         } else if (event instanceof Ping) {
           if (this.#ws.state === ConnectionState.OPEN) this.#answerPing(event);
         } else if (event instanceof Pong) this.#onPong(event.payload);
@@ -1186,11 +1198,8 @@ export class RawSocket implements ServerSocket {
         else if (event instanceof RejectConnection) this.#onRefusal(event);
         else if (event instanceof RejectData) this.#onRefusalData(event);
         else this.#onRequestEvent(event);
-        if (delivered && this.#endsNext()) {
-          this.#holdForReplies();
-          return;
-        }
       }
+      this.#holdForReplies();
     } catch (error) {
       this.#engineError(error);
     }
@@ -1206,12 +1215,14 @@ export class RawSocket implements ServerSocket {
 
   // The application answers a message in the microtasks after it gets it,
   // while an ending found in the same read would be answered at once, and
-  // its Close frame would refuse those answers. The ending waits a task,
+  // its Close frame would refuse those answers; so would one found in the
+  // next read, when that read completed at once. The ending waits a task,
   // so that answers go out first, as from a loop over the engine's events
   // (Autobahn 3.2, 4.x and 5.15 expect the echo before the 1002).
   #holdForReplies(): void {
     this.#heldForReplies = setTimeout(() => {
       this.#heldForReplies = undefined;
+      this.#answerDue = false;
       if (!this.#connClosed) this.#process();
     }, 0);
   }
@@ -1246,6 +1257,7 @@ export class RawSocket implements ServerSocket {
     const handedOut = typeof message === "string" && message.length >= LONG_TEXT &&
       this.#inbox.waiting;
     this.#inbox.push(message);
+    this.#answerDue = true;
     if (handedOut) {
       longTextHandedOut = true;
       // After the reader's continuation, which push() just queued.

@@ -1668,6 +1668,44 @@ Deno.test("the answers to messages go out before a close or failure read with th
   }
 });
 
+Deno.test("an ending read after the messages it follows waits for their answers too", async (t) => {
+  // Four messages fill the first 512-byte read exactly; the next read
+  // finds the ending at once, while the handler has taken one message.
+  // Found by tests/driver_fuzz_test.ts: the ending was answered at once,
+  // and its Close frame refused the answers to the other three (or, at
+  // the end of the stream, the engine was closed before they came).
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, echoEach);
+  // Masked text frames of 2 + 4 + 125 bytes, and one of 2 + 4 + 113.
+  const payloads = ["a", "b", "c"].map((fill) => fill.repeat(125)).concat("d".repeat(113));
+  const messages = concatAll(payloads.map((text) => clientFrame(0x1, encoder.encode(text))));
+  assert.equal(messages.length, 512, "what the first read takes");
+  const endings: [string, Uint8Array, number | null][] = [
+    ["a reserved opcode", clientFrame(0x5, encoder.encode("x")), 1002],
+    ["a close", clientFrame(0x8, new Uint8Array([0x03, 0xe8])), 1000],
+    ["the end of the stream", new Uint8Array(0), null],
+  ];
+  for (const [name, ending, code] of endings) {
+    await t.step(name, async () => {
+      const { conn, engine } = await rawClient(server.addr.port);
+      try {
+        await writeAll(conn, concatAll([messages, ending]));
+        if (code === null) await conn.closeWrite();
+        const events = await readEvents(conn, engine, untilClose);
+        assert.deepEqual(
+          events.map((event) =>
+            event instanceof ws.CloseConnection
+              ? event.code
+              : (event as ws.TextMessage).data.slice(0, 1)
+          ),
+          code === null ? ["a", "b", "c", "d"] : ["a", "b", "c", "d", code],
+        );
+      } finally {
+        conn.close();
+      }
+    });
+  }
+});
+
 Deno.test("after close(), a message is delivered whole or not at all, never its tail", async () => {
   // Past our close, pieces that find the inbox full are dropped; the rest
   // of such a message must go too, even once the reader made room.
