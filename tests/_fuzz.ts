@@ -1015,7 +1015,7 @@ export function checkFrameStream(
 }
 
 /** Encode frames, then apply byte mutations. */
-function buildFrameCase(
+export function buildFrameCase(
   random: Random,
   role: Role,
 ): { stream: Uint8Array; expected: Canon[] | null; notes: string[] } {

@@ -1,0 +1,230 @@
+// The frame fuzzer's streams (tests/_fuzz.ts), valid and broken, sent in
+// random pieces over 127.0.0.1 to an echo on serve() (and to one on
+// connect(), with a server's unmasked frames): the socket must answer what
+// its engine alone says to the same bytes, however its reads cut them.
+// That is the echo of every whole message before the end, a pong for the
+// last ping, and the close the engine answers with (none when the stream
+// just stops: the sender then ends its half, and the socket must end too).
+// The engine's own fuzz targets check its answers; this checks the read
+// loop that feeds it (reused and predicted buffers, frames split across
+// reads, the next frame's start in a message's buffer), the write path,
+// and that an ending waits for the answers to the messages before it.
+//
+// More cases or another seed: DRIVER_FUZZ_CASES=20000 DRIVER_FUZZ_SEED=7
+import assert from "node:assert/strict";
+import * as ws from "../mod.ts";
+import { buildFrameCase, type Role, toHex } from "./_fuzz.ts";
+import { rawOpen, withTimeout, writeAll } from "./_drivers.ts";
+import { concatAll, prng } from "./_util.ts";
+
+const CASES = Number(Deno.env.get("DRIVER_FUZZ_CASES") ?? 100);
+const FIRST_SEED = Number(Deno.env.get("DRIVER_FUZZ_SEED") ?? 1);
+// Far beyond a case's time (a few ms), far below a hang's.
+const CASE_MS = 10_000;
+
+/** What one end says, in a form the read boundaries cannot change. */
+class Replies {
+  /** Whole messages, `t:` text or `b:` hex bytes, in order. */
+  readonly messages: string[] = [];
+  /** Ping payloads (what the engine saw) or pong payloads (what came back), hex. */
+  readonly controls: string[] = [];
+  /** The close, once one came. */
+  closeEvent: ws.CloseConnection | null = null;
+  #text = "";
+  #parts: Uint8Array[] = [];
+
+  constructor(readonly control: typeof ws.Ping | typeof ws.Pong) {}
+
+  get close(): string | null {
+    return this.closeEvent === null ? null : `${this.closeEvent.code} ${this.closeEvent.reason}`;
+  }
+
+  // Messages joined whole (one cut short by the close or the end is not
+  // one); nothing after the close counts.
+  take(events: Iterable<ws.Event>): this {
+    for (const event of events) {
+      if (this.closeEvent !== null) break;
+      if (event instanceof ws.TextMessage) {
+        this.#text += event.data;
+        if (event.messageFinished) {
+          this.messages.push(`t:${this.#text}`);
+          this.#text = "";
+        }
+      } else if (event instanceof ws.BytesMessage) {
+        this.#parts.push(event.data.slice());
+        if (event.messageFinished) {
+          this.messages.push(`b:${toHex(concatAll(this.#parts))}`);
+          this.#parts = [];
+        }
+      } else if (event instanceof this.control) {
+        this.controls.push(toHex(event.payload));
+      } else if (event instanceof ws.CloseConnection) {
+        this.closeEvent = event;
+      }
+    }
+    return this;
+  }
+}
+
+const otherSide = (role: Role) =>
+  role === "server" ? ws.ConnectionType.CLIENT : ws.ConnectionType.SERVER;
+const ownSide = (role: Role) =>
+  role === "server" ? ws.ConnectionType.SERVER : ws.ConnectionType.CLIENT;
+
+/** What the engine of `role` alone answers to `stream`, as its peer decodes it. */
+function engineReplies(stream: Uint8Array, role: Role): Replies {
+  const engine = new ws.Connection(ownSide(role));
+  engine.receiveData(stream.slice());
+  const seen = new Replies(ws.Ping).take(engine.events());
+  const answered = new Replies(ws.Pong);
+  answered.messages.push(...seen.messages);
+  answered.controls.push(...seen.controls);
+  if (seen.closeEvent !== null) {
+    const peer = new ws.Connection(otherSide(role));
+    peer.receiveData(engine.send(seen.closeEvent.response()));
+    answered.take(peer.events());
+  }
+  return answered;
+}
+
+// In pieces of 1 byte to a few KB, sometimes after a pause, so that reads
+// end on frame boundaries and anywhere else; then this half ends. The
+// socket may have closed already (it answered a broken frame): writing
+// then fails, which is no failure of the case.
+async function writeInPieces(conn: Deno.Conn, stream: Uint8Array, random: () => number) {
+  try {
+    for (let at = 0; at < stream.length;) {
+      const piece = Math.min(stream.length - at, 1 + Math.floor(random() ** 3 * 6000));
+      await writeAll(conn, stream.subarray(at, at + piece));
+      at += piece;
+      if (random() < 0.15) await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    await conn.closeWrite();
+  } catch {
+    // reset or closed by the socket
+  }
+}
+
+/**
+ * Decode what the socket sends on `conn` with `decoder` until it ends the
+ * connection, or, with `stopAtClose`, until its close came (a client waits
+ * for the server to end TCP).
+ */
+async function readReplies(
+  conn: Deno.Conn,
+  decoder: { receiveData(data: Uint8Array | null): void; events(): Iterable<ws.Event> },
+  stopAtClose: boolean,
+): Promise<Replies> {
+  const replies = new Replies(ws.Pong);
+  const buffer = new Uint8Array(256 * 1024);
+  const deadline = Date.now() + CASE_MS;
+  for (;;) {
+    const left = deadline - Date.now();
+    assert.ok(left > 0, "the socket did not end the connection");
+    const n = await withTimeout(conn.read(buffer), left, "read");
+    if (n === null) return replies;
+    decoder.receiveData(buffer.slice(0, n));
+    replies.take(decoder.events());
+    if (stopAtClose && replies.closeEvent !== null) return replies;
+  }
+}
+
+function check(seed: number, notes: string[], got: Replies, expected: Replies): void {
+  const what = `seed ${seed} (${notes.join("; ") || "valid"})`;
+  assert.deepEqual(got.messages, expected.messages, `${what}: echoes`);
+  assert.equal(got.close, expected.close, `${what}: close`);
+  // A pong may answer only the latest of several pings (RFC 6455
+  // §5.5.3), but the latest always gets one.
+  let at = 0;
+  for (const pong of got.controls) {
+    while (at < expected.controls.length && expected.controls[at] !== pong) at++;
+    assert.ok(at < expected.controls.length, `${what}: pong ${pong} answers no ping, in order`);
+    at++;
+  }
+  assert.equal(got.controls.at(-1), expected.controls.at(-1), `${what}: the last ping's pong`);
+}
+
+// The mix the generator makes: mostly broken streams, many closed.
+function checkMix(outcomes: Replies[]): void {
+  const closed = outcomes.filter((replies) => replies.closeEvent !== null).length;
+  const echoed = outcomes.filter((replies) => replies.messages.length > 0).length;
+  assert.ok(closed > CASES / 3 && echoed > CASES / 3, `${closed} closed, ${echoed} echoed`);
+}
+
+const echo = async (socket: ws.Socket) => {
+  for await (const message of socket) socket.send(message);
+};
+
+Deno.test(`serve() answers ${CASES} fuzzed frame streams as its engine does, however they are cut`, async () => {
+  await using server = ws.serve({ hostname: "127.0.0.1", port: 0, onError: () => {} }, echo);
+  const outcomes: Replies[] = [];
+  for (let seed = FIRST_SEED; seed < FIRST_SEED + CASES; seed++) {
+    const { stream, notes } = buildFrameCase(prng(seed), "server");
+    const expected = engineReplies(stream, "server");
+    const conn = await rawOpen(server.addr.port, "/");
+    try {
+      const [got] = await Promise.all([
+        readReplies(conn, new ws.Connection(ws.ConnectionType.CLIENT), false),
+        writeInPieces(conn, stream, prng(seed + 0x5eed)),
+      ]);
+      check(seed, notes, got, expected);
+    } finally {
+      conn.close();
+    }
+    outcomes.push(expected);
+  }
+  checkMix(outcomes);
+});
+
+Deno.test(`connect() answers ${CASES} fuzzed frame streams as its engine does, however they are cut`, async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const url = `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/`;
+  const outcomes: Replies[] = [];
+  try {
+    for (let seed = FIRST_SEED; seed < FIRST_SEED + CASES; seed++) {
+      const { stream, notes } = buildFrameCase(prng(seed), "client");
+      const expected = engineReplies(stream, "client");
+      const connecting = ws.connect(url);
+      const conn = await listener.accept();
+      // The client's frames are decoded by the engine that answered its request.
+      const engine = new ws.WSConnection(ws.ConnectionType.SERVER);
+      await writeAll(conn, await readHandshake(conn, engine));
+      const socket = await connecting;
+      try {
+        const echoing = echo(socket);
+        const [got] = await Promise.all([
+          readReplies(conn, engine, true),
+          writeInPieces(conn, stream, prng(seed + 0x5eed)),
+        ]);
+        check(seed, notes, got, expected);
+        conn.close();
+        await withTimeout(echoing, CASE_MS, `seed ${seed}: the client's loop ended`);
+      } finally {
+        try {
+          conn.close();
+        } catch {
+          // closed above
+        }
+        await socket.closed;
+      }
+      outcomes.push(expected);
+    }
+  } finally {
+    listener.close();
+  }
+  checkMix(outcomes);
+});
+
+/** Read the client's request into `engine` and return the 101 to write. */
+async function readHandshake(conn: Deno.Conn, engine: ws.WSConnection): Promise<Uint8Array> {
+  const buffer = new Uint8Array(4096);
+  for (let reads = 0; reads < 100; reads++) {
+    const n = await withTimeout(conn.read(buffer), CASE_MS, "the request");
+    assert.ok(n !== null, "the client ended before its request");
+    engine.receiveData(buffer.slice(0, n));
+    for (const event of engine.events()) {
+      if (event instanceof ws.Request) return engine.send(new ws.AcceptConnection());
+    }
+  }
+  throw new Error("no request in 100 reads");
+}
