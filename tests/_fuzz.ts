@@ -1109,161 +1109,183 @@ export function storedBlock(data: Uint8Array, final: boolean): Uint8Array {
   );
 }
 
-function deflateTarget(role: Role) {
-  return (seed: number): void => {
-    const random = prng(seed);
-    let localOptions = randomDeflateOptions(random);
-    let peerOptions = randomDeflateOptions(random);
-    if (negotiate(role, localOptions, peerOptions) === null) {
-      localOptions = { threshold: 0 };
-      peerOptions = { threshold: 0 };
+/**
+ * A permessage-deflate case: options for the connection under test
+ * (`local`) and its peer that negotiate, limits, and the peer's stream,
+ * valid (then `events` is what it says) or broken (`mutated`); `random`
+ * goes on where the case left it.
+ */
+export interface DeflateCase {
+  random: Random;
+  stream: Uint8Array;
+  localOptions: PerMessageDeflateOptions;
+  peerOptions: PerMessageDeflateOptions;
+  limits: Partial<ws.Limits>;
+  events: ws.Event[];
+  notes: string[];
+  mutated: boolean;
+}
+
+/** The permessage-deflate case of `seed` for a connection of `role`. */
+export function buildDeflateCase(seed: number, role: Role): DeflateCase {
+  const random = prng(seed);
+  let localOptions = randomDeflateOptions(random);
+  let peerOptions = randomDeflateOptions(random);
+  if (negotiate(role, localOptions, peerOptions) === null) {
+    localOptions = { threshold: 0 };
+    peerOptions = { threshold: 0 };
+  }
+  if (chance(random, 0.3)) localOptions.maxMessageSize = int(random, 2000);
+  const limits: Partial<ws.Limits> = chance(random, 0.2)
+    ? { maxMessageSize: int(random, 2000) }
+    : {};
+  const { peer } = negotiate(role, localOptions, peerOptions)!;
+  const masked = role === "server";
+  const peerType = role === "server" ? ws.ConnectionType.CLIENT : ws.ConnectionType.SERVER;
+  const encoder = new ws.FrameEncoder(peerType, { extensions: [peer] });
+  // The encoder masks with random keys; re-masked with seeded ones, every
+  // case is the same bytes each time its seed runs.
+  const keys = prng(seed ^ 0x6b657973);
+  const seeded = (frame: Uint8Array) => masked ? remask(frame, randomBytes(keys, 4)) : frame;
+  const parts: Uint8Array[] = [];
+  const events: ws.Event[] = [];
+  const handBuilt = chance(random, 0.3);
+  const items = 1 + int(random, 5);
+  for (let item = 0; item < items; item++) {
+    if (chance(random, 0.15)) {
+      const payload = randomBytes(random, int(random, 20));
+      parts.push(seeded(encoder.encodeControl(ws.Opcode.PING, payload)));
+      events.push(new ws.Ping({ payload }));
+      continue;
     }
-    if (chance(random, 0.3)) localOptions.maxMessageSize = int(random, 2000);
-    const limits: Partial<ws.Limits> = chance(random, 0.2)
-      ? { maxMessageSize: int(random, 2000) }
-      : {};
-    const { peer } = negotiate(role, localOptions, peerOptions)!;
-    const masked = role === "server";
-    const peerType = role === "server" ? ws.ConnectionType.CLIENT : ws.ConnectionType.SERVER;
-    const encoder = new ws.FrameEncoder(peerType, { extensions: [peer] });
-    // The encoder masks with random keys; re-masked with seeded ones, every
-    // case is the same bytes each time its seed runs.
-    const keys = prng(seed ^ 0x6b657973);
-    const seeded = (frame: Uint8Array) => masked ? remask(frame, randomBytes(keys, 4)) : frame;
-    const parts: Uint8Array[] = [];
-    const events: ws.Event[] = [];
-    const handBuilt = chance(random, 0.3);
-    const items = 1 + int(random, 5);
-    for (let item = 0; item < items; item++) {
-      if (chance(random, 0.15)) {
-        const payload = randomBytes(random, int(random, 20));
-        parts.push(seeded(encoder.encodeControl(ws.Opcode.PING, payload)));
-        events.push(new ws.Ping({ payload }));
-        continue;
+    const text = chance(random, 0.5);
+    const size = chance(random, 0.03) ? 3000 + int(random, 70_000) : int(random, 300);
+    const compressible = chance(random, 0.6);
+    let data: Uint8Array;
+    let string = "";
+    if (text) {
+      string = randomText(random, 10);
+      let length = utf8(string).length;
+      while (length < size) {
+        const more = compressible ? "abcabcabd " : randomText(random, 10);
+        string += more;
+        length += utf8(more).length;
       }
-      const text = chance(random, 0.5);
-      const size = chance(random, 0.03) ? 3000 + int(random, 70_000) : int(random, 300);
-      const compressible = chance(random, 0.6);
-      let data: Uint8Array;
-      let string = "";
-      if (text) {
-        string = randomText(random, 10);
-        let length = utf8(string).length;
-        while (length < size) {
-          const more = compressible ? "abcabcabd " : randomText(random, 10);
-          string += more;
-          length += utf8(more).length;
-        }
-        data = utf8(string);
-      } else {
-        data = compressible
-          ? new Uint8Array(size).fill(int(random, 256))
-          : randomBytes(random, size);
-      }
-      events.push(text ? new ws.TextMessage({ data: string }) : new ws.BytesMessage({ data }));
-      if (handBuilt) {
-        // Stored blocks, the last one maybe with BFINAL (RFC 7692 §7.2.3.4).
-        const blocks: Uint8Array[] = [];
-        let at = 0;
-        do {
-          const take = Math.min(data.length - at, int(random, 400));
-          const end = at + take >= data.length;
-          blocks.push(storedBlock(data.subarray(at, at + take), end && chance(random, 0.5)));
-          at += take;
-        } while (at < data.length);
-        // A message that does not end in a final block ends in the header
-        // bits of an empty stored block, whose LEN and NLEN are the tail the
-        // receiver appends (RFC 7692 §7.2.1).
-        if ((blocks.at(-1)![0]! & 1) === 0) blocks.push(new Uint8Array([0]));
-        const body = concat(...blocks);
-        const cut = chance(random, 0.5) ? body.length : int(random, body.length + 1);
-        parts.push(
-          encodeFrame({
-            fin: cut === body.length,
-            rsv: 4,
-            opcode: text ? 1 : 2,
-            masked,
-            maskKey: randomBytes(random, 4),
-            payload: body.subarray(0, cut),
-          }),
-        );
-        if (cut < body.length) {
-          parts.push(
-            encodeFrame({
-              fin: true,
-              rsv: 0,
-              opcode: 0,
-              masked,
-              maskKey: randomBytes(random, 4),
-              payload: body.subarray(cut),
-            }),
-          );
-        }
-        continue;
-      }
-      const pieces = chance(random, 0.6) ? 1 : 2 + int(random, 3);
-      if (text) {
-        const chars = Array.from(string);
-        const cuts = [
-          0,
-          ...Array.from({ length: pieces - 1 }, () => int(random, chars.length + 1)).sort((a, b) =>
-            a - b
-          ),
-          chars.length,
-        ];
-        for (let i = 0; i + 1 < cuts.length; i++) {
-          parts.push(seeded(
-            encoder.encodeData(chars.slice(cuts[i], cuts[i + 1]).join(""), i + 2 === cuts.length),
-          ));
-        }
-      } else {
-        const cuts = [
-          0,
-          ...Array.from({ length: pieces - 1 }, () => int(random, data.length + 1)).sort((a, b) =>
-            a - b
-          ),
-          data.length,
-        ];
-        for (let i = 0; i + 1 < cuts.length; i++) {
-          parts.push(
-            seeded(encoder.encodeData(data.slice(cuts[i], cuts[i + 1]), i + 2 === cuts.length)),
-          );
-        }
-      }
+      data = utf8(string);
+    } else {
+      data = compressible ? new Uint8Array(size).fill(int(random, 256)) : randomBytes(random, size);
     }
-    if (chance(random, 0.3)) {
-      parts.push(seeded(encoder.encodeClose(1000, "bye")));
-      events.push(new ws.CloseConnection({ code: 1000, reason: "bye" }));
-    }
-    let stream = concat(...parts);
-    const notes: string[] = [];
-    let mutated = localOptions.maxMessageSize !== undefined || limits.maxMessageSize !== undefined;
-    if (chance(random, 0.5)) {
-      mutated = true;
-      const r = random();
-      if (r < 0.4) {
-        const [out, note] = mutateBytes(random, stream);
-        stream = out;
-        notes.push(note);
-      } else {
-        // A compressed frame of garbage, or of a block type sweep, or a
-        // compressed control or continuation frame.
-        const garbage = r < 0.7
-          ? randomBytes(random, 1 + int(random, 40))
-          : concat(new Uint8Array([int(random, 8)]), randomBytes(random, int(random, 8)));
-        const frame = encodeFrame({
-          fin: chance(random, 0.8),
-          rsv: chance(random, 0.8) ? 4 : int(random, 8),
-          opcode: pick(random, [0, 1, 2, 2, 8, 9]),
+    events.push(text ? new ws.TextMessage({ data: string }) : new ws.BytesMessage({ data }));
+    if (handBuilt) {
+      // Stored blocks, the last one maybe with BFINAL (RFC 7692 §7.2.3.4).
+      const blocks: Uint8Array[] = [];
+      let at = 0;
+      do {
+        const take = Math.min(data.length - at, int(random, 400));
+        const end = at + take >= data.length;
+        blocks.push(storedBlock(data.subarray(at, at + take), end && chance(random, 0.5)));
+        at += take;
+      } while (at < data.length);
+      // A message that does not end in a final block ends in the header
+      // bits of an empty stored block, whose LEN and NLEN are the tail the
+      // receiver appends (RFC 7692 §7.2.1).
+      if ((blocks.at(-1)![0]! & 1) === 0) blocks.push(new Uint8Array([0]));
+      const body = concat(...blocks);
+      const cut = chance(random, 0.5) ? body.length : int(random, body.length + 1);
+      parts.push(
+        encodeFrame({
+          fin: cut === body.length,
+          rsv: 4,
+          opcode: text ? 1 : 2,
           masked,
           maskKey: randomBytes(random, 4),
-          payload: garbage,
-        });
-        const at = chance(random, 0.5) ? stream.length : int(random, stream.length + 1);
-        stream = concat(stream.subarray(0, at), frame, stream.subarray(at));
-        notes.push(`compressed garbage ${toHex(frame)} at ${at}`);
+          payload: body.subarray(0, cut),
+        }),
+      );
+      if (cut < body.length) {
+        parts.push(
+          encodeFrame({
+            fin: true,
+            rsv: 0,
+            opcode: 0,
+            masked,
+            maskKey: randomBytes(random, 4),
+            payload: body.subarray(cut),
+          }),
+        );
+      }
+      continue;
+    }
+    const pieces = chance(random, 0.6) ? 1 : 2 + int(random, 3);
+    if (text) {
+      const chars = Array.from(string);
+      const cuts = [
+        0,
+        ...Array.from({ length: pieces - 1 }, () => int(random, chars.length + 1)).sort((a, b) =>
+          a - b
+        ),
+        chars.length,
+      ];
+      for (let i = 0; i + 1 < cuts.length; i++) {
+        parts.push(seeded(
+          encoder.encodeData(chars.slice(cuts[i], cuts[i + 1]).join(""), i + 2 === cuts.length),
+        ));
+      }
+    } else {
+      const cuts = [
+        0,
+        ...Array.from({ length: pieces - 1 }, () => int(random, data.length + 1)).sort((a, b) =>
+          a - b
+        ),
+        data.length,
+      ];
+      for (let i = 0; i + 1 < cuts.length; i++) {
+        parts.push(
+          seeded(encoder.encodeData(data.slice(cuts[i], cuts[i + 1]), i + 2 === cuts.length)),
+        );
       }
     }
+  }
+  if (chance(random, 0.3)) {
+    parts.push(seeded(encoder.encodeClose(1000, "bye")));
+    events.push(new ws.CloseConnection({ code: 1000, reason: "bye" }));
+  }
+  let stream = concat(...parts);
+  const notes: string[] = [];
+  let mutated = localOptions.maxMessageSize !== undefined || limits.maxMessageSize !== undefined;
+  if (chance(random, 0.5)) {
+    mutated = true;
+    const r = random();
+    if (r < 0.4) {
+      const [out, note] = mutateBytes(random, stream);
+      stream = out;
+      notes.push(note);
+    } else {
+      // A compressed frame of garbage, or of a block type sweep, or a
+      // compressed control or continuation frame.
+      const garbage = r < 0.7
+        ? randomBytes(random, 1 + int(random, 40))
+        : concat(new Uint8Array([int(random, 8)]), randomBytes(random, int(random, 8)));
+      const frame = encodeFrame({
+        fin: chance(random, 0.8),
+        rsv: chance(random, 0.8) ? 4 : int(random, 8),
+        opcode: pick(random, [0, 1, 2, 2, 8, 9]),
+        masked,
+        maskKey: randomBytes(random, 4),
+        payload: garbage,
+      });
+      const at = chance(random, 0.5) ? stream.length : int(random, stream.length + 1);
+      stream = concat(stream.subarray(0, at), frame, stream.subarray(at));
+      notes.push(`compressed garbage ${toHex(frame)} at ${at}`);
+    }
+  }
+  return { random, stream, localOptions, peerOptions, limits, events, notes, mutated };
+}
+
+function deflateTarget(role: Role) {
+  return (seed: number): void => {
+    const { random, stream, localOptions, peerOptions, limits, events, notes, mutated } =
+      buildDeflateCase(seed, role);
     const allowed = [...PROTOCOL_CODES, ...closeCodesIn(stream)];
     const outcomes: [string, Outcome][] = [];
     let wholeConn: ws.Connection | null = null;

@@ -13,7 +13,7 @@
 // More cases or another seed: DRIVER_FUZZ_CASES=20000 DRIVER_FUZZ_SEED=7
 import assert from "node:assert/strict";
 import * as ws from "../mod.ts";
-import { buildFrameCase, type Role, toHex } from "./_fuzz.ts";
+import { buildDeflateCase, buildFrameCase, type Role, toHex } from "./_fuzz.ts";
 import { rawOpen, withTimeout, writeAll } from "./_drivers.ts";
 import { concatAll, prng } from "./_util.ts";
 
@@ -72,8 +72,12 @@ const ownSide = (role: Role) =>
   role === "server" ? ws.ConnectionType.SERVER : ws.ConnectionType.CLIENT;
 
 /** What the engine of `role` alone answers to `stream`, as its peer decodes it. */
-function engineReplies(stream: Uint8Array, role: Role): Replies {
-  const engine = new ws.Connection(ownSide(role));
+function engineReplies(
+  stream: Uint8Array,
+  role: Role,
+  options: ws.ConnectionOptions = {},
+): Replies {
+  const engine = new ws.Connection(ownSide(role), options);
   engine.receiveData(stream.slice());
   const seen = new Replies(ws.Ping).take(engine.events());
   const answered = new Replies(ws.Pong);
@@ -215,15 +219,150 @@ Deno.test(`connect() answers ${CASES} fuzzed frame streams as its engine does, h
   checkMix(outcomes);
 });
 
+// With permessage-deflate: the fuzzer's compressed streams (valid, and
+// broken in the bytes or by compressed garbage), each case with its own
+// options and limits on both ends, so a server per case.
+
+/**
+ * The extension as a driver makes it from `options` (its message limit is
+ * the connection's unless the options say), negotiated with `peerOptions`
+ * the way the handshake does.
+ */
+function negotiated(
+  role: Role,
+  options: ws.PerMessageDeflateOptions,
+  peerOptions: ws.PerMessageDeflateOptions,
+  limits: Partial<ws.Limits>,
+): ws.PerMessageDeflate {
+  const local = new ws.PerMessageDeflate({
+    maxMessageSize: limits.maxMessageSize ?? ws.DEFAULT_LIMITS.maxMessageSize,
+    ...options,
+  });
+  const peer = new ws.PerMessageDeflate(peerOptions);
+  if (role === "server") {
+    assert.ok(local.accept(peer.offer()) !== null, "the case's options negotiate");
+  } else {
+    local.finalize(peer.accept(local.offer())!);
+  }
+  return local;
+}
+
+Deno.test(`serve() answers ${CASES} fuzzed compressed streams as its engine does`, async () => {
+  const outcomes: Replies[] = [];
+  for (let seed = FIRST_SEED; seed < FIRST_SEED + CASES; seed++) {
+    const { stream, localOptions, peerOptions, limits, notes } = buildDeflateCase(seed, "server");
+    const expected = engineReplies(stream, "server", {
+      extensions: [negotiated("server", localOptions, peerOptions, limits)],
+      limits,
+    });
+    await using server = ws.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      deflate: localOptions,
+      limits,
+      onError: () => {},
+    }, echo);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    try {
+      // A client engine that offers the peer's options makes the request
+      // and decodes the answers, compressed with what the server agreed.
+      const client = new ws.WSConnection(ws.ConnectionType.CLIENT);
+      await writeAll(
+        conn,
+        client.send(
+          new ws.Request({
+            host: "127.0.0.1",
+            target: "/",
+            extensions: [new ws.PerMessageDeflate(peerOptions)],
+          }),
+        ),
+      );
+      const [got] = await Promise.all([
+        readReplies(conn, client, false),
+        (async () => {
+          await waitOpen(client);
+          await writeInPieces(conn, stream, prng(seed + 0x5eed));
+        })(),
+      ]);
+      assert.deepEqual(client.extensions.map((extension) => extension.name), [
+        "permessage-deflate",
+      ]);
+      check(seed, notes, got, expected);
+    } finally {
+      conn.close();
+    }
+    outcomes.push(expected);
+  }
+  checkMix(outcomes);
+});
+
+Deno.test(`connect() answers ${CASES} fuzzed compressed streams as its engine does`, async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const url = `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/`;
+  const outcomes: Replies[] = [];
+  try {
+    for (let seed = FIRST_SEED; seed < FIRST_SEED + CASES; seed++) {
+      const { stream, localOptions, peerOptions, limits, notes } = buildDeflateCase(seed, "client");
+      const expected = engineReplies(stream, "client", {
+        extensions: [negotiated("client", localOptions, peerOptions, limits)],
+        limits,
+      });
+      const connecting = ws.connect(url, { deflate: localOptions, limits });
+      const conn = await listener.accept();
+      const engine = new ws.WSConnection(ws.ConnectionType.SERVER);
+      await writeAll(
+        conn,
+        await readHandshake(conn, engine, [new ws.PerMessageDeflate(peerOptions)]),
+      );
+      const socket = await connecting;
+      try {
+        assert.deepEqual(socket.extensions, ["permessage-deflate"]);
+        const echoing = echo(socket);
+        const [got] = await Promise.all([
+          readReplies(conn, engine, true),
+          writeInPieces(conn, stream, prng(seed + 0x5eed)),
+        ]);
+        check(seed, notes, got, expected);
+        conn.close();
+        await withTimeout(echoing, CASE_MS, `seed ${seed}: the client's loop ended`);
+      } finally {
+        try {
+          conn.close();
+        } catch {
+          // closed above
+        }
+        await socket.closed;
+      }
+      outcomes.push(expected);
+    }
+  } finally {
+    listener.close();
+  }
+  checkMix(outcomes);
+});
+
+// Resolves once `client` took the server's 101 (fed by readReplies()).
+async function waitOpen(client: ws.WSConnection): Promise<void> {
+  const deadline = Date.now() + CASE_MS;
+  while (client.state === ws.ConnectionState.CONNECTING) {
+    assert.ok(Date.now() < deadline, "no 101");
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+}
+
 /** Read the client's request into `engine` and return the 101 to write. */
-async function readHandshake(conn: Deno.Conn, engine: ws.WSConnection): Promise<Uint8Array> {
+async function readHandshake(
+  conn: Deno.Conn,
+  engine: ws.WSConnection,
+  extensions: ws.Extension[] = [],
+): Promise<Uint8Array> {
   const buffer = new Uint8Array(4096);
   for (let reads = 0; reads < 100; reads++) {
     const n = await withTimeout(conn.read(buffer), CASE_MS, "the request");
     assert.ok(n !== null, "the client ended before its request");
     engine.receiveData(buffer.slice(0, n));
     for (const event of engine.events()) {
-      if (event instanceof ws.Request) return engine.send(new ws.AcceptConnection());
+      if (event instanceof ws.Request) return engine.send(new ws.AcceptConnection({ extensions }));
     }
   }
   throw new Error("no request in 100 reads");
