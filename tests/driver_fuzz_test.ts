@@ -219,7 +219,8 @@ async function runCases(role: Role, count: number, build: (seed: number) => Case
   const outcomes: Replies[] = [];
   try {
     for (let seed = FIRST_SEED; seed < FIRST_SEED + count; seed++) {
-      const { stream, notes, limits = {}, deflate } = build(seed);
+      const kase = build(seed);
+      const { stream, notes, limits = {}, deflate } = kase;
       const expected = engineReplies(stream, role, {
         extensions: deflate === undefined
           ? []
@@ -229,16 +230,8 @@ async function runCases(role: Role, count: number, build: (seed: number) => Case
       const peerExtensions = () =>
         deflate === undefined ? [] : [new ws.PerMessageDeflate(deflate.peer)];
       const got = role === "server"
-        ? await throughServer(stream, seed, limits, deflate?.local, peerExtensions())
-        : await throughClient(
-          url,
-          listener,
-          stream,
-          seed,
-          limits,
-          deflate?.local,
-          peerExtensions(),
-        );
+        ? await throughServer(kase, seed, peerExtensions())
+        : await throughClient(kase, seed, peerExtensions(), listener, url);
       check(seed, notes, got, expected);
       outcomes.push(expected);
     }
@@ -248,18 +241,17 @@ async function runCases(role: Role, count: number, build: (seed: number) => Case
   checkMix(outcomes);
 }
 
+/** `offered`: the peer's extensions, which the client engine offers. */
 async function throughServer(
-  stream: Uint8Array,
+  { stream, limits = {}, deflate }: Case,
   seed: number,
-  limits: Partial<ws.Limits>,
-  deflate: ws.PerMessageDeflateOptions | undefined,
   offered: ws.Extension[],
 ): Promise<Replies> {
   await using server = ws.serve({
     hostname: "127.0.0.1",
     port: 0,
     limits,
-    ...(deflate === undefined ? {} : { deflate }),
+    ...(deflate === undefined ? {} : { deflate: deflate.local }),
     onError: () => {},
   }, echo);
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
@@ -285,16 +277,18 @@ async function throughServer(
   }
 }
 
+/** `accepted`: the peer's extensions, which the raw server's engine accepts. */
 async function throughClient(
-  url: string,
-  listener: Deno.Listener,
-  stream: Uint8Array,
+  { stream, limits = {}, deflate }: Case,
   seed: number,
-  limits: Partial<ws.Limits>,
-  deflate: ws.PerMessageDeflateOptions | undefined,
   accepted: ws.Extension[],
+  listener: Deno.Listener,
+  url: string,
 ): Promise<Replies> {
-  const connecting = ws.connect(url, { limits, ...(deflate === undefined ? {} : { deflate }) });
+  const connecting = ws.connect(url, {
+    limits,
+    ...(deflate === undefined ? {} : { deflate: deflate.local }),
+  });
   const conn = await listener.accept();
   // The client's frames are decoded by the engine that answered its request.
   const engine = new ws.WSConnection(ws.ConnectionType.SERVER);
