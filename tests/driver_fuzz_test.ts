@@ -1,15 +1,15 @@
-// The frame fuzzer's streams (tests/_fuzz.ts), valid and broken, plain
-// and compressed, and streams of large messages broken the same ways, sent
-// in random pieces over 127.0.0.1 to an echo on serve() (and to one on
-// connect(), with a server's unmasked frames): the socket must answer what
-// its engine alone says to the same bytes, however its reads cut them.
-// That is the echo of every whole message before the end, a pong for the
-// last ping, and the close the engine answers with (none when the stream
+// The frame fuzzer's streams (tests/_fuzz.ts), valid and broken, plain and
+// compressed, and streams of large messages broken the same ways, sent in
+// random pieces over 127.0.0.1 (TCP, and TLS for some) to an echo on serve()
+// (and to one on connect(), with a server's unmasked frames): the socket must
+// answer what its engine alone says to the same bytes, however its reads cut
+// them. That is the echo of every whole message before the end, a pong for
+// the last ping, and the close the engine answers with (none when the stream
 // just stops: the sender then ends its half, and the socket must end too).
-// The engine's own fuzz targets check its answers; this checks the read
-// loop that feeds it (reused and predicted buffers, frames split across
-// reads, the next frame's start in a message's buffer), the write path,
-// and that an ending waits for the answers to the messages before it.
+// The engine's own fuzz targets check its answers; this checks the read loop
+// that feeds it (reused and predicted buffers, frames split across reads, the
+// next frame's start in a message's buffer), the write path, and that an
+// ending waits for the answers to the messages before it.
 //
 // More cases or another seed: DRIVER_FUZZ_CASES=20000 DRIVER_FUZZ_SEED=7
 import assert from "node:assert/strict";
@@ -30,6 +30,7 @@ import {
 } from "./_fuzz.ts";
 import { withTimeout, writeAll } from "./_drivers.ts";
 import { concatAll, prng, randomBytes, utf8 } from "./_util.ts";
+import { type TestCertificate, testCertificate } from "./_tls.ts";
 
 const CASES = Number(Deno.env.get("DRIVER_FUZZ_CASES") ?? 100);
 const FIRST_SEED = Number(Deno.env.get("DRIVER_FUZZ_SEED") ?? 1);
@@ -211,11 +212,19 @@ function negotiated(
 /**
  * Runs `count` cases through an echo on the driver of `role`: a server per
  * case, or a client per case to one raw listener, each with the case's
- * limits and extension.
+ * limits and extension; over TLS with `tls`.
  */
-async function runCases(role: Role, count: number, build: (seed: number) => Case) {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const url = `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/`;
+async function runCases(
+  role: Role,
+  count: number,
+  build: (seed: number) => Case,
+  tls: TestCertificate | null = null,
+) {
+  const listener = tls === null
+    ? Deno.listen({ hostname: "127.0.0.1", port: 0 })
+    : Deno.listenTls({ hostname: "127.0.0.1", port: 0, cert: tls.cert, key: tls.key });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const url = tls === null ? `ws://127.0.0.1:${port}/` : `wss://localhost:${port}/`;
   const outcomes: Replies[] = [];
   try {
     for (let seed = FIRST_SEED; seed < FIRST_SEED + count; seed++) {
@@ -230,8 +239,8 @@ async function runCases(role: Role, count: number, build: (seed: number) => Case
       const peerExtensions = () =>
         deflate === undefined ? [] : [new ws.PerMessageDeflate(deflate.peer)];
       const got = role === "server"
-        ? await throughServer(kase, seed, peerExtensions())
-        : await throughClient(kase, seed, peerExtensions(), listener, url);
+        ? await throughServer(kase, seed, peerExtensions(), tls)
+        : await throughClient(kase, seed, peerExtensions(), tls, listener, url);
       check(seed, notes, got, expected);
       outcomes.push(expected);
     }
@@ -246,15 +255,20 @@ async function throughServer(
   { stream, limits = {}, deflate }: Case,
   seed: number,
   offered: ws.Extension[],
+  tls: TestCertificate | null,
 ): Promise<Replies> {
   await using server = ws.serve({
     hostname: "127.0.0.1",
     port: 0,
     limits,
     ...(deflate === undefined ? {} : { deflate: deflate.local }),
+    ...(tls === null ? {} : { cert: tls.cert, key: tls.key }),
     onError: () => {},
   }, echo);
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  const port = server.addr.port;
+  const conn = tls === null
+    ? await Deno.connect({ hostname: "127.0.0.1", port })
+    : await Deno.connectTls({ hostname: "localhost", port, caCerts: [tls.ca] });
   try {
     // A client engine makes the request (with the peer's offer) and
     // decodes the answers, inflated as the server agreed.
@@ -282,12 +296,14 @@ async function throughClient(
   { stream, limits = {}, deflate }: Case,
   seed: number,
   accepted: ws.Extension[],
+  tls: TestCertificate | null,
   listener: Deno.Listener,
   url: string,
 ): Promise<Replies> {
   const connecting = ws.connect(url, {
     limits,
     ...(deflate === undefined ? {} : { deflate: deflate.local }),
+    ...(tls === null ? {} : { caCerts: [tls.ca] }),
   });
   const conn = await listener.accept();
   // The client's frames are decoded by the engine that answered its request.
@@ -369,6 +385,10 @@ for (const role of ["server", "client"] as const) {
   });
   Deno.test(`${driver} answers ${CASES / 4} fuzzed streams of large messages as its engine does`, async () => {
     await runCases(role, CASES / 4, (seed) => buildLargeCase(seed, role));
+  });
+  Deno.test(`${driver} answers ${CASES / 4} fuzzed frame streams over TLS as its engine does`, async () => {
+    const tls = await testCertificate();
+    await runCases(role, CASES / 4, (seed) => buildFrameCase(prng(seed), role), tls);
   });
   Deno.test(`${driver} answers ${CASES} fuzzed compressed streams as its engine does`, async () => {
     await runCases(role, CASES, (seed) => {
