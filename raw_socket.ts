@@ -232,6 +232,17 @@ const FLUSH_PATIENCE = 3;
 const LONE_BURST = 8;
 // Sockets of this process with output queued or in flight.
 let socketsWriting = 0;
+
+/**
+ * How many sockets of this process have output queued or in flight: for
+ * tests, which check that every closed socket stopped counting (a socket
+ * that never did would keep every other from being alone, see LONE_BURST).
+ *
+ * @returns The count.
+ */
+export function socketsWithOutput(): number {
+  return socketsWriting;
+}
 // The body of a refused handshake kept for the error.
 const MAX_REJECT_BODY = 64 * 1024;
 

@@ -14,7 +14,7 @@ import {
   type Socket,
 } from "../socket.ts";
 import { Inbox } from "../inbox.ts";
-import { RawSocket, readsThatWaitedForText } from "../raw_socket.ts";
+import { RawSocket, readsThatWaitedForText, socketsWithOutput } from "../raw_socket.ts";
 import { upgrade } from "../deno_serve.ts";
 import {
   clientFrame,
@@ -1297,6 +1297,9 @@ Deno.test("a write that fails, at once or later, fails its sends and ends the so
     }
     assert.equal((await withTimeout(socket.closed, 2000, "closed")).code, 1006, failure);
     await assert.rejects(socket.send("after"), ConnectionClosedError);
+    // It has no output now: counted still, it would keep every other
+    // socket from writing a burst's replies a few at a time.
+    assert.equal(socketsWithOutput(), 0, failure);
   }
 });
 

@@ -31,6 +31,7 @@ import {
 import { withTimeout, writeAll } from "./_drivers.ts";
 import { concatAll, prng, randomBytes, utf8 } from "./_util.ts";
 import { type TestCertificate, testCertificate } from "./_tls.ts";
+import { socketsWithOutput } from "../raw_socket.ts";
 
 const CASES = Number(Deno.env.get("DRIVER_FUZZ_CASES") ?? 100);
 const FIRST_SEED = Number(Deno.env.get("DRIVER_FUZZ_SEED") ?? 1);
@@ -242,6 +243,8 @@ async function runCases(
         ? await throughServer(kase, seed, peerExtensions(), tls)
         : await throughClient(kase, seed, peerExtensions(), tls, listener, url);
       check(seed, notes, got, expected);
+      // Closed, every socket stopped counting as one with output.
+      assert.equal(socketsWithOutput(), 0, `seed ${seed}: sockets left with output`);
       outcomes.push(expected);
     }
   } finally {
