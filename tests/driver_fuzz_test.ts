@@ -35,6 +35,8 @@ import { socketsWithOutput } from "../raw_socket.ts";
 
 const CASES = Number(Deno.env.get("DRIVER_FUZZ_CASES") ?? 100);
 const FIRST_SEED = Number(Deno.env.get("DRIVER_FUZZ_SEED") ?? 1);
+// Cases of the slower kinds: large messages, TLS.
+const FEWER = Math.ceil(CASES / 4);
 // Far beyond a case's time (a few ms), far below a hang's.
 const CASE_MS = 10_000;
 
@@ -167,6 +169,7 @@ function check(seed: number, notes: string[], got: Replies, expected: Replies): 
 // The mix the generators make: many streams broken, many closed, many
 // with messages echoed.
 function checkMix(outcomes: Replies[]): void {
+  if (outcomes.length < 20) return; // a seed run alone may be anything
   const closed = outcomes.filter((replies) => replies.closeEvent !== null).length;
   const echoed = outcomes.filter((replies) => replies.messages.length > 0).length;
   const enough = outcomes.length / 5;
@@ -386,12 +389,12 @@ for (const role of ["server", "client"] as const) {
   Deno.test(`${driver} answers ${CASES} fuzzed frame streams as its engine does`, async () => {
     await runCases(role, CASES, (seed) => buildFrameCase(prng(seed), role));
   });
-  Deno.test(`${driver} answers ${CASES / 4} fuzzed streams of large messages as its engine does`, async () => {
-    await runCases(role, CASES / 4, (seed) => buildLargeCase(seed, role));
+  Deno.test(`${driver} answers ${FEWER} fuzzed streams of large messages as its engine does`, async () => {
+    await runCases(role, FEWER, (seed) => buildLargeCase(seed, role));
   });
-  Deno.test(`${driver} answers ${CASES / 4} fuzzed frame streams over TLS as its engine does`, async () => {
+  Deno.test(`${driver} answers ${FEWER} fuzzed frame streams over TLS as its engine does`, async () => {
     const tls = await testCertificate();
-    await runCases(role, CASES / 4, (seed) => buildFrameCase(prng(seed), role), tls);
+    await runCases(role, FEWER, (seed) => buildFrameCase(prng(seed), role), tls);
   });
   Deno.test(`${driver} answers ${CASES} fuzzed compressed streams as its engine does`, async () => {
     await runCases(role, CASES, (seed) => {
