@@ -1497,7 +1497,23 @@ function handshakeLimits(random: Random): Partial<ws.Limits> {
 
 const REQUEST_STATUSES = [400, 405, 426, 431, 505];
 
-function serverHandshakeTarget(seed: number): void {
+/**
+ * A server handshake case: limits, and a client's request (valid, or broken
+ * in its head or bytes, `notes` says how) maybe followed by frames (`valid`,
+ * when they were made valid); `deflate` says whether the server accepts
+ * permessage-deflate, and `random` goes on where the case left it.
+ */
+export interface ServerHandshakeCase {
+  random: Random;
+  limits: Partial<ws.Limits>;
+  stream: Uint8Array;
+  notes: string[];
+  valid: ValidStream | null;
+  deflate: boolean;
+}
+
+/** The server handshake case of `seed`. */
+export function buildServerHandshakeCase(seed: number): ServerHandshakeCase {
   const random = prng(seed);
   const limits = handshakeLimits(random);
   const lines = [
@@ -1537,6 +1553,11 @@ function serverHandshakeTarget(seed: number): void {
     notes.push(note);
   }
   const deflate = chance(random, 0.5);
+  return { random, limits, stream, notes, valid, deflate };
+}
+
+function serverHandshakeTarget(seed: number): void {
+  const { limits, stream, notes, valid, deflate } = buildServerHandshakeCase(seed);
   const context = `server handshake, limits ${show(limits)}, ${notes.join("; ") || "unmutated"}`;
   try {
     const outcomes: [string, Outcome][] = [];

@@ -9,7 +9,8 @@
 // The engine's own fuzz targets check its answers; this checks the read loop
 // that feeds it (reused and predicted buffers, frames split across reads, the
 // next frame's start in a message's buffer), the write path, and that an
-// ending waits for the answers to the messages before it.
+// ending waits for the answers to the messages before it. The handshake
+// fuzzer's requests go to serve() the same way (see the end of the file).
 //
 // More cases or another seed: DRIVER_FUZZ_CASES=20000 DRIVER_FUZZ_SEED=7
 import assert from "node:assert/strict";
@@ -17,6 +18,7 @@ import * as ws from "../mod.ts";
 import {
   buildDeflateCase,
   buildFrameCase,
+  buildServerHandshakeCase,
   chance,
   encodeFrame,
   type FrameSpec,
@@ -97,6 +99,14 @@ function engineReplies(
 ): Replies {
   const engine = new ws.Connection(ownSide(role), options);
   engine.receiveData(stream.slice());
+  return answersOf(engine, role);
+}
+
+/** What an engine of `role`, fed, answers to its events, as its peer decodes it. */
+function answersOf(
+  engine: { events(): Iterable<ws.Event>; send(event: ws.Event): Uint8Array },
+  role: Role,
+): Replies {
   const seen = new Replies(ws.Ping).take(engine.events());
   const answered = new Replies(ws.Pong);
   answered.messages.push(...seen.messages);
@@ -403,6 +413,109 @@ for (const role of ["server", "client"] as const) {
     });
   });
 }
+
+// Handshakes: the handshake fuzzer's requests (valid, or broken in the
+// head or the bytes), some followed by frames, in random pieces to
+// serve(). The server must answer with the engine's status (101, the
+// rejection's, or none for a head that never ends) and, after a 101,
+// answer the frames as the engine does.
+
+/** The status the engine answers `stream` with (null: none), and then its replies. */
+function engineHandshake(
+  stream: Uint8Array,
+  limits: Partial<ws.Limits>,
+): { status: number | null; replies: Replies } {
+  const engine = new ws.WSConnection(ws.ConnectionType.SERVER, { limits });
+  try {
+    engine.receiveData(stream.slice());
+    if (!(engine.nextEvent() instanceof ws.Request)) {
+      // The client then ends its half, in the middle of the head.
+      engine.receiveData(null);
+      return { status: null, replies: new Replies(ws.Pong) };
+    }
+    engine.send(new ws.AcceptConnection());
+    return { status: 101, replies: answersOf(engine, "server") };
+  } catch (error) {
+    if (
+      !(error instanceof ws.RemoteProtocolError) ||
+      !(error.eventHint instanceof ws.RejectConnection)
+    ) {
+      throw error;
+    }
+    return { status: error.eventHint.statusCode, replies: new Replies(ws.Pong) };
+  }
+}
+
+Deno.test(`serve() answers ${CASES} fuzzed handshakes as its engine does`, async () => {
+  const outcomes: (number | null)[] = [];
+  for (let seed = FIRST_SEED; seed < FIRST_SEED + CASES; seed++) {
+    const { limits, stream, notes } = buildServerHandshakeCase(seed);
+    const expected = engineHandshake(stream, limits);
+    await using server = ws.serve(
+      { hostname: "127.0.0.1", port: 0, limits, onError: () => {} },
+      echo,
+    );
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+    try {
+      const [answer] = await Promise.all([
+        readToEnd(conn),
+        writeInPieces(conn, stream, prng(seed + 0x5eed)),
+      ]);
+      const what = `seed ${seed} (${notes.join("; ") || "valid"})`;
+      const end = headEnd(answer);
+      const status = end < 0 ? null : Number(/^HTTP\/1\.1 (\d{3}) /.exec(latin1(answer, end))?.[1]);
+      assert.equal(status, expected.status, `${what}: ${JSON.stringify(latin1(answer, 80))}`);
+      if (status === 101) {
+        const client = new ws.Connection(ws.ConnectionType.CLIENT);
+        client.receiveData(answer.slice(end));
+        check(seed, notes, new Replies(ws.Pong).take(client.events()), expected.replies);
+      }
+    } finally {
+      conn.close();
+    }
+    assert.equal(socketsWithOutput(), 0, `seed ${seed}: sockets left with output`);
+    outcomes.push(expected.status);
+  }
+  // Many accepted, many refused.
+  if (outcomes.length >= 20) {
+    const accepted = outcomes.filter((status) => status === 101).length;
+    const refused = outcomes.filter((status) => status !== null && status !== 101).length;
+    assert.ok(
+      accepted > CASES / 10 && refused > CASES / 5,
+      `${accepted} accepted, ${refused} refused`,
+    );
+  }
+});
+
+/** Everything the server sends until it ends the connection, within CASE_MS. */
+async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buffer = new Uint8Array(256 * 1024);
+  const deadline = Date.now() + CASE_MS;
+  for (;;) {
+    const left = deadline - Date.now();
+    assert.ok(left > 0, "the server did not end the connection");
+    const n = await withTimeout(conn.read(buffer), left, "read").catch((error) => {
+      if (error instanceof Deno.errors.ConnectionReset) return null;
+      throw error;
+    });
+    if (n === null) return concatAll(chunks);
+    chunks.push(buffer.slice(0, n));
+  }
+}
+
+// Where an HTTP head ends (after its blank line); -1 when it does not.
+function headEnd(bytes: Uint8Array): number {
+  for (let i = 3; i < bytes.length; i++) {
+    if (bytes[i] === 10 && bytes[i - 1] === 13 && bytes[i - 2] === 10 && bytes[i - 3] === 13) {
+      return i + 1;
+    }
+  }
+  return -1;
+}
+
+const latin1 = (bytes: Uint8Array, end: number): string =>
+  new TextDecoder("latin1").decode(bytes.subarray(0, end));
 
 // Resolves once `client` took the server's 101 (fed by readReplies()).
 async function waitOpen(client: ws.WSConnection): Promise<void> {
