@@ -1673,7 +1673,8 @@ function feedAllCatching(
 }
 
 /** Runs `body` with crypto.getRandomValues seeded, so a client's key is reproducible. */
-function withSeededRandom<T>(seed: number, body: () => T): T {
+/** Run `body` with `crypto.getRandomValues` drawing from `seed`: a client's key is then the seed's. */
+export function withSeededRandom<T>(seed: number, body: () => T): T {
   const original = crypto.getRandomValues;
   const random = prng(seed);
   crypto.getRandomValues = (<A extends ArrayBufferView | null>(array: A): A => {
@@ -1690,7 +1691,28 @@ function withSeededRandom<T>(seed: number, body: () => T): T {
   }
 }
 
-function clientHandshakeTarget(seed: number): void {
+/**
+ * A client handshake case: limits, what the client offers, a `start()`
+ * that makes its engine and request (the key drawn from the seed, see
+ * withSeededRandom), and the server's response (a 101 maybe followed by
+ * frames, or a refusal with a body; broken as `notes` says); `eof` says
+ * whether the stream then ends, and `random` goes on where the case left it.
+ */
+export interface ClientHandshakeCase {
+  random: Random;
+  limits: Partial<ws.Limits>;
+  offerDeflate: boolean;
+  subprotocols: string[];
+  start: () => { conn: ws.WSConnection; request: Uint8Array };
+  stream: Uint8Array;
+  notes: string[];
+  valid: ValidStream | null;
+  accepted: boolean;
+  eof: boolean;
+}
+
+/** The client handshake case of `seed`. */
+export function buildClientHandshakeCase(seed: number): ClientHandshakeCase {
   const random = prng(seed);
   const limits = handshakeLimits(random);
   const offerDeflate = chance(random, 0.5);
@@ -1781,6 +1803,11 @@ function clientHandshakeTarget(seed: number): void {
     notes.push(note);
   }
   const eof = chance(random, 0.5);
+  return { random, limits, offerDeflate, subprotocols, start, stream, notes, valid, accepted, eof };
+}
+
+function clientHandshakeTarget(seed: number): void {
+  const { limits, start, stream, notes, valid, accepted, eof } = buildClientHandshakeCase(seed);
   const context = `client handshake, limits ${show(limits)}, ${notes.join("; ") || "unmutated"}${
     eof ? ", then end of stream" : ""
   }`;

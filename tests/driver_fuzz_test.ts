@@ -10,12 +10,14 @@
 // that feeds it (reused and predicted buffers, frames split across reads, the
 // next frame's start in a message's buffer), the write path, and that an
 // ending waits for the answers to the messages before it. The handshake
-// fuzzer's requests go to serve() the same way (see the end of the file).
+// fuzzer's requests go to serve(), and its responses to connect(), the same
+// way (see the end of the file).
 //
 // More cases or another seed: DRIVER_FUZZ_CASES=20000 DRIVER_FUZZ_SEED=7
 import assert from "node:assert/strict";
 import * as ws from "../mod.ts";
 import {
+  buildClientHandshakeCase,
   buildDeflateCase,
   buildFrameCase,
   buildServerHandshakeCase,
@@ -29,6 +31,7 @@ import {
   randomText,
   type Role,
   toHex,
+  withSeededRandom,
 } from "./_fuzz.ts";
 import { withTimeout, writeAll } from "./_drivers.ts";
 import { concatAll, prng, randomBytes, utf8 } from "./_util.ts";
@@ -486,6 +489,116 @@ Deno.test(`serve() answers ${CASES} fuzzed handshakes as its engine does`, async
     );
   }
 });
+
+// The handshake fuzzer's responses (a 101 maybe followed by frames, or a
+// refusal with a body; valid or broken) to connect(), in random pieces,
+// then the server's half ends: connect() must open where the engine
+// accepts, refuse with the engine's status, or fail where the engine finds
+// the response broken or cut short. An opened socket must then answer the
+// frames as the engine does.
+
+/** How connect() must end for `kase`, and what it must then answer. */
+function engineResponse(kase: ReturnType<typeof buildClientHandshakeCase>): {
+  outcome: string;
+  replies: Replies;
+} {
+  const { conn: engine } = kase.start();
+  const none = new Replies(ws.Pong);
+  try {
+    engine.receiveData(kase.stream.slice());
+    const head = engine.peekEvent();
+    if (head instanceof ws.AcceptConnection) {
+      engine.nextEvent();
+      return { outcome: "open", replies: answersOf(engine, "client") };
+    }
+    // A refusal says its status, however its body ends (see HandshakeError).
+    if (head instanceof ws.RejectConnection) {
+      return { outcome: `refused ${head.statusCode}`, replies: none };
+    }
+    engine.receiveData(null);
+    const first = engine.peekEvent();
+    if (first instanceof ws.RejectConnection) {
+      return { outcome: `refused ${first.statusCode}`, replies: none };
+    }
+    // The connection closed during the handshake (after a 1xx, say).
+    return { outcome: "failed", replies: none };
+  } catch (error) {
+    if (!(error instanceof ws.RemoteProtocolError)) throw error;
+    return { outcome: "failed", replies: none };
+  }
+}
+
+Deno.test(`connect() answers ${CASES} fuzzed handshake responses as its engine does`, async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const url = `ws://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/`;
+  const outcomes: string[] = [];
+  try {
+    for (let seed = FIRST_SEED; seed < FIRST_SEED + CASES; seed++) {
+      const kase = buildClientHandshakeCase(seed);
+      const expected = engineResponse(kase);
+      const what = `seed ${seed} (${kase.notes.join("; ") || "valid"})`;
+      // The key drawn from the seed, as the case's response expects.
+      const connecting = withSeededRandom(seed, () =>
+        ws.connect(url, {
+          limits: kase.limits,
+          subprotocols: kase.subprotocols,
+          deflate: kase.offerDeflate,
+          handshakeTimeout: CASE_MS,
+        }));
+      const conn = await listener.accept();
+      try {
+        await readUntilHead(conn);
+        const writing = writeInPieces(conn, kase.stream, prng(seed + 0x5eed));
+        const socket = await connecting.catch((error) => error);
+        if (socket instanceof Error) {
+          assert.ok(socket instanceof ws.HandshakeError, `${what}: ${socket}`);
+          const outcome = socket.status === null ? "failed" : `refused ${socket.status}`;
+          assert.equal(outcome, expected.outcome, `${what}: ${socket.message}`);
+        } else {
+          assert.equal("open", expected.outcome, what);
+          // Its answers, unless compressed: inflating them would take the
+          // server's half of the extension, which the response only names.
+          if (socket.extensions.length === 0) {
+            const echoing = echo(socket);
+            const decoder = new ws.Connection(ws.ConnectionType.SERVER);
+            check(seed, kase.notes, await readReplies(conn, decoder, true), expected.replies);
+            conn.close();
+            await withTimeout(echoing, CASE_MS, `${what}: the client's loop ended`);
+          } else {
+            conn.close();
+          }
+          await socket.closed;
+        }
+        await writing;
+      } finally {
+        try {
+          conn.close();
+        } catch {
+          // closed above
+        }
+      }
+      outcomes.push(expected.outcome);
+    }
+  } finally {
+    listener.close();
+  }
+  if (outcomes.length >= 20) {
+    const opened = outcomes.filter((outcome) => outcome === "open").length;
+    const refused = outcomes.filter((outcome) => outcome.startsWith("refused")).length;
+    assert.ok(opened > CASES / 10 && refused > CASES / 10, `${opened} opened, ${refused} refused`);
+  }
+});
+
+// Read the client's request head, whatever it says.
+async function readUntilHead(conn: Deno.Conn): Promise<void> {
+  let head: Uint8Array = new Uint8Array(0);
+  const buffer = new Uint8Array(4096);
+  while (headEnd(head) < 0) {
+    const n = await withTimeout(conn.read(buffer), CASE_MS, "the request");
+    assert.ok(n !== null, "the client ended before its request");
+    head = concatAll([head, buffer.subarray(0, n)]);
+  }
+}
 
 /** Everything the server sends until it ends the connection, within CASE_MS. */
 async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
