@@ -22,6 +22,7 @@ import {
   buildFrameCase,
   buildServerHandshakeCase,
   chance,
+  type ClientHandshakeCase,
   encodeFrame,
   type FrameSpec,
   int,
@@ -33,7 +34,7 @@ import {
   toHex,
   withSeededRandom,
 } from "./_fuzz.ts";
-import { withTimeout, writeAll } from "./_drivers.ts";
+import { hasHead, headLength, readUntil, withTimeout, writeAll } from "./_drivers.ts";
 import { concatAll, prng, randomBytes, utf8 } from "./_util.ts";
 import { type TestCertificate, testCertificate } from "./_tls.ts";
 import { socketsWithOutput } from "../raw_socket.ts";
@@ -164,8 +165,12 @@ async function readReplies(
   }
 }
 
+/** A case as failures name it: its seed, and how the fuzzer broke it. */
+const caseName = (seed: number, notes: string[]): string =>
+  `seed ${seed} (${notes.join("; ") || "valid"})`;
+
 function check(seed: number, notes: string[], got: Replies, expected: Replies): void {
-  const what = `seed ${seed} (${notes.join("; ") || "valid"})`;
+  const what = caseName(seed, notes);
   assert.deepEqual(got.messages, expected.messages, `${what}: echoes`);
   assert.equal(got.close, expected.close, `${what}: close`);
   // A pong may answer only the latest of several pings (RFC 6455
@@ -465,14 +470,16 @@ Deno.test(`serve() answers ${CASES} fuzzed handshakes as its engine does`, async
     );
     const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
     try {
-      const [answer] = await Promise.all([
-        readToEnd(conn),
+      const [{ bytes: answer, ended }] = await Promise.all([
+        readUntil(conn, () => false, CASE_MS),
         writeInPieces(conn, stream, prng(seed + 0x5eed)),
       ]);
-      const what = `seed ${seed} (${notes.join("; ") || "valid"})`;
-      const end = headEnd(answer);
-      const status = end < 0 ? null : Number(/^HTTP\/1\.1 (\d{3}) /.exec(latin1(answer, end))?.[1]);
-      assert.equal(status, expected.status, `${what}: ${JSON.stringify(latin1(answer, 80))}`);
+      const what = caseName(seed, notes);
+      assert.ok(ended, `${what}: the server did not end the connection`);
+      const end = headLength(answer);
+      const head = new TextDecoder().decode(answer.subarray(0, end < 0 ? 80 : end));
+      const status = end < 0 ? null : Number(/^HTTP\/1\.1 (\d{3}) /.exec(head)?.[1]);
+      assert.equal(status, expected.status, `${what}: ${JSON.stringify(head.slice(0, 80))}`);
       if (status === 101) {
         const client = new ws.Connection(ws.ConnectionType.CLIENT);
         client.receiveData(answer.slice(end));
@@ -503,7 +510,7 @@ Deno.test(`serve() answers ${CASES} fuzzed handshakes as its engine does`, async
 // frames as the engine does.
 
 /** How connect() must end for `kase`, and what it must then answer. */
-function engineResponse(kase: ReturnType<typeof buildClientHandshakeCase>): {
+function engineResponse(kase: ClientHandshakeCase): {
   outcome: string;
   replies: Replies;
 } {
@@ -541,7 +548,7 @@ Deno.test(`connect() answers ${CASES} fuzzed handshake responses as its engine d
     for (let seed = FIRST_SEED; seed < FIRST_SEED + CASES; seed++) {
       const kase = buildClientHandshakeCase(seed);
       const expected = engineResponse(kase);
-      const what = `seed ${seed} (${kase.notes.join("; ") || "valid"})`;
+      const what = caseName(seed, kase.notes);
       // The key drawn from the seed, as the case's response expects.
       const connecting = withSeededRandom(seed, () =>
         ws.connect(url, {
@@ -552,7 +559,8 @@ Deno.test(`connect() answers ${CASES} fuzzed handshake responses as its engine d
         }));
       const conn = await listener.accept();
       try {
-        await readUntilHead(conn);
+        // The client's request, whatever it says.
+        assert.ok(hasHead((await readUntil(conn, hasHead, CASE_MS)).bytes), `${what}: no request`);
         const writing = writeInPieces(conn, kase.stream, prng(seed + 0x5eed));
         const socket = await connecting.catch((error) => error);
         if (socket instanceof Error) {
@@ -593,47 +601,6 @@ Deno.test(`connect() answers ${CASES} fuzzed handshake responses as its engine d
     assert.ok(opened > CASES / 10 && refused > CASES / 10, `${opened} opened, ${refused} refused`);
   }
 });
-
-// Read the client's request head, whatever it says.
-async function readUntilHead(conn: Deno.Conn): Promise<void> {
-  let head: Uint8Array = new Uint8Array(0);
-  const buffer = new Uint8Array(4096);
-  while (headEnd(head) < 0) {
-    const n = await withTimeout(conn.read(buffer), CASE_MS, "the request");
-    assert.ok(n !== null, "the client ended before its request");
-    head = concatAll([head, buffer.subarray(0, n)]);
-  }
-}
-
-/** Everything the server sends until it ends the connection, within CASE_MS. */
-async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  const buffer = new Uint8Array(256 * 1024);
-  const deadline = Date.now() + CASE_MS;
-  for (;;) {
-    const left = deadline - Date.now();
-    assert.ok(left > 0, "the server did not end the connection");
-    const n = await withTimeout(conn.read(buffer), left, "read").catch((error) => {
-      if (error instanceof Deno.errors.ConnectionReset) return null;
-      throw error;
-    });
-    if (n === null) return concatAll(chunks);
-    chunks.push(buffer.slice(0, n));
-  }
-}
-
-// Where an HTTP head ends (after its blank line); -1 when it does not.
-function headEnd(bytes: Uint8Array): number {
-  for (let i = 3; i < bytes.length; i++) {
-    if (bytes[i] === 10 && bytes[i - 1] === 13 && bytes[i - 2] === 10 && bytes[i - 3] === 13) {
-      return i + 1;
-    }
-  }
-  return -1;
-}
-
-const latin1 = (bytes: Uint8Array, end: number): string =>
-  new TextDecoder("latin1").decode(bytes.subarray(0, end));
 
 // Resolves once `client` took the server's 101 (fed by readReplies()).
 async function waitOpen(client: ws.WSConnection): Promise<void> {
