@@ -169,6 +169,7 @@ class NativeSocket implements ServerSocket {
   readonly #request: globalThis.Request;
   readonly #wsRequest: WsRequest;
   readonly #options: UpgradeOptions;
+  readonly #remoteAddr: Deno.Addr | null;
   readonly #response = Promise.withResolvers<Response>();
   readonly #inbox = new Inbox();
   readonly #closed = Promise.withResolvers<CloseInfo>();
@@ -189,6 +190,14 @@ class NativeSocket implements ServerSocket {
     this.#request = request;
     this.#wsRequest = wsRequest;
     this.#options = options;
+    // Read now: Deno's getter throws ("Request closed") once the 101 is out.
+    let remoteAddr: Deno.Addr | null = null;
+    try {
+      remoteAddr = options.info?.remoteAddr ?? null;
+    } catch {
+      // the request was over already
+    }
+    this.#remoteAddr = remoteAddr;
   }
 
   get response(): Promise<Response> {
@@ -204,7 +213,7 @@ class NativeSocket implements ServerSocket {
   }
 
   get remoteAddr(): Deno.Addr | null {
-    return this.#options.info?.remoteAddr ?? null;
+    return this.#remoteAddr;
   }
 
   get state(): SocketState {

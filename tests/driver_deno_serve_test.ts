@@ -6,8 +6,9 @@ import { WebSocket as WsClient } from "npm:ws@8.18.3";
 import { connect } from "../client.ts";
 import { upgrade } from "../deno_serve.ts";
 import { serve } from "../server.ts";
+import { LocalProtocolError } from "../errors.ts";
 import type { CloseInfo, Handler } from "../socket.ts";
-import { handshakeRequest, withTimeout } from "./_drivers.ts";
+import { handshakeRequest, hasHead, readUntil, withTimeout } from "./_drivers.ts";
 
 // Echoes, with a command or two, and records how each connection ended.
 function makeHandler(ended: CloseInfo[]): Handler {
@@ -258,5 +259,51 @@ Deno.test("on Deno.serve too, a handler's return closes its socket with 1000", a
     assert.equal((await withTimeout(client.closed, 3000, "closed")).code, 1000);
   } finally {
     await native.shutdown();
+  }
+});
+
+Deno.test("on Deno.serve, accept() sends its extra headers, and throws for one Fetch cannot carry", async () => {
+  const seen = Promise.withResolvers<{ subprotocol: string | null; addr: Deno.Addr | null }>();
+  const thrown = Promise.withResolvers<unknown>();
+  const server = denoServe(async (socket, request) => {
+    if (request.target === "/euro") {
+      try {
+        socket.accept({ extraHeaders: [["X-Price", "5 €"]] }); // beyond U+00FF
+      } catch (error) {
+        thrown.resolve(error);
+      }
+      socket.reject({ status: 409 }); // nothing was sent: the handshake is still to answer
+      return;
+    }
+    socket.accept({ subprotocol: "chat", extraHeaders: [["X-Test", "yes"]] });
+    seen.resolve({ subprotocol: socket.subprotocol, addr: socket.remoteAddr });
+    await socket.closed;
+  });
+  try {
+    const port = server.addr.port;
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    try {
+      const request = new TextDecoder().decode(handshakeRequest(port))
+        .replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: other, chat\r\n\r\n");
+      await conn.write(new TextEncoder().encode(request));
+      const head = new TextDecoder().decode((await readUntil(conn, hasHead)).bytes);
+      assert.match(head, /^HTTP\/1\.1 101 /);
+      assert.match(head, /\r\nx-test: yes\r\n/i);
+      assert.match(head, /\r\nsec-websocket-protocol: chat\r\n/i);
+      const { subprotocol, addr } = await withTimeout(seen.promise, 3000, "the handler");
+      assert.equal(subprotocol, "chat");
+      // The client's own end of the connection.
+      assert.deepEqual({ ...addr }, { ...conn.localAddr });
+    } finally {
+      conn.close();
+    }
+
+    const refusal = await connect(`ws://127.0.0.1:${port}/euro`).catch((error) => error);
+    assert.equal(refusal.status, 409);
+    const error = await thrown.promise;
+    assert.ok(error instanceof LocalProtocolError, String(error));
+    assert.match(error.message, /cannot be sent on Deno\.serve/);
+  } finally {
+    await server.shutdown();
   }
 });
