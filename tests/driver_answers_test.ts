@@ -101,6 +101,18 @@ Deno.test("serve() whose onListen throws throws, and leaves nothing listening", 
   );
 });
 
+Deno.test("connect() and serve() refuse what they cannot use before any I/O", async () => {
+  for (const url of ["ftp://127.0.0.1/", "file:///tmp/socket"]) {
+    await assert.rejects(connect(url), TypeError, url);
+  }
+  for (const tls of [{ cert: "x" }, { key: "x" }]) {
+    assert.throws(
+      () => serve({ hostname: "127.0.0.1", port: 0, ...tls }, () => {}),
+      /TLS needs both cert and key/,
+    );
+  }
+});
+
 Deno.test("serve() with a signal aborted already does not call onListen", async () => {
   let listened = false;
   const server = serve({

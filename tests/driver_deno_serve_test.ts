@@ -7,8 +7,21 @@ import { connect } from "../client.ts";
 import { upgrade } from "../deno_serve.ts";
 import { serve } from "../server.ts";
 import { LocalProtocolError } from "../errors.ts";
-import type { CloseInfo, Handler } from "../socket.ts";
-import { handshakeRequest, hasHead, readUntil, withTimeout } from "./_drivers.ts";
+import {
+  type CloseInfo,
+  ConnectionClosedError,
+  type Handler,
+  type ServerSocket,
+} from "../socket.ts";
+import {
+  delay,
+  handshakeRequest,
+  hasHead,
+  Queue,
+  rawOpen,
+  readUntil,
+  withTimeout,
+} from "./_drivers.ts";
 
 // Echoes, with a command or two, and records how each connection ended.
 function makeHandler(ended: CloseInfo[]): Handler {
@@ -305,5 +318,139 @@ Deno.test("on Deno.serve, accept() sends its extra headers, and throws for one F
     assert.match(error.message, /cannot be sent on Deno\.serve/);
   } finally {
     await server.shutdown();
+  }
+});
+
+Deno.test("on Deno.serve, a send() with 1 MiB queued waits: until the peer reads, or fails when it goes", async (t) => {
+  const HIGH_WATER = 1 << 20;
+  const chunk = new Uint8Array(256 * 1024);
+  // The first send that stayed pending, with what was queued when it was made.
+  const waits = new Queue<{ buffered: number; outcome: Promise<unknown> }>(10_000);
+  const server = denoServe(async (socket) => {
+    socket.accept();
+    const deadline = Date.now() + 5000;
+    for (let sent = 0; sent < 1000 && Date.now() < deadline; sent++) {
+      const sending = socket.send(chunk);
+      const buffered = socket.bufferedAmount; // what this send() saw
+      // The timer gives Deno turns to write: a send waits only once the
+      // peer's TCP buffers are full and Deno's own queue has grown.
+      const done = await Promise.race([sending.then(() => true), delay(50).then(() => false)]);
+      if (!done) {
+        const outcome = sending.then(() => "sent", (error) => error);
+        waits.push({ buffered, outcome });
+        break;
+      }
+    }
+    await socket.closed;
+  });
+  try {
+    await t.step("the peer reads: the send resolves", async () => {
+      const conn = await rawOpen(server.addr.port, "/");
+      const { buffered, outcome } = await waits.next("a send that waits");
+      assert.ok(buffered >= HIGH_WATER, `${buffered} bytes queued`);
+      assert.ok(buffered <= HIGH_WATER + 2 * chunk.length, `${buffered} bytes queued`);
+      let done = false;
+      const reading = (async () => {
+        const buffer = new Uint8Array(1 << 20);
+        for (let reads = 0; !done && reads < 100_000; reads++) {
+          if (await conn.read(buffer) === null) break;
+        }
+      })().catch(() => {}); // the read pending at the close fails
+      assert.equal(await withTimeout(outcome, 5000, "the send"), "sent");
+      done = true;
+      conn.close();
+      await reading;
+    });
+    await t.step("the peer goes: the send fails with ConnectionClosedError", async () => {
+      const conn = await rawOpen(server.addr.port, "/");
+      const { outcome } = await waits.next("a send that waits");
+      conn.close();
+      const error = await withTimeout(outcome, 5000, "the send");
+      assert.ok(error instanceof ConnectionClosedError, String(error));
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("a handler that returns without answering accepts, then closes with 1000, on both paths", async () => {
+  const handler: Handler = () => {};
+  await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+  const native = denoServe(handler);
+  try {
+    for (const port of [raw.addr.port, native.addr.port]) {
+      const client = await connect(`ws://127.0.0.1:${port}/`);
+      assert.deepEqual(await withTimeout(client.closed, 3000, "closed"), {
+        code: 1000,
+        reason: "",
+      });
+    }
+  } finally {
+    await native.shutdown();
+  }
+});
+
+Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", async () => {
+  interface Misuses {
+    acceptAgain: unknown;
+    rejectAfter: unknown;
+    longReason: unknown;
+    sendAfter: unknown;
+  }
+  const results: Misuses[] = [];
+  const caught = (action: () => unknown): unknown => {
+    try {
+      action();
+      return null;
+    } catch (error) {
+      return error;
+    }
+  };
+  const handler: Handler = async (socket: ServerSocket) => {
+    socket.accept();
+    const acceptAgain = caught(() => socket.accept());
+    const rejectAfter = caught(() => socket.reject());
+    const longReason = await socket.close(1000, "x".repeat(124)).catch((error) => error);
+    // Nothing was sent for the refused close: the socket is open still.
+    await socket.send("still open");
+    await socket.close(1000, "done");
+    const sendAfter = await socket.send("too late").catch((error) => error);
+    results.push({ acceptAgain, rejectAfter, longReason, sendAfter });
+  };
+  await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+  const native = denoServe(handler);
+  try {
+    for (const port of [raw.addr.port, native.addr.port]) {
+      const client = await connect(`ws://127.0.0.1:${port}/`);
+      assert.equal(await client.receive({ timeout: 3000 }), "still open");
+      assert.deepEqual(await withTimeout(client.closed, 3000, "closed"), {
+        code: 1000,
+        reason: "done",
+      });
+    }
+  } finally {
+    await native.shutdown();
+  }
+  assert.equal(results.length, 2);
+  for (const result of results) {
+    assert.ok(result.acceptAgain instanceof LocalProtocolError, String(result.acceptAgain));
+    assert.ok(result.rejectAfter instanceof LocalProtocolError, String(result.rejectAfter));
+    assert.ok(result.longReason instanceof RangeError, String(result.longReason));
+    assert.ok(result.sendAfter instanceof ConnectionClosedError, String(result.sendAfter));
+  }
+});
+
+Deno.test("upgrade() takes idleTimeout in whole seconds only", () => {
+  const request = new Request("http://localhost/", {
+    headers: {
+      host: "localhost",
+      upgrade: "websocket",
+      connection: "Upgrade",
+      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+      "sec-websocket-version": "13",
+    },
+  });
+  for (const idleTimeout of [1.5, -1, Number.NaN, 2 ** 31]) {
+    assert.throws(() => upgrade(request, () => {}, { idleTimeout }), RangeError, `${idleTimeout}`);
   }
 });
