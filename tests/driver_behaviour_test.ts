@@ -1839,3 +1839,38 @@ Deno.test("after a protocol error the server half-closes and drains: a peer stil
   assert.ok(ended || (await readUntil(conn, () => false, 3000)).ended, "then the server's end");
   conn.close();
 });
+
+Deno.test("ping() settles on its own pong or a later one's, refuses 126 bytes, and fails at the end", async () => {
+  const opened = Promise.withResolvers<ServerSocket>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    socket.accept();
+    opened.resolve(socket);
+    await socket.closed;
+  });
+  const { conn, engine } = await rawClient(server.addr.port);
+  const socket = await withTimeout(opened.promise, 3000, "the server socket");
+  const pong = (...bytes: number[]) =>
+    writeAll(conn, engine.send(new ws.Pong({ payload: new Uint8Array(bytes) })));
+
+  await assert.rejects(socket.ping(new Uint8Array(126)), ws.LocalProtocolError);
+  const settled: string[] = [];
+  const first = socket.ping(new Uint8Array([1, 2, 3, 4])).then(() => settled.push("first"));
+  const second = socket.ping(new Uint8Array([5, 6])).then(() => settled.push("second"));
+  const pings = (events: ws.Event[]) => events.filter((event) => event instanceof ws.Ping);
+  const seen = await readEvents(conn, engine, (events) => pings(events).length === 2);
+  assert.deepEqual(pings(seen).map((ping) => [...ping.payload]), [[1, 2, 3, 4], [5, 6]]);
+  // Unsolicited, or a ping's bytes with one more: neither answers a ping.
+  await pong(9, 9, 9, 9);
+  await pong(1, 2, 3, 4, 0);
+  await delay(50);
+  assert.deepEqual(settled, []);
+  // The pong of the later ping answers the earlier one too (RFC 6455 §5.5.3).
+  await pong(5, 6);
+  await withTimeout(Promise.all([first, second]), 3000, "the pings");
+  assert.deepEqual(settled, ["first", "second"]);
+
+  const unanswered = socket.ping();
+  await readEvents(conn, engine, (events) => pings(events).length === 1);
+  conn.close();
+  await assert.rejects(withTimeout(unanswered, 3000, "the last ping"), ConnectionClosedError);
+});
