@@ -13,6 +13,28 @@ Deno.test("an inbox drops what is pushed after its end", () => {
   assert.equal(inbox.take(), undefined);
 });
 
+Deno.test("a long queue taken from while it grows keeps its order and its size", () => {
+  // Past 1024 taken with as many still queued, the queue drops its taken
+  // slots (a copy): what is left must come out unchanged, and counted.
+  const inbox = new Inbox();
+  let pushed = 0;
+  let taken = 0;
+  const takeChecked = (count: number) => {
+    for (let i = 0; i < count; i++) assert.equal(inbox.take(), `m${taken++}`);
+  };
+  for (; pushed < 3000; pushed++) inbox.push(`m${pushed}`);
+  takeChecked(1500);
+  for (; pushed < 5000; pushed++) inbox.push(`m${pushed}`);
+  takeChecked(2500);
+  assert.equal(inbox.taken, 4000);
+  let bytes = 0;
+  for (let i = taken; i < pushed; i++) bytes += `m${i}`.length + 64;
+  assert.equal(inbox.size, bytes);
+  takeChecked(pushed - taken);
+  assert.equal(inbox.take(), undefined);
+  assert.equal(inbox.size, 0);
+});
+
 // Views of one large read buffer each, as a read of `count` small frames gives them.
 function viewsOfLargeBuffers(count: number, size = 1): Uint8Array[] {
   return Array.from(
