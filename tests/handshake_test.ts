@@ -620,6 +620,62 @@ Deno.test("A rejection with a Content-Length sends RejectData as is and checks t
   assert.equal(server.state, ConnectionState.CLOSED);
 });
 
+Deno.test("A rejection's framing headers must agree with its body, or nothing is sent", () => {
+  const refused: [string, RejectConnection, RegExp][] = [
+    [
+      "a Content-Length without a body",
+      new RejectConnection({ statusCode: 403, headers: [["Content-Length", "5"]] }),
+      /without a body cannot have a Content-Length/,
+    ],
+    [
+      "two Content-Lengths",
+      new RejectConnection({
+        statusCode: 403,
+        hasBody: true,
+        headers: [["Content-Length", "5"], ["content-length", "5"]],
+      }),
+      /must be one decimal number/,
+    ],
+    ...["5 ", "-1", "0x10", "1e3", "1234567890123456"].map((value): [
+      string,
+      RejectConnection,
+      RegExp,
+    ] => [
+      `Content-Length ${JSON.stringify(value)}`,
+      new RejectConnection({
+        statusCode: 403,
+        hasBody: true,
+        headers: [["Content-Length", value]],
+      }),
+      /must be one decimal number/,
+    ]),
+    [
+      "a Transfer-Encoding of its own",
+      new RejectConnection({
+        statusCode: 403,
+        hasBody: true,
+        headers: [["Transfer-Encoding", "chunked"]],
+      }),
+      /Transfer-Encoding is set by the handshake/,
+    ],
+  ];
+  for (const [what, event, message] of refused) {
+    const server = new Handshake(SERVER);
+    assert.throws(
+      () => server.send(event),
+      (error) => error instanceof LocalProtocolError && message.test(error.message),
+      what,
+    );
+    assert.equal(server.state, ConnectionState.CONNECTING, what);
+  }
+  // Content-Length: 0 without a body is what would be sent anyway.
+  const server = new Handshake(SERVER);
+  const text = decode(
+    server.send(new RejectConnection({ statusCode: 403, headers: [["Content-Length", "0"]] })),
+  );
+  assert.equal(text.match(/content-length/gi)?.length, 1, text);
+});
+
 Deno.test("The end of the stream inside a request head is a 400 that can still be sent", () => {
   const server = new Handshake(SERVER);
   server.receiveData(encode("GET / HTTP/1.1\r\n"));
