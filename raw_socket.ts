@@ -294,6 +294,9 @@ export class RawSocket implements ServerSocket {
   // senders of this batch wait on.
   #out: Uint8Array[] = [];
   #outBytes = 0;
+  // The handshake's own bytes among them (the request, or the answer to
+  // it), until the first write is done: bufferedAmount leaves them out.
+  #handshakeBytes = 0;
   #batch: PromiseWithResolvers<void> | null = null;
   #writing = false;
   readonly #noDelay: boolean;
@@ -385,7 +388,7 @@ export class RawSocket implements ServerSocket {
       if (options.connection === undefined || options.request === undefined) {
         throw new TypeError("A client socket needs its engine and the request it made");
       }
-      this.#write(options.request);
+      this.#writeHandshake(options.request);
     }
     this.#readLoop = this.#read();
   }
@@ -415,9 +418,9 @@ export class RawSocket implements ServerSocket {
     return this.#state;
   }
 
-  /** Bytes queued or being written. */
+  /** Bytes of messages and control frames queued or being written. */
   get bufferedAmount(): number {
-    return this.#outBytes;
+    return this.#outBytes - this.#handshakeBytes;
   }
 
   /** Resolves once the connection is over and the transport closed. */
@@ -454,7 +457,7 @@ export class RawSocket implements ServerSocket {
     this.#extensions = this.#ws.extensions.map((extension) => extension.name);
     this.#state = "open";
     this.#pingSentAt = performance.now(); // the first ping is due pingInterval after opening
-    this.#write(bytes);
+    this.#writeHandshake(bytes);
     this.#decision?.resolve();
   }
 
@@ -476,7 +479,7 @@ export class RawSocket implements ServerSocket {
     // answered, with a 500 should the handler then throw.
     this.#answered = true;
     this.#state = "closing";
-    this.#write(bytes);
+    this.#writeHandshake(bytes);
     this.#closeAfterFlush = true;
     this.#armCloseTimer(); // a client that never reads the body must not hold the socket
     this.#decision?.resolve();
@@ -671,6 +674,12 @@ export class RawSocket implements ServerSocket {
 
   // ---- Output ----
 
+  // The first write of a connection.
+  #writeHandshake(bytes: Uint8Array): void {
+    this.#handshakeBytes = bytes.length;
+    this.#write(bytes);
+  }
+
   #write(bytes: Uint8Array): Promise<void> {
     if (this.#connClosed) return this.#closedRejection();
     if (this.#writeBatch !== null && bytes.buffer !== this.#lastShared && inSlab(bytes)) {
@@ -834,6 +843,7 @@ export class RawSocket implements ServerSocket {
       return;
     }
     this.#outBytes = Math.max(0, this.#outBytes - this.#writeSize);
+    this.#handshakeBytes = 0; // the handshake went out in the first write
     this.#endWriteBatch().resolve();
     this.#flushNext();
   };

@@ -395,6 +395,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     acceptAgain: unknown;
     rejectAfter: unknown;
     longReason: unknown;
+    acceptedBuffered: number;
     sendAfter: unknown;
   }
   const results: Misuses[] = [];
@@ -408,6 +409,8 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
   };
   const handler: Handler = async (socket: ServerSocket) => {
     socket.accept();
+    // The 101 is on its way, but it is no message.
+    const acceptedBuffered = socket.bufferedAmount;
     const acceptAgain = caught(() => socket.accept());
     const rejectAfter = caught(() => socket.reject());
     const longReason = await socket.close(1000, "x".repeat(124)).catch((error) => error);
@@ -415,7 +418,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     await socket.send("still open");
     await socket.close(1000, "done");
     const sendAfter = await socket.send("too late").catch((error) => error);
-    results.push({ acceptAgain, rejectAfter, longReason, sendAfter });
+    results.push({ acceptAgain, rejectAfter, longReason, acceptedBuffered, sendAfter });
   };
   await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
   const native = denoServe(handler);
@@ -436,6 +439,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     assert.ok(result.acceptAgain instanceof LocalProtocolError, String(result.acceptAgain));
     assert.ok(result.rejectAfter instanceof LocalProtocolError, String(result.rejectAfter));
     assert.ok(result.longReason instanceof RangeError, String(result.longReason));
+    assert.equal(result.acceptedBuffered, 0);
     assert.ok(result.sendAfter instanceof ConnectionClosedError, String(result.sendAfter));
   }
 });
