@@ -230,7 +230,13 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     // message sent while the last is not yet acknowledged waited for the
     // peer's delayed ACK, 40 ms. Set before TLS starts, as Deno's TLS
     // connections cannot set it.
-    tcp.setNoDelay(true);
+    let noDelay = false;
+    try {
+      tcp.setNoDelay(true);
+      noDelay = true;
+    } catch {
+      // the peer is already gone: the socket's first read or write says so
+    }
     let conn: Deno.Conn = tcp;
     if (secure) {
       const caCerts = options.caCerts;
@@ -249,7 +255,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     }
     const socket = new RawSocket(conn, {
       type: ConnectionType.CLIENT,
-      noDelay: true,
+      noDelay,
       // One deadline only: the one above closes the socket when it passes,
       // so the error always says which limit was hit.
       limits: { ...limits, handshakeTimeout: 0 },

@@ -215,3 +215,36 @@ Deno.test("connect() over TLS gives the certificate error as the cause", async (
   assert.ok(mismatch instanceof HandshakeError, String(mismatch));
   assert.ok(mismatch.cause instanceof Error, `cause: ${mismatch.cause}`);
 });
+
+Deno.test("connect() goes on when TCP_NODELAY cannot be set", async () => {
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    for await (const message of socket) await socket.send(message);
+  });
+  // A peer that resets at once can make setsockopt fail; the read or write
+  // that follows is where the socket learns of it, as on serve()'s side.
+  const realConnect = Deno.connect;
+  const namespace = Deno as unknown as { connect: unknown };
+  namespace.connect = async (options: Deno.ConnectOptions) => {
+    const conn = await realConnect(options);
+    return new Proxy(conn, {
+      get(target, key) {
+        if (key === "setNoDelay") {
+          return () => {
+            throw new Deno.errors.NotConnected("Socket is not connected (os error 107)");
+          };
+        }
+        const value = Reflect.get(target, key);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  };
+  let socket;
+  try {
+    socket = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  } finally {
+    namespace.connect = realConnect;
+  }
+  await socket.send("still fine");
+  assert.equal(await socket.receive({ timeout: 3000 }), "still fine");
+  assert.equal((await socket.close()).code, 1000);
+});
