@@ -183,9 +183,9 @@ Deno.test("a handler that fails because its peer went away is not an error for o
   assert.deepEqual(reported, []);
 });
 
-Deno.test("on Deno.serve, a 204 refusal with an empty body is a 204, as on raw TCP", async () => {
-  // Fetch refuses even an empty body with 204; our checks let it through.
-  const request = new Request("http://localhost/", {
+// A request the handshake checks pass, as Deno.serve hands one to its handler.
+function upgradeRequest(): Request {
+  return new Request("http://localhost/", {
     headers: {
       host: "localhost",
       upgrade: "websocket",
@@ -194,7 +194,24 @@ Deno.test("on Deno.serve, a 204 refusal with an empty body is a 204, as on raw T
       "sec-websocket-version": "13",
     },
   });
-  const response = await upgrade(request, (socket) => socket.reject({ status: 204, body: "" }));
+}
+
+Deno.test("on Deno.serve, a 204 refusal with an empty body is a 204, as on raw TCP", async () => {
+  // Fetch refuses even an empty body with 204; our checks let it through.
+  const response = await upgrade(
+    upgradeRequest(),
+    (socket) => socket.reject({ status: 204, body: "" }),
+  );
   assert.equal(response.status, 204);
   assert.equal(response.body, null);
+});
+
+Deno.test("upgrade() takes idleTimeout in whole seconds only", () => {
+  for (const idleTimeout of [1.5, -1, Number.NaN, 2 ** 31]) {
+    assert.throws(
+      () => upgrade(upgradeRequest(), () => {}, { idleTimeout }),
+      RangeError,
+      `${idleTimeout}`,
+    );
+  }
 });

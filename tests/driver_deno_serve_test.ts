@@ -443,18 +443,3 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     assert.ok(result.sendAfter instanceof ConnectionClosedError, String(result.sendAfter));
   }
 });
-
-Deno.test("upgrade() takes idleTimeout in whole seconds only", () => {
-  const request = new Request("http://localhost/", {
-    headers: {
-      host: "localhost",
-      upgrade: "websocket",
-      connection: "Upgrade",
-      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
-      "sec-websocket-version": "13",
-    },
-  });
-  for (const idleTimeout of [1.5, -1, Number.NaN, 2 ** 31]) {
-    assert.throws(() => upgrade(request, () => {}, { idleTimeout }), RangeError, `${idleTimeout}`);
-  }
-});
