@@ -18,6 +18,8 @@ import { LocalProtocolError } from "./errors.ts";
 import { checkDelay, DEFAULT_LIMITS, MAX_DELAY } from "./limits.ts";
 import {
   type AcceptOptions,
+  checkClose,
+  closeAfterHandler,
   type CloseInfo,
   ConnectionClosedError,
   type Handler,
@@ -69,9 +71,6 @@ export interface UpgradeOptions {
  * the socket:
  * - no permessage-deflate, and no `ping()` (Deno answers pings, and
  *   `idleTimeout` sends its own);
- * - `close()` takes only 1000 and 3000-4999 (the WebSocket API's rule), so
- *   a handler that throws after accepting closes with 1000 "Internal
- *   error", not 1011;
  * - `send()` resolves at once until 1 MiB is buffered: the native socket
  *   does not tell when bytes are written;
  * - a peer that leaves our close unanswered past `closeTimeout` keeps its
@@ -357,15 +356,10 @@ class NativeSocket implements ServerSocket {
   close(code = 1000, reason = ""): Promise<CloseInfo> {
     // Checked before a pending handshake is accepted: a close that cannot
     // be sent leaves the handler free to reject instead, as on raw TCP.
+    // Deno's server-side WebSocket sends any code, not only the WebSocket
+    // API's 1000 and 3000-4999: the codes raw TCP takes are these.
     try {
-      if (!Number.isInteger(code) || (code !== 1000 && !(code >= 3000 && code <= 4999))) {
-        throw new RangeError(
-          `Close code ${code} cannot be sent on Deno.serve: use 1000 or 3000-4999`,
-        );
-      }
-      if (new TextEncoder().encode(reason).length > 123) {
-        throw new RangeError("A close reason is at most 123 bytes of UTF-8");
-      }
+      checkClose(code, reason);
       this.#acceptIfPending();
     } catch (error) {
       return Promise.reject(error);
@@ -388,7 +382,7 @@ class NativeSocket implements ServerSocket {
     await this.close();
   }
 
-  handlerDone(_error: unknown, threw: boolean): void {
+  handlerDone(error: unknown, threw: boolean): void {
     if (!this.#answered) {
       if (threw) {
         this.reject({ status: 500 });
@@ -396,8 +390,9 @@ class NativeSocket implements ServerSocket {
       }
       this.accept();
     }
-    // 1011 cannot be sent through the WebSocket API; 1000 with a reason is the nearest.
-    if (this.#state !== "closed") this.close(1000, threw ? "Internal error" : "").catch(NOOP);
+    if (this.#state === "closed") return;
+    const { code, reason } = closeAfterHandler(error, threw);
+    this.close(code, reason).catch(NOOP);
   }
 
   #acceptIfPending(): void {

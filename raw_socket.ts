@@ -39,6 +39,7 @@ import {
   ABNORMAL,
   type AcceptOptions,
   checkClose,
+  closeAfterHandler,
   type CloseInfo,
   ConnectionClosedError,
   type Heartbeat,
@@ -617,10 +618,8 @@ export class RawSocket implements ServerSocket {
       this.accept();
     }
     if (this.#ws.state !== ConnectionState.OPEN) return; // closing already, or closed
-    if (threw) {
-      const reason = error instanceof Error ? error.name : "Internal error";
-      this.close(1011, reason.slice(0, 100)).catch(NOOP);
-    } else this.close(1000).catch(NOOP);
+    const { code, reason } = closeAfterHandler(error, threw);
+    this.close(code, reason).catch(NOOP);
   }
 
   /**

@@ -151,8 +151,8 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
    * Start the closing handshake (if no close went out yet) and wait for its
    * end; the transport is dropped after `closeTimeout` if the peer never
    * answers. Rejects with a `RangeError` for a code that may not be sent
-   * (only 1000-1003, 1007-1014 and 3000-4999 may; under `Deno.serve` only
-   * 1000 and 3000-4999) or a reason over 123 bytes of UTF-8.
+   * (only 1000-1003, 1007-1014 and 3000-4999 may) or a reason over 123
+   * bytes of UTF-8.
    */
   close(code?: number, reason?: string): Promise<CloseInfo>;
   /**
@@ -364,6 +364,9 @@ export class ConnectionClosedError extends Error {
 /** How a connection ended when it ended without a close frame. */
 export const ABNORMAL: CloseInfo = Object.freeze({ code: 1006, reason: "" });
 
+// RFC 6455 §5.5: a control frame's payload is at most 125 bytes, 2 of them the code.
+const MAX_REASON_BYTES = 123;
+
 /**
  * Check a close code and reason an application wants to send.
  *
@@ -379,9 +382,29 @@ export function checkClose(code: number, reason: string): void {
       `Close code ${code} cannot be sent: use 1000-1003, 1007-1014 or 3000-4999`,
     );
   }
-  if (new TextEncoder().encode(reason).length > 123) {
+  if (new TextEncoder().encode(reason).length > MAX_REASON_BYTES) {
     throw new RangeError("A close reason is at most 123 bytes of UTF-8");
   }
+}
+
+/**
+ * How a socket ends once its handler is over, if it is still open: 1000,
+ * or 1011 with the name of what the handler threw, cut at a character's
+ * edge to fit a close frame (a longer reason could not be sent, and the
+ * socket would stay open).
+ *
+ * @param error What the handler threw, if it threw.
+ * @param threw Whether it threw.
+ * @returns The close code and reason.
+ */
+export function closeAfterHandler(error: unknown, threw: boolean): CloseInfo {
+  if (!threw) return { code: 1000, reason: "" };
+  const name = error instanceof Error ? error.name : "Internal error";
+  const bytes = new TextEncoder().encode(name);
+  if (bytes.length <= MAX_REASON_BYTES) return { code: 1011, reason: name };
+  let end = MAX_REASON_BYTES;
+  while ((bytes[end]! & 0xc0) === 0x80) end--; // back to the start of a character
+  return { code: 1011, reason: new TextDecoder().decode(bytes.subarray(0, end)) };
 }
 
 /** When a driver pings its peer, and how long it waits for an answer. */

@@ -232,29 +232,59 @@ Deno.test("a handler's reject() reaches connect() as a HandshakeError with statu
   }
 });
 
-Deno.test("a handler that throws before deciding answers 500; after accepting, closes with 1011", async () => {
+Deno.test("a handler that throws before deciding answers 500; after accepting, closes with 1011", async (t) => {
+  // An error whose name is 240 bytes of UTF-8: the reason is cut to fit a
+  // close frame, on a character's edge, and the close still goes out.
+  class LongNamedError extends Error {
+    override name = "Ошибка".repeat(20);
+  }
   const errors: unknown[] = [];
-  await using server = serve(
-    { hostname: "127.0.0.1", port: 0, onError: (e) => errors.push(e) },
-    async (socket, request) => {
-      if (request.target === "/early") throw new Error("boom");
-      await socket.receive();
-      throw new TypeError("late boom");
-    },
+  const handler: Handler = async (socket, request) => {
+    if (request.target === "/early") throw new Error("boom");
+    await socket.receive();
+    if (request.target === "/long") throw new LongNamedError("late");
+    throw new TypeError("late boom");
+  };
+  const onError = (error: unknown) => errors.push(error);
+  await using raw = serve({ hostname: "127.0.0.1", port: 0, onError }, handler);
+  const native = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request) => upgrade(request, handler, { onError }),
   );
   try {
-    await connect(`ws://127.0.0.1:${server.addr.port}/early`);
-    assert.fail("connect() should fail");
-  } catch (error) {
-    assert.ok(error instanceof HandshakeError && error.status === 500);
+    for (
+      const [transport, port] of [["serve()", raw.addr.port], [
+        "Deno.serve",
+        native.addr.port,
+      ]] as const
+    ) {
+      await t.step(transport, async () => {
+        errors.length = 0;
+        try {
+          await connect(`ws://127.0.0.1:${port}/early`);
+          assert.fail("connect() should fail");
+        } catch (error) {
+          assert.ok(error instanceof HandshakeError && error.status === 500);
+        }
+        for (
+          const [target, reason] of [
+            ["/late", "TypeError"],
+            ["/long", "Ошибка".repeat(10) + "О"], // 122 bytes: the 123rd would split "ш"
+          ]
+        ) {
+          const socket = await connect(`ws://127.0.0.1:${port}${target}`);
+          await socket.send("go");
+          assert.deepEqual(await withTimeout(socket.closed, 2000, `closed (${target})`), {
+            code: 1011,
+            reason,
+          });
+        }
+        assert.equal(errors.length, 3);
+      });
+    }
+  } finally {
+    await native.shutdown();
   }
-  const socket = await connect(`ws://127.0.0.1:${server.addr.port}/late`);
-  await socket.send("go");
-  assert.deepEqual(await withTimeout(socket.closed, 2000, "closed"), {
-    code: 1011,
-    reason: "TypeError",
-  });
-  assert.equal(errors.length, 2);
 });
 
 Deno.test("a server socket asked for a message before the request arrived waits for it", async () => {
