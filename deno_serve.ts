@@ -53,6 +53,16 @@ export interface UpgradeOptions {
   /** Milliseconds to wait for the client's close after ours: 5 s unless given, 0 does not wait. */
   closeTimeout?: number;
   /**
+   * Bytes of messages waiting for the handler (received, not yet taken)
+   * past which the next message ends the connection: it is dropped, and
+   * the socket closes with 1013 "Too many messages waiting". Deno's
+   * `WebSocket` cannot stop reading, as `serve()` does once 1 MiB waits,
+   * so without a bound a peer could fill memory while the handler is
+   * slow. 16 MiB unless given; `Infinity` never closes. A message arriving
+   * at an empty queue is always taken, however large.
+   */
+  maxQueued?: number;
+  /**
    * Called with errors the handler threw, but not a `ConnectionClosedError`
    * (the peer went away); what it throws is ignored. Default: the error
    * printed as text, as for `serve()`.
@@ -76,7 +86,9 @@ export interface UpgradeOptions {
  * - a peer that leaves our close unanswered past `closeTimeout` keeps its
  *   connection until it closes or fails `idleTimeout`'s ping: the native
  *   socket cannot drop its transport;
- * - inbound messages are not paced by the reader: it cannot pause;
+ * - inbound messages are not paced by the reader: it cannot pause, so a
+ *   handler that falls behind by `maxQueued` (16 MiB) loses its connection
+ *   (1013);
  * - frame and message size limits are Deno's own (just under 64 MiB: a
  *   64 MiB message is refused): a message over them ends the connection,
  *   and `closed` gives 1006, not 1009;
@@ -92,9 +104,10 @@ export interface UpgradeOptions {
  * @param request The request `Deno.serve` passed to its handler.
  * @param handler The WebSocket handler.
  * @param options `remoteAddr` source, idle timeout, handshake and close
- *   timeouts, error hook.
+ *   timeouts, the bound on messages waiting, error hook.
  * @returns The response for `Deno.serve` to send.
- * @throws {RangeError} When a timeout is not an integer from 0 to 2^31 - 1.
+ * @throws {RangeError} When a timeout is not an integer from 0 to 2^31 - 1, or
+ *   `maxQueued` not a number of bytes.
  *
  * @example An echo endpoint on Deno.serve
  * ```ts
@@ -135,6 +148,10 @@ export function upgrade(
   ) {
     throw new RangeError(`idleTimeout must be an integer number of seconds, got ${idleTimeout}`);
   }
+  const maxQueued = options.maxQueued;
+  if (maxQueued !== undefined && !(maxQueued >= 0)) {
+    throw new RangeError(`maxQueued must be a number of bytes, got ${maxQueued}`);
+  }
   const check = checkUpgradeRequest(request);
   if (!check.ok) return Promise.resolve(check.response);
   const socket = new NativeSocket(request, check.request, options);
@@ -159,6 +176,7 @@ function fetchHeaders(pairs: Headers): globalThis.Headers {
 
 // Past this many bytes buffered in the native socket, send() waits.
 const HIGH_WATER = 1 << 20;
+const DEFAULT_MAX_QUEUED = 16 * 1024 * 1024;
 // How often a waiting sender looks at bufferedAmount: the native socket
 // tells nobody when it drains.
 const DRAIN_POLL_MS = 2;
@@ -184,6 +202,8 @@ class NativeSocket implements ServerSocket {
   #openTimer: ReturnType<typeof setTimeout> | undefined;
   #closeInfo: CloseInfo | null = null;
   #sentClose: CloseInfo | null = null;
+  // Closing because the handler fell behind (maxQueued): later messages are dropped.
+  #overloaded = false;
 
   constructor(request: globalThis.Request, wsRequest: WsRequest, options: UpgradeOptions) {
     this.#request = request;
@@ -262,6 +282,12 @@ class NativeSocket implements ServerSocket {
       else socket.close(close.code, close.reason);
     };
     socket.onmessage = (event: MessageEvent) => {
+      if (this.#overloaded) return;
+      if (this.#inbox.size > (this.#options.maxQueued ?? DEFAULT_MAX_QUEUED)) {
+        this.#overloaded = true;
+        this.close(1013, "Too many messages waiting").catch(NOOP);
+        return;
+      }
       const data = event.data;
       this.#inbox.push(typeof data === "string" ? data : new Uint8Array(data as ArrayBuffer));
     };

@@ -206,12 +206,19 @@ Deno.test("on Deno.serve, a 204 refusal with an empty body is a 204, as on raw T
   assert.equal(response.body, null);
 });
 
-Deno.test("upgrade() takes idleTimeout in whole seconds only", () => {
+Deno.test("upgrade() takes idleTimeout in whole seconds, and maxQueued in bytes", () => {
   for (const idleTimeout of [1.5, -1, Number.NaN, 2 ** 31]) {
     assert.throws(
       () => upgrade(upgradeRequest(), () => {}, { idleTimeout }),
       RangeError,
-      `${idleTimeout}`,
+      `idleTimeout ${idleTimeout}`,
+    );
+  }
+  for (const maxQueued of [-1, Number.NaN]) {
+    assert.throws(
+      () => upgrade(upgradeRequest(), () => {}, { maxQueued }),
+      RangeError,
+      `maxQueued ${maxQueued}`,
     );
   }
 });

@@ -446,3 +446,55 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     assert.ok(result.sendAfter instanceof ConnectionClosedError, String(result.sendAfter));
   }
 });
+
+Deno.test("on Deno.serve, a handler that falls behind by maxQueued loses its connection (1013)", async (t) => {
+  // Deno's WebSocket cannot stop reading: a handler that takes nothing
+  // while its peer sends would otherwise hold every message.
+  let release = Promise.withResolvers<void>();
+  const taken: number[] = [];
+  let ended = Promise.withResolvers<CloseInfo>();
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) =>
+      upgrade(request, async (socket) => {
+        socket.accept();
+        await release.promise;
+        for await (const message of socket) taken.push((message as Uint8Array)[0]!);
+        ended.resolve(await socket.closed);
+      }, { info, maxQueued: 64 * 1024 }),
+  );
+  const chunk = new Uint8Array(16 * 1024);
+  const expected = { code: 1013, reason: "Too many messages waiting" };
+  // Sends `count` messages of 16 KiB; what the client and the handler saw.
+  const run = async (count: number) => {
+    release = Promise.withResolvers<void>();
+    ended = Promise.withResolvers<CloseInfo>();
+    taken.length = 0;
+    const client = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+    // send() encodes a copy at once, so one array serves every message.
+    for (let i = 0; i < count; i++) client.send(chunk.fill(i)).catch(() => {});
+    const clientSaw = await withTimeout(client.closed, 3000, "the client's close");
+    release.resolve();
+    const handlerSaw = await withTimeout(ended.promise, 3000, "the handler's end");
+    return { clientSaw, handlerSaw };
+  };
+  try {
+    await t.step(
+      "the fifth message closes: 64 KiB and 4 x 64 bytes of bookkeeping hold four",
+      async () => {
+        const { clientSaw, handlerSaw } = await run(5);
+        assert.deepEqual(clientSaw, expected);
+        assert.deepEqual(handlerSaw, expected);
+        assert.deepEqual(taken, [0, 1, 2, 3]);
+      },
+    );
+    await t.step("a peer that goes on sending is dropped, and nothing more is held", async () => {
+      // Deno then drops the connection without sending its close frame.
+      const { clientSaw } = await run(40);
+      assert.ok(clientSaw.code === 1013 || clientSaw.code === 1006, JSON.stringify(clientSaw));
+      assert.deepEqual(taken, [0, 1, 2, 3]);
+    });
+  } finally {
+    await server.shutdown();
+  }
+});
