@@ -89,6 +89,9 @@ export interface UpgradeOptions {
  * - inbound messages are not paced by the reader: it cannot pause, so a
  *   handler that falls behind by `maxQueued` (16 MiB) loses its connection
  *   (1013);
+ * - a `close()` while the peer is still sending can lose its close frame:
+ *   Deno may drop the connection at the next data frame (1006 on both
+ *   ends);
  * - frame and message size limits are Deno's own (just under 64 MiB: a
  *   64 MiB message is refused): a message over them ends the connection,
  *   and `closed` gives 1006, not 1009;

@@ -489,7 +489,7 @@ Deno.test("on Deno.serve, a handler that falls behind by maxQueued loses its con
       },
     );
     await t.step("a peer that goes on sending is dropped, and nothing more is held", async () => {
-      // Deno then drops the connection without sending its close frame.
+      // Deno may drop a connection whose peer sends after our close, without the close frame.
       const { clientSaw } = await run(40);
       assert.ok(clientSaw.code === 1013 || clientSaw.code === 1006, JSON.stringify(clientSaw));
       assert.deepEqual(taken, [0, 1, 2, 3]);
