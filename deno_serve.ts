@@ -386,7 +386,7 @@ class NativeSocket implements ServerSocket {
     // Checked before a pending handshake is accepted: a close that cannot
     // be sent leaves the handler free to reject instead, as on raw TCP.
     // Deno's server-side WebSocket sends any code, not only the WebSocket
-    // API's 1000 and 3000-4999: the codes raw TCP takes are these.
+    // API's 1000 and 3000-4999, so the codes taken are raw TCP's.
     try {
       checkClose(code, reason);
       this.#acceptIfPending();
