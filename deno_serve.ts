@@ -95,6 +95,8 @@ export interface UpgradeOptions {
  * - frame and message size limits are Deno's own (just under 64 MiB: a
  *   64 MiB message is refused): a message over them ends the connection,
  *   and `closed` gives 1006, not 1009;
+ * - so are the answers to protocol errors: invalid UTF-8, say, ends the
+ *   connection without a close frame, and `closed` gives 1006, not 1007;
  * - when `Deno.serve` itself shuts down, Deno closes the socket (1001 to
  *   the peer) and `closed` gives 1005;
  * - the HTTP version is not visible through Fetch: an HTTP/1.0 request

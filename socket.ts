@@ -58,7 +58,8 @@ export type SocketState = "connecting" | "open" | "closing" | "closed";
  *
  * Errors never escape as unhandled rejections: a peer that breaks the
  * protocol gets the close the engine chose (1002, 1007, 1009) and
- * `closed` reports it; a `send()` or `ping()` left unawaited on a
+ * `closed` reports it (under `Deno.serve`, Deno's framing decides, and
+ * often just drops the connection: 1006); a `send()` or `ping()` left unawaited on a
  * connection that dies rejects quietly.
  *
  * @example An echo round trip on a raw TCP server

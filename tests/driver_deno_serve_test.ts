@@ -14,12 +14,14 @@ import {
   type ServerSocket,
 } from "../socket.ts";
 import {
+  clientFrame,
   delay,
   handshakeRequest,
   hasHead,
   Queue,
   rawOpen,
   readUntil,
+  waitFor,
   withTimeout,
 } from "./_drivers.ts";
 
@@ -496,5 +498,48 @@ Deno.test("on Deno.serve, a handler that falls behind by maxQueued loses its con
     });
   } finally {
     await server.shutdown();
+  }
+});
+
+Deno.test("a protocol error gets the engine's close on serve(), and Deno's drop on Deno.serve", async (t) => {
+  // What the README says of Deno.serve, pinned: when Deno starts sending a
+  // close frame for these, the README is to change with this test.
+  const ended = new Map<string, CloseInfo>();
+  const handler: Handler = async (socket, request) => {
+    socket.accept();
+    for await (const _ of socket) { /* nothing valid comes */ }
+    ended.set(request.target, await socket.closed);
+  };
+  await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+  const native = denoServe(handler);
+  const cases: [string, Uint8Array, number][] = [
+    ["invalid UTF-8", clientFrame(0x1, new Uint8Array([0xff, 0xfe])), 1007],
+    ["a one-byte close payload", clientFrame(0x8, new Uint8Array([3])), 1002],
+  ];
+  try {
+    for (const [index, [which, frame, code]] of cases.entries()) {
+      await t.step(which, async () => {
+        const transports = [["raw", raw.addr.port], ["native", native.addr.port]] as const;
+        for (const [transport, port] of transports) {
+          const target = `/${transport}/${index}`;
+          const conn = await rawOpen(port, target);
+          await conn.write(frame);
+          const { bytes, ended: sawEnd } = await readUntil(conn, () => false, 3000);
+          conn.close();
+          assert.ok(sawEnd, `${transport}: the connection ended`);
+          assert.ok(await waitFor(() => ended.has(target), 3000), `${transport}: closed`);
+          if (transport === "raw") {
+            assert.equal(bytes[0], 0x88, "a close frame");
+            assert.equal((bytes[2]! << 8) | bytes[3]!, code);
+            assert.equal(ended.get(target)!.code, code);
+          } else {
+            assert.equal(bytes.length, 0, "nothing sent");
+            assert.deepEqual(ended.get(target), { code: 1006, reason: "" });
+          }
+        }
+      });
+    }
+  } finally {
+    await native.shutdown();
   }
 });
