@@ -27,6 +27,7 @@ import {
   writeAll,
 } from "./_drivers.ts";
 import { assertSameBytes, concatAll, prng, randomBytes } from "./_util.ts";
+import { testCertificate } from "./_tls.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -1903,4 +1904,33 @@ Deno.test("ping() settles on its own pong or a later one's, refuses 126 bytes, a
   await readEvents(conn, engine, (events) => pings(events).length === 1);
   conn.close();
   await assert.rejects(withTimeout(unanswered, 3000, "the last ping"), ConnectionClosedError);
+});
+
+Deno.test("serve() over TLS shrugs off clients that do not speak TLS, and serves the next", async () => {
+  const { cert, key, ca } = await testCertificate();
+  const errors: unknown[] = [];
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, cert, key, onError: (error) => errors.push(error) },
+    async (socket) => {
+      for await (const message of socket) await socket.send(message);
+    },
+  );
+  const port = server.addr.port;
+  const plain = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(plain, handshakeRequest(port)); // a plain-text handshake
+  const { bytes, ended } = await readUntil(plain, () => false, 3000);
+  plain.close();
+  assert.ok(ended, "the plain-text client was let go");
+  assert.equal(bytes[0], 0x15, "with a TLS alert, not an HTTP answer");
+  const silent = await Deno.connect({ hostname: "127.0.0.1", port });
+  silent.close(); // gone before a byte
+  const halfHello = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(halfHello, new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+  halfHello.close();
+
+  const socket = await connect(`wss://localhost:${port}/`, { caCerts: [ca] });
+  await socket.send("still serving");
+  assert.equal(await socket.receive({ timeout: 3000 }), "still serving");
+  assert.equal((await socket.close()).code, 1000);
+  assert.deepEqual(errors, []);
 });
