@@ -6,7 +6,7 @@
  * @module
  */
 
-import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
+import { LocalProtocolError, RemoteProtocolError, wrongType } from "./errors.ts";
 import {
   AcceptConnection,
   BytesMessage,
@@ -323,6 +323,15 @@ export class Connection {
       );
     }
     if (event instanceof TextMessage || event instanceof BytesMessage) {
+      // The encoder takes the type from the data: a mismatch would send
+      // the other type without a word.
+      const text = event instanceof TextMessage;
+      if (text !== (typeof event.data === "string")) {
+        const expected = text
+          ? "A TextMessage's data is a string"
+          : "A BytesMessage's data is a Uint8Array";
+        throw wrongType(expected, event.data);
+      }
       return this.#encoder.encodeData(event.data, event.messageFinished);
     }
     if (event instanceof Ping) return this.#encoder.encodeControl(Opcode.PING, event.payload);

@@ -14,7 +14,7 @@
 import { AcceptConnection, RejectConnection } from "./events.ts";
 import type { Headers, Request as WsRequest } from "./events.ts";
 import { checkRejection, checkUpgradeRequest, upgradeOptions } from "./handshake.ts";
-import { LocalProtocolError } from "./errors.ts";
+import { checkMessageData, LocalProtocolError } from "./errors.ts";
 import { checkDelay, DEFAULT_LIMITS, MAX_DELAY } from "./limits.ts";
 import {
   type AcceptOptions,
@@ -354,6 +354,7 @@ class NativeSocket implements ServerSocket {
   release(_message: MessageData): void {}
 
   send(data: MessageData): Promise<void> {
+    checkMessageData(data);
     this.#acceptIfPending();
     const native = this.#native;
     if (this.#state === "connecting" && native !== null) {

@@ -101,3 +101,48 @@ export function failConnection(
   });
   return error as RemoteProtocolError & { readonly eventHint: CloseConnection };
 }
+
+/**
+ * Check what a caller gives as a message: a `string` for text, a
+ * `Uint8Array` for binary. Callers without TypeScript's checks otherwise
+ * got errors from deep inside the encoder, or garbage on the wire: a plain
+ * array sent as bytes, `undefined` as the text "undefined".
+ *
+ * @param data What the caller gave.
+ * @throws {TypeError} For anything else, naming what it was.
+ *
+ * @example
+ * ```ts
+ * import { checkMessageData } from "./errors.ts";
+ * checkMessageData("text");
+ * try {
+ *   checkMessageData(new ArrayBuffer(4));
+ *   throw new Error("Example failed");
+ * } catch (error) {
+ *   if (!(error instanceof TypeError && error.message.endsWith("not ArrayBuffer"))) throw error;
+ * }
+ * ```
+ */
+export function checkMessageData(data: unknown): asserts data is string | Uint8Array {
+  if (typeof data !== "string" && !(data instanceof Uint8Array)) {
+    throw wrongType("A message is a string (text) or a Uint8Array (binary)", data);
+  }
+}
+
+/**
+ * The error for an argument of the wrong type: what it must be, and what
+ * came (`typeof` for a primitive, the built-in tag for an object, as
+ * `Array` or `DataView`).
+ *
+ * @param expected What the argument must be.
+ * @param value What came.
+ * @returns The error, to throw.
+ */
+export function wrongType(expected: string, value: unknown): TypeError {
+  const kind = value === null
+    ? "null"
+    : typeof value === "object" || typeof value === "function"
+    ? Object.prototype.toString.call(value).slice(8, -1)
+    : typeof value;
+  return new TypeError(`${expected}, not ${kind}`);
+}

@@ -7,7 +7,7 @@
  */
 
 import { allocate, recycle } from "./_bytes.ts";
-import { LocalProtocolError } from "./errors.ts";
+import { checkMessageData, LocalProtocolError, wrongType } from "./errors.ts";
 import type { Extension } from "./extensions.ts";
 import {
   CloseReason,
@@ -208,6 +208,7 @@ export class FrameEncoder {
    * @returns The frame's bytes.
    */
   encodeData(data: string | Uint8Array, fin: boolean): Uint8Array {
+    checkMessageData(data);
     const opcode = typeof data === "string" ? Opcode.TEXT : Opcode.BINARY;
     let frameOpcode: Opcode = opcode;
     if (this.#messageOpcode !== null) {
@@ -235,6 +236,9 @@ export class FrameEncoder {
    * @returns The frame's bytes.
    */
   encodeControl(opcode: Opcode.PING | Opcode.PONG, payload: Uint8Array): Uint8Array {
+    if (!(payload instanceof Uint8Array)) {
+      throw wrongType(`A ${Opcode[opcode]} payload is a Uint8Array`, payload);
+    }
     if (payload.length > MAX_CONTROL_PAYLOAD) {
       throw new LocalProtocolError(
         `A ${Opcode[opcode]} payload is at most 125 bytes, got ${payload.length}`,

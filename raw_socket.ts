@@ -18,7 +18,7 @@ import {
   takeSpare,
 } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
-import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
+import { checkMessageData, LocalProtocolError, RemoteProtocolError } from "./errors.ts";
 import {
   AcceptConnection,
   BytesMessage,
@@ -512,6 +512,7 @@ export class RawSocket implements ServerSocket {
    * @returns Resolves once written.
    */
   send(data: MessageData): Promise<void> {
+    checkMessageData(data);
     this.#acceptIfPending();
     if (this.#ws.state !== ConnectionState.OPEN || this.#connClosed) return this.#closedRejection();
     const bytes = this.#ws.send(

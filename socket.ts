@@ -107,8 +107,9 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
    * so awaiting it makes a fast sender wait for a slow reader. The bytes
    * are taken (copied or encoded) before it returns: `data` may be changed
    * or {@linkcode Socket.release}d at once. Rejects with
-   * {@linkcode ConnectionClosedError} when the connection is closing or over.
-   * Under `Deno.serve` (`upgrade()`) Deno's `WebSocket` does not tell when
+   * {@linkcode ConnectionClosedError} when the connection is closing or over;
+   * throws a `TypeError` at once for `data` that is neither a `string` nor
+   * a `Uint8Array` (nothing is sent). Under `Deno.serve` (`upgrade()`) Deno's `WebSocket` does not tell when
    * bytes are written: there it resolves at once while less than 1 MiB is
    * buffered, and otherwise once the buffer drains below that.
    */

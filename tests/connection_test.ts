@@ -278,6 +278,38 @@ Deno.test("WSConnection refuses misuse with a LocalProtocolError", async (t) => 
   });
 });
 
+Deno.test("Connection refuses message data of the wrong type with a TypeError naming it", () => {
+  // What callers without TypeScript's checks may pass: nothing goes out,
+  // and the connection stays usable.
+  const conn = new ws.Connection(SERVER);
+  const cases: [ws.Event, RegExp][] = [
+    [new ws.BytesMessage({ data: [1, 2] as never }), /string \(text\) or a Uint8Array.*not Array$/],
+    [new ws.BytesMessage({ data: undefined as never }), /not undefined$/],
+    [new ws.BytesMessage({ data: null as never }), /not null$/],
+    [new ws.BytesMessage({ data: new ArrayBuffer(2) as never }), /not ArrayBuffer$/],
+    [
+      new ws.BytesMessage({ data: "text" as never }),
+      /BytesMessage's data is a Uint8Array, not string$/,
+    ],
+    [
+      new ws.TextMessage({ data: new Uint8Array(2) as never }),
+      /TextMessage's data is a string, not Uint8Array$/,
+    ],
+    [new ws.TextMessage({ data: 42 as never }), /TextMessage's data is a string, not number$/],
+    [new ws.Ping({ payload: [1] as never }), /PING payload is a Uint8Array, not Array$/],
+    [new ws.Pong({ payload: "x" as never }), /PONG payload is a Uint8Array, not string$/],
+  ];
+  for (const [event, message] of cases) {
+    assert.throws(
+      () => conn.send(event),
+      (error) => error instanceof TypeError && message.test(error.message),
+    );
+  }
+  // A fragmented message was not started by any of them.
+  assert.deepEqual([...conn.send(new ws.TextMessage({ data: "ok" }))], [0x81, 2, 0x6f, 0x6b]);
+  assert.equal(conn.state, OPEN);
+});
+
 Deno.test("A client and a server WSConnection talk in memory", () => {
   const server = new ws.WSConnection(SERVER);
   const client = new ws.WSConnection(CLIENT);

@@ -401,6 +401,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     rejectAfter: unknown;
     longReason: unknown;
     acceptedBuffered: number;
+    wrongData: unknown[];
     sendAfter: unknown;
   }
   const results: Misuses[] = [];
@@ -419,11 +420,15 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     const acceptAgain = caught(() => socket.accept());
     const rejectAfter = caught(() => socket.reject());
     const longReason = await socket.close(1000, "x".repeat(124)).catch((error) => error);
+    // What a caller without TypeScript's checks may pass: refused, not sent.
+    const wrongData = [undefined, 42, [1, 2], new ArrayBuffer(2)].map((data) =>
+      caught(() => socket.send(data as never))
+    );
     // Nothing was sent for the refused close: the socket is open still.
     await socket.send("still open");
     await socket.close(1000, "done");
     const sendAfter = await socket.send("too late").catch((error) => error);
-    results.push({ acceptAgain, rejectAfter, longReason, acceptedBuffered, sendAfter });
+    results.push({ acceptAgain, rejectAfter, longReason, acceptedBuffered, wrongData, sendAfter });
   };
   await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
   const native = denoServe(handler);
@@ -445,6 +450,13 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     assert.ok(result.rejectAfter instanceof LocalProtocolError, String(result.rejectAfter));
     assert.ok(result.longReason instanceof RangeError, String(result.longReason));
     assert.equal(result.acceptedBuffered, 0);
+    for (const error of result.wrongData) {
+      assert.ok(error instanceof TypeError, String(error));
+      assert.match(
+        error.message,
+        /^A message is a string \(text\) or a Uint8Array \(binary\), not /,
+      );
+    }
     assert.ok(result.sendAfter instanceof ConnectionClosedError, String(result.sendAfter));
   }
 });
