@@ -7,7 +7,7 @@
 
 import { base64 } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
-import { LocalProtocolError } from "./errors.ts";
+import { LocalProtocolError, wrongType } from "./errors.ts";
 import { Request } from "./events.ts";
 import type { Headers } from "./events.ts";
 import { checkDelay, type Limits, resolveLimits } from "./limits.ts";
@@ -186,11 +186,15 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       }),
     );
   }
-  const headers: [string, string][] = options.headers === undefined
+  const given = options.headers;
+  if (given !== undefined && (typeof given !== "object" || given === null)) {
+    throw wrongType("headers are a Headers, an array of [name, value] pairs or a record", given);
+  }
+  const headers: [string, string][] = given === undefined
     ? []
-    : Array.isArray(options.headers) || options.headers instanceof globalThis.Headers
-    ? [...options.headers]
-    : Object.entries(options.headers);
+    : Array.isArray(given) || given instanceof globalThis.Headers
+    ? [...given]
+    : Object.entries(given);
   const isHost = named("host");
   const hosts = headers.filter(isHost);
   if (hosts.length > 1) throw new LocalProtocolError("A request has one Host header, not several");

@@ -19,6 +19,7 @@ import { checkDelay, DEFAULT_LIMITS, MAX_DELAY } from "./limits.ts";
 import {
   type AcceptOptions,
   checkClose,
+  checkHandler,
   closeAfterHandler,
   type CloseInfo,
   ConnectionClosedError,
@@ -142,6 +143,7 @@ export function upgrade(
   handler: Handler,
   options: UpgradeOptions = {},
 ): Promise<Response> {
+  checkHandler(handler, "upgrade()");
   if (options.handshakeTimeout !== undefined) {
     checkDelay("handshakeTimeout", options.handshakeTimeout);
   }

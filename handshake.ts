@@ -20,7 +20,7 @@ import {
   RejectData,
   Request as WsRequest,
 } from "./events.ts";
-import { LocalProtocolError, RemoteProtocolError } from "./errors.ts";
+import { LocalProtocolError, RemoteProtocolError, wrongType } from "./errors.ts";
 import type { Extension } from "./extensions.ts";
 import {
   BodyReader,
@@ -526,6 +526,9 @@ export class Handshake {
       ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
     ];
     checkOwnFields(event.extraHeaders, REQUEST_FIELDS, "host, subprotocols and extensions");
+    if (!Array.isArray(event.subprotocols)) {
+      throw wrongType("A request's subprotocols are an array of strings", event.subprotocols);
+    }
     if (event.subprotocols.length > 0) {
       // RFC 6455 §4.1: each is a token, so a comma or space cannot split one
       // in two, and each is offered once.

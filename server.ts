@@ -11,7 +11,7 @@ import type { Limits } from "./limits.ts";
 import { resolveLimits } from "./limits.ts";
 import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_deflate.ts";
 import { RawSocket } from "./raw_socket.ts";
-import { type Handler, heartbeatOf, logError, report, runHandler } from "./socket.ts";
+import { checkHandler, type Handler, heartbeatOf, logError, report, runHandler } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
 
 /** Options of {@linkcode serve}. */
@@ -140,6 +140,7 @@ export interface Server extends AsyncDisposable {
  * ```
  */
 export function serve(options: ServeOptions, handler: Handler): Server {
+  checkHandler(handler, "serve()");
   return new WebSocketServer(options, handler);
 }
 

@@ -11,6 +11,7 @@
  */
 
 import type { Headers, Request } from "./events.ts";
+import { wrongType } from "./errors.ts";
 import { checkDelay } from "./limits.ts";
 
 /** A whole message: a `string` for text, a `Uint8Array` for binary. */
@@ -360,6 +361,21 @@ export class ConnectionClosedError extends Error {
     this.name = "ConnectionClosedError";
     this.code = info.code;
     this.reason = info.reason;
+  }
+}
+
+/**
+ * Check the handler `serve()` or `upgrade()` was given, before anything
+ * listens or answers: a server whose handler is not a function would fail
+ * every connection it accepts.
+ *
+ * @param handler What the caller gave.
+ * @param caller The function it was given to.
+ * @throws {TypeError} When it is not a function.
+ */
+export function checkHandler(handler: unknown, caller: string): asserts handler is Handler {
+  if (typeof handler !== "function") {
+    throw wrongType(`${caller} takes a handler function`, handler);
   }
 }
 

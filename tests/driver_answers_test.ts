@@ -111,6 +111,20 @@ Deno.test("connect() and serve() refuse what they cannot use before any I/O", as
       /TLS needs both cert and key/,
     );
   }
+  // What callers without TypeScript's checks may pass: named, before any I/O
+  // (nothing listens on port 1).
+  assert.throws(
+    () => serve({ hostname: "127.0.0.1", port: 0 }, undefined as never),
+    /^TypeError: serve\(\) takes a handler function, not undefined$/,
+  );
+  await assert.rejects(
+    connect("ws://127.0.0.1:1/", { subprotocols: "chat" as never }),
+    /^TypeError: A request's subprotocols are an array of strings, not string$/,
+  );
+  await assert.rejects(
+    connect("ws://127.0.0.1:1/", { headers: "x-a: 1" as never }),
+    /^TypeError: headers are a Headers, an array of \[name, value\] pairs or a record, not string$/,
+  );
 });
 
 Deno.test("serve() with a signal aborted already does not call onListen", async () => {
@@ -206,7 +220,7 @@ Deno.test("on Deno.serve, a 204 refusal with an empty body is a 204, as on raw T
   assert.equal(response.body, null);
 });
 
-Deno.test("upgrade() takes idleTimeout in whole seconds, and maxQueued in bytes", () => {
+Deno.test("upgrade() takes a handler function, idleTimeout in whole seconds, and maxQueued in bytes", () => {
   for (const idleTimeout of [1.5, -1, Number.NaN, 2 ** 31]) {
     assert.throws(
       () => upgrade(upgradeRequest(), () => {}, { idleTimeout }),
@@ -214,6 +228,10 @@ Deno.test("upgrade() takes idleTimeout in whole seconds, and maxQueued in bytes"
       `idleTimeout ${idleTimeout}`,
     );
   }
+  assert.throws(
+    () => upgrade(upgradeRequest(), null as never),
+    /^TypeError: upgrade\(\) takes a handler function, not null$/,
+  );
   for (const maxQueued of [-1, Number.NaN]) {
     assert.throws(
       () => upgrade(upgradeRequest(), () => {}, { maxQueued }),
