@@ -391,8 +391,11 @@ const MAX_REASON_BYTES = 123;
  * @param code The close code.
  * @param reason The close reason.
  * @throws {RangeError} For codes that may not be sent (RFC 6455 §7.4) or a reason over 123 bytes.
+ * @throws {TypeError} For a code that is not a number or a reason that is not a string.
  */
 export function checkClose(code: number, reason: string): void {
+  if (typeof code !== "number") throw wrongType("A close code is a number", code);
+  if (typeof reason !== "string") throw wrongType("A close reason is a string", reason);
   const sendable = code === 1000 || (code >= 1001 && code <= 1003) ||
     (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
   if (!Number.isInteger(code) || !sendable) {

@@ -400,6 +400,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     acceptAgain: unknown;
     rejectAfter: unknown;
     longReason: unknown;
+    stringCode: unknown;
     acceptedBuffered: number;
     wrongData: unknown[];
     sendAfter: unknown;
@@ -420,6 +421,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     const acceptAgain = caught(() => socket.accept());
     const rejectAfter = caught(() => socket.reject());
     const longReason = await socket.close(1000, "x".repeat(124)).catch((error) => error);
+    const stringCode = await socket.close("1000" as never).catch((error) => error);
     // What a caller without TypeScript's checks may pass: refused, not sent.
     const wrongData = [undefined, 42, [1, 2], new ArrayBuffer(2)].map((data) =>
       caught(() => socket.send(data as never))
@@ -428,7 +430,15 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     await socket.send("still open");
     await socket.close(1000, "done");
     const sendAfter = await socket.send("too late").catch((error) => error);
-    results.push({ acceptAgain, rejectAfter, longReason, acceptedBuffered, wrongData, sendAfter });
+    results.push({
+      acceptAgain,
+      rejectAfter,
+      longReason,
+      stringCode,
+      acceptedBuffered,
+      wrongData,
+      sendAfter,
+    });
   };
   await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
   const native = denoServe(handler);
@@ -449,6 +459,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     assert.ok(result.acceptAgain instanceof LocalProtocolError, String(result.acceptAgain));
     assert.ok(result.rejectAfter instanceof LocalProtocolError, String(result.rejectAfter));
     assert.ok(result.longReason instanceof RangeError, String(result.longReason));
+    assert.match(String(result.stringCode), /^TypeError: A close code is a number, not string$/);
     assert.equal(result.acceptedBuffered, 0);
     for (const error of result.wrongData) {
       assert.ok(error instanceof TypeError, String(error));
