@@ -512,6 +512,8 @@ export class RawSocket implements ServerSocket {
    * @returns Resolves once written.
    */
   send(data: MessageData): Promise<void> {
+    // The engine checks too, but only after a pending handshake would be
+    // accepted here, and a closed socket would hide the mistake.
     checkMessageData(data);
     this.#acceptIfPending();
     if (this.#ws.state !== ConnectionState.OPEN || this.#connClosed) return this.#closedRejection();

@@ -60,8 +60,8 @@ export type SocketState = "connecting" | "open" | "closing" | "closed";
  * Errors never escape as unhandled rejections: a peer that breaks the
  * protocol gets the close the engine chose (1002, 1007, 1009) and
  * `closed` reports it (under `Deno.serve`, Deno's framing decides, and
- * often just drops the connection: 1006); a `send()` or `ping()` left unawaited on a
- * connection that dies rejects quietly.
+ * often just drops the connection: 1006); a `send()` or `ping()` left
+ * unawaited on a connection that dies rejects quietly.
  *
  * @example An echo round trip on a raw TCP server
  * ```ts
@@ -110,9 +110,10 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
    * or {@linkcode Socket.release}d at once. Rejects with
    * {@linkcode ConnectionClosedError} when the connection is closing or over;
    * throws a `TypeError` at once for `data` that is neither a `string` nor
-   * a `Uint8Array` (nothing is sent). Under `Deno.serve` (`upgrade()`) Deno's `WebSocket` does not tell when
-   * bytes are written: there it resolves at once while less than 1 MiB is
-   * buffered, and otherwise once the buffer drains below that.
+   * a `Uint8Array` (nothing is sent). Under `Deno.serve` (`upgrade()`)
+   * Deno's `WebSocket` does not tell when bytes are written: there it
+   * resolves at once while less than 1 MiB is buffered, and otherwise once
+   * the buffer drains below that.
    */
   send(data: MessageData): Promise<void>;
   /**
