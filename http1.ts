@@ -420,7 +420,11 @@ export function isHost(value: string): boolean {
 
 /**
  * Whether a string may be sent as a header value: no CR, LF or other
- * control character but HTAB (RFC 9110 §5.5).
+ * control character but HTAB (RFC 9110 §5.5), and no character above
+ * U+00FF. A value is bytes, one per character, as Fetch's `Headers` have
+ * them and as the parser here reads them: U+0080-U+00FF (obs-text) are
+ * written as one byte each, and a value beyond that is the caller's to
+ * encode (percent-encoding, say).
  *
  * @param value The value to test.
  * @returns `true` when the value is safe to write.
@@ -428,13 +432,14 @@ export function isHost(value: string): boolean {
  * @example
  * ```ts
  * import { isFieldValue } from "./http1.ts";
- * if (!(isFieldValue("a b") && !isFieldValue("a\r\nX-Evil: 1"))) throw new Error("Example failed");
+ * if (!(isFieldValue("café") && !isFieldValue("a\r\nX-Evil: 1") && !isFieldValue("日本"))) {
+ *   throw new Error("Example failed");
+ * }
  * ```
  */
 export function isFieldValue(value: string): boolean {
-  // Code points above 0xff are allowed through: they are written as UTF-8.
   // deno-lint-ignore no-control-regex -- finding control characters is the point
-  return !/[\x00-\x08\x0a-\x1f\x7f]/.test(value);
+  return !/[\x00-\x08\x0a-\x1f\x7f\u0100-\uffff]/.test(value);
 }
 
 /**
@@ -545,12 +550,14 @@ export function responseBodyFraming(statusCode: number, headers: Headers): BodyF
   const codings: string[] = [];
   const lengths: string[] = [];
   let hasTransferEncoding = false;
+  let hasContentLength = false;
   for (const [name, value] of headers) {
     const lower = name.toLowerCase();
     if (lower === "transfer-encoding") {
       hasTransferEncoding = true;
       codings.push(...splitList(value));
     } else if (lower === "content-length") {
+      hasContentLength = true;
       lengths.push(...splitList(value));
     }
   }
@@ -558,9 +565,10 @@ export function responseBodyFraming(statusCode: number, headers: Headers): BodyF
     const last = codings.at(-1)?.split(";")[0]?.trim().toLowerCase();
     return last === "chunked" ? { kind: "chunked" } : { kind: "close" };
   }
-  if (lengths.length === 0) return { kind: "close" };
-  // RFC 9110 §8.6: a list of identical lengths may be taken as one.
-  const first = lengths[0]!;
+  if (!hasContentLength) return { kind: "close" };
+  // RFC 9110 §8.6: a list of identical lengths may be taken as one; an
+  // empty field is no length (1*DIGIT), not an absent one.
+  const first = lengths[0] ?? "";
   if (!/^[0-9]{1,15}$/.test(first) || lengths.some((length) => length !== first)) {
     throw new HttpError(502, "The Content-Length header is invalid");
   }

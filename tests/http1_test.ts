@@ -197,6 +197,10 @@ Deno.test("responseBodyFraming follows RFC 9112 §6.3", () => {
   httpError(() => framing(403, [["Content-Length", "5"], ["Content-Length", "6"]]), 502);
   httpError(() => framing(403, [["Content-Length", "-1"]]), 502);
   httpError(() => framing(403, [["Content-Length", "0x10"]]), 502);
+  // 1*DIGIT: an empty field is an invalid length, not an absent one.
+  for (const empty of ["", ",", " , "]) {
+    httpError(() => framing(403, [["Content-Length", empty]]), 502);
+  }
 });
 
 function readBody(framing: BodyFraming, pieces: Uint8Array[], end = false): string {
