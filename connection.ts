@@ -440,7 +440,9 @@ export class WSConnection {
    * @param data The bytes received (the connection keeps them), or `null`.
    * @throws {RemoteProtocolError} When the peer's request or response is
    *   bad; a server's error carries the `RejectConnection` to answer with.
-   * @throws {LocalProtocolError} When data comes after the state is CLOSED.
+   * @throws {LocalProtocolError} When data comes after an open connection
+   *   is CLOSED. Bytes after a refusal or a failed handshake are dropped: a
+   *   refused peer may still be sending, and nobody reads it.
    */
   receiveData(data: Uint8Array | null): void {
     if (this.#connection !== null) {

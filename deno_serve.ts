@@ -12,7 +12,7 @@
  */
 
 import { AcceptConnection, RejectConnection } from "./events.ts";
-import type { Headers, Request as WsRequest } from "./events.ts";
+import type { Request as WsRequest } from "./events.ts";
 import { checkRejection, checkUpgradeRequest, upgradeOptions } from "./handshake.ts";
 import { checkMessageData, LocalProtocolError } from "./errors.ts";
 import { checkDelay, DEFAULT_LIMITS, MAX_DELAY } from "./limits.ts";
@@ -167,20 +167,6 @@ export function upgrade(
   return socket.response;
 }
 
-// Fetch headers from pairs our handshake checks passed; a value Fetch still
-// refuses (a character beyond U+00FF) is the caller's error, before any answer.
-function fetchHeaders(pairs: Headers): globalThis.Headers {
-  const headers = new globalThis.Headers();
-  try {
-    for (const [name, value] of pairs) headers.append(name, value);
-  } catch (error) {
-    throw new LocalProtocolError(
-      `A header cannot be sent on Deno.serve: ${error instanceof Error ? error.message : error}`,
-    );
-  }
-  return headers;
-}
-
 // Past this many bytes buffered in the native socket, send() waits.
 const HIGH_WATER = 1 << 20;
 const DEFAULT_MAX_QUEUED = 16 * 1024 * 1024;
@@ -260,9 +246,9 @@ class NativeSocket implements ServerSocket {
       subprotocol: options.subprotocol ?? null,
       extraHeaders: options.extraHeaders ?? [],
     });
+    // Checked before the upgrade, which cannot be taken back: the checks
+    // include Fetch's own (token names; values of bytes, no CR, LF or NUL).
     const { protocol } = upgradeOptions(this.#wsRequest, accept);
-    // Checked before the upgrade, which cannot be taken back.
-    const extraHeaders = fetchHeaders(accept.extraHeaders);
     const idleTimeout = this.#options.idleTimeout;
     const { socket, response } = Deno.upgradeWebSocket(this.#request, {
       ...(protocol === undefined ? {} : { protocol }),
@@ -270,7 +256,7 @@ class NativeSocket implements ServerSocket {
     });
     this.#answered = true;
     this.#subprotocol = accept.subprotocol;
-    for (const [name, value] of extraHeaders) response.headers.append(name, value);
+    for (const [name, value] of accept.extraHeaders) response.headers.append(name, value);
     this.#native = socket;
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
@@ -337,7 +323,7 @@ class NativeSocket implements ServerSocket {
       : new Uint8Array(reject.body);
     const response = new Response(body, {
       status: reject.statusCode,
-      headers: fetchHeaders(reject.headers),
+      headers: reject.headers.map(([name, value]) => [name, value]),
     });
     this.#answered = true;
     this.#response.resolve(response);

@@ -108,7 +108,10 @@ export interface Extension {
   /**
    * Client side: the server accepted with this element. Enables the
    * extension, or throws a `RemoteProtocolError` when the answer does not
-   * fit what was offered.
+   * fit what was offered. Where the client offered several extensions of
+   * one name (fallbacks, RFC 7692 §5), the answer is given to each in the
+   * order offered until one takes it, so a throw must leave the extension
+   * as it was.
    */
   finalize(answer: string): void;
   /**

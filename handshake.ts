@@ -332,6 +332,8 @@ export class Handshake {
   }
 
   #receiveEnd(): void {
+    // The bad request's refusal is still to be sent, however the bytes came.
+    if (this.#state === ConnectionState.CONNECTING && this.#error !== null) throw this.#error;
     if (this.#state === ConnectionState.REJECTING && this.#body !== null) {
       this.#readBody(null);
       return;
@@ -404,6 +406,7 @@ export class Handshake {
     }
     checkSubprotocol(request.subprotocols, event.subprotocol);
     checkOwnFields(event.extraHeaders, ACCEPT_FIELDS, "the subprotocol and extensions");
+    checkNoBody(event.extraHeaders, "A 101 response");
     const headers: [string, string][] = [["Sec-WebSocket-Accept", acceptToken(this.#key)]];
     if (event.subprotocol !== null) headers.push(["Sec-WebSocket-Protocol", event.subprotocol]);
     const { enabled, answers } = negotiate(request.extensions, event.extensions);
@@ -437,18 +440,12 @@ export class Handshake {
       return concatBytes([head, event.body]);
     }
     if (!event.hasBody || bodiless) {
-      if (lengths.some(([, value]) => value !== "0")) {
-        throw new LocalProtocolError("A rejection without a body cannot have a Content-Length");
-      }
-      // 204 and 304 never carry Content-Length: 0 (RFC 9110 §8.6).
+      // 204 and 304 are not given Content-Length: 0 (RFC 9110 §8.6).
       if (lengths.length === 0 && !bodiless) {
         headers.push(["Content-Length", "0"]);
       }
       this.#state = ConnectionState.CLOSED;
       return writeHead(startLine, headers);
-    }
-    if (lengths.length > 1 || lengths.some(([, value]) => !/^[0-9]{1,15}$/.test(value))) {
-      throw new LocalProtocolError("A rejection's Content-Length must be one decimal number");
     }
     const length = lengths[0];
     this.#sendChunked = length === undefined;
@@ -526,15 +523,12 @@ export class Handshake {
       ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
     ];
     checkOwnFields(event.extraHeaders, REQUEST_FIELDS, "host, subprotocols and extensions");
+    checkNoBody(event.extraHeaders, "An upgrade request");
     if (!Array.isArray(event.subprotocols)) {
       throw wrongType("A request's subprotocols are an array of strings", event.subprotocols);
     }
     if (event.subprotocols.length > 0) {
-      // RFC 6455 §4.1: each is a token, so a comma or space cannot split one
-      // in two, and each is offered once.
-      const bad = event.subprotocols.find((protocol, at, all) =>
-        !isToken(protocol) || all.indexOf(protocol) !== at
-      );
+      const bad = badSubprotocol(event.subprotocols);
       if (bad !== undefined) {
         throw new LocalProtocolError(
           `A subprotocol must be an HTTP token, offered once, not "${bad}"`,
@@ -629,15 +623,14 @@ export class Handshake {
         throw fail(`malformed Sec-WebSocket-Extensions element ${JSON.stringify(element)}`);
       }
       const name = extensionName(element);
-      const extension = this.#offered.find((offered) => offered.name.toLowerCase() === name);
-      if (extension === undefined) {
+      const candidates = this.#offered.filter((offered) => offered.name.toLowerCase() === name);
+      if (candidates.length === 0) {
         throw fail(`the server accepted extension ${name}, which was not offered`);
       }
-      if (finalized.includes(extension)) {
+      if (finalized.some((extension) => candidates.includes(extension))) {
         throw fail(`the server accepted extension ${name} twice`);
       }
-      extension.finalize(element);
-      finalized.push(extension);
+      finalized.push(finalizeOne(candidates, element));
     }
     return new AcceptConnection({ subprotocol, extensions: finalized, extraHeaders: headers });
   }
@@ -708,12 +701,11 @@ export type UpgradeCheck =
  * ```
  */
 export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
-  const url = new URL(request.url);
   // Fetch lower-cases the names and joins repeated fields with ", ". A
   // missing Host is refused (400) as on raw bytes, not taken from the URL.
   const headers: [string, string][] = [...request.headers];
   try {
-    const checked = validateRequest(request.method, url.pathname + url.search, headers);
+    const checked = validateRequest(request.method, requestTarget(request.url), headers);
     return { ok: true, request: checked.request };
   } catch (error) {
     if (!(error instanceof RemoteProtocolError && error.eventHint instanceof RejectConnection)) {
@@ -727,6 +719,16 @@ export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
     });
     return { ok: false, response };
   }
+}
+
+// Deno.serve's `request.url` is the scheme, the Host field and the target as
+// they came (an absolute-form target alone). Not parsed as a URL: a Host
+// that is no host[:port] made that throw where validateRequest refuses it
+// with 400, and parsing normalises the path the raw path keeps as sent.
+function requestTarget(url: string): string {
+  const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/.exec(url);
+  const rest = authority === null ? url : url.slice(authority[0].length);
+  return rest.startsWith("/") ? rest : `/${rest}`;
 }
 
 /**
@@ -759,6 +761,7 @@ export function upgradeOptions(
 ): { protocol?: string } {
   checkSubprotocol(request.subprotocols, accept.subprotocol);
   checkOwnFields(accept.extraHeaders, ACCEPT_FIELDS, "the subprotocol");
+  checkNoBody(accept.extraHeaders, "A 101 response");
   for (const [name, value] of accept.extraHeaders) checkField(name, value);
   return accept.subprotocol === null ? {} : { protocol: accept.subprotocol };
 }
@@ -767,8 +770,9 @@ export function upgradeOptions(
  * Check a rejection as {@linkcode Handshake} sends one, for a path that
  * writes the response itself (`upgrade()` under `Deno.serve`): a status from
  * 200 to 599, valid header fields, no `Transfer-Encoding` (the handshake
- * sets it), no body with 204 or 304, and no `Content-Length` of the
- * caller's beside a whole body.
+ * sets it), no body with 204 or 304, and a `Content-Length` of the caller's
+ * only as one decimal number for a body sent in pieces (`0` without a body,
+ * none beside a whole body, and none on a 204).
  *
  * @param event The rejection.
  * @throws {LocalProtocolError} When the rejection cannot be sent.
@@ -805,8 +809,18 @@ export function checkRejection(event: RejectConnection): void {
   ) {
     throw new LocalProtocolError(`A ${status} rejection cannot have a body`);
   }
-  if (event.body !== null && event.headers.some(([name]) => /^content-length$/i.test(name))) {
+  const lengths = event.headers.filter(([name]) => /^content-length$/i.test(name));
+  if (lengths.length === 0) return;
+  if (event.body !== null) {
     throw new LocalProtocolError("A rejection with a body sets its own Content-Length");
+  }
+  // RFC 9110 §8.6: never on a 204.
+  if (status === 204) throw new LocalProtocolError("A 204 rejection cannot have a Content-Length");
+  if ((!event.hasBody || isBodiless(status)) && lengths.some(([, value]) => value !== "0")) {
+    throw new LocalProtocolError("A rejection without a body cannot have a Content-Length");
+  }
+  if (lengths.length > 1 || !/^[0-9]{1,15}$/.test(lengths[0]![1])) {
+    throw new LocalProtocolError("A rejection's Content-Length must be one decimal number");
   }
 }
 
@@ -830,6 +844,13 @@ function validateRequest(
 ): { request: WsRequest; key: string } {
   if (method !== "GET") {
     throw rejection(405, `The method must be GET, not ${method}`, [["Allow", "GET"]]);
+  }
+  // RFC 9112 §6.3: a body would come first, ahead of the frames, and an
+  // upgrade has none. Read as frames, it would leave a proxy and us
+  // disagreeing on where they start. Deno.serve refuses even a length of 0,
+  // and so do we, so that one handler sees one rule on both transports.
+  if (values(headers, "transfer-encoding").length + values(headers, "content-length").length > 0) {
+    throw rejection(400, "An upgrade request cannot announce a body");
   }
   const hosts = values(headers, "host");
   if (hosts.length !== 1) {
@@ -868,6 +889,15 @@ function validateRequest(
   const key = keys[0]!;
   if (!KEY.test(key)) throw rejection(400, "Sec-WebSocket-Key must be 16 bytes in base64");
   const subprotocols = listOrFail(values(headers, "sec-websocket-protocol"), fail);
+  // One that is not could be chosen, and written back in a 101 that no
+  // client accepts.
+  const badProtocol = badSubprotocol(subprotocols);
+  if (badProtocol !== undefined) {
+    throw rejection(
+      400,
+      `Sec-WebSocket-Protocol ${JSON.stringify(badProtocol)} is not a token, or named twice`,
+    );
+  }
   const extensions = listOrFail(values(headers, "sec-websocket-extensions"), fail);
   for (const element of extensions) {
     if (!EXTENSION_ELEMENT.test(element)) {
@@ -883,6 +913,14 @@ function validateRequest(
     extraHeaders: headers,
   });
   return { request, key };
+}
+
+// RFC 6455 §4.1: the subprotocols offered are unique tokens, so a comma or
+// space cannot split one in two. Returns the first that breaks the rule.
+function badSubprotocol(subprotocols: readonly string[]): string | undefined {
+  return subprotocols.find((protocol, at) =>
+    !isToken(protocol) || subprotocols.indexOf(protocol) !== at
+  );
 }
 
 function checkSubprotocol(offered: readonly string[], chosen: string | null): void {
@@ -975,27 +1013,29 @@ function listOrFail(fields: string[], fail: (message: string) => Error): string[
   }
 }
 
-const BEYOND_ASCII = /[\u0080-\uffff]/;
-
-// The head's bytes, written once: building the text and then encoding it
-// made a string per line and a flat copy of the whole. Indexed loops, not
-// for-of with destructuring: this runs once per connection, mostly before
-// the optimizing compiler gets to it, and iterators there are allocations.
 function checkField(name: string, value: string): void {
   if (!isToken(name)) {
     throw new LocalProtocolError(`Invalid header name ${JSON.stringify(name)}`);
   }
   if (!isFieldValue(value)) {
-    throw new LocalProtocolError(`The value of header ${name} holds a control character`);
+    throw new LocalProtocolError(
+      /[\u0100-\uffff]/.test(value)
+        ? `The value of header ${name} holds a character above U+00FF: a value is bytes, ` +
+          "one per character, as in Fetch (encode it first)"
+        : `The value of header ${name} holds a control character`,
+    );
   }
 }
 
+// The head's bytes, written once: building the text and then encoding it
+// made a string per line and a flat copy of the whole. Indexed loops, not
+// for-of with destructuring: this runs once per connection, mostly before
+// the optimizing compiler gets to it, and iterators there are allocations.
 function writeHead(startLine: string, ...lists: Headers[]): Uint8Array {
   if (!isFieldValue(startLine)) {
     throw new LocalProtocolError(`The start line holds a control character`);
   }
   let length = startLine.length + 4;
-  let ascii = !BEYOND_ASCII.test(startLine);
   for (let l = 0; l < lists.length; l++) {
     const headers = lists[l]!;
     for (let h = 0; h < headers.length; h++) {
@@ -1003,34 +1043,26 @@ function writeHead(startLine: string, ...lists: Headers[]): Uint8Array {
       const value = headers[h]![1];
       checkField(name, value);
       length += name.length + value.length + 4;
-      if (ascii && BEYOND_ASCII.test(value)) ascii = false;
     }
-  }
-  if (!ascii) {
-    // obs-text in a value (RFC 9110 §5.5): rare enough to encode the slow way.
-    let text = `${startLine}\r\n`;
-    for (const headers of lists) {
-      for (const [name, value] of headers) text += `${name}: ${value}\r\n`;
-    }
-    return ENCODER.encode(`${text}\r\n`);
   }
   const bytes = new Uint8Array(length);
-  let at = putLine(bytes, putAscii(bytes, 0, startLine));
+  let at = putLine(bytes, putLatin1(bytes, 0, startLine));
   for (let l = 0; l < lists.length; l++) {
     const headers = lists[l]!;
     for (let h = 0; h < headers.length; h++) {
-      at = putAscii(bytes, at, headers[h]![0]);
+      at = putLatin1(bytes, at, headers[h]![0]);
       bytes[at++] = 0x3a; // ":"
       bytes[at++] = 0x20;
-      at = putLine(bytes, putAscii(bytes, at, headers[h]![1]));
+      at = putLine(bytes, putLatin1(bytes, at, headers[h]![1]));
     }
   }
   putLine(bytes, at);
   return bytes;
 }
 
-// Writes ASCII `text` at `at`; returns where it ends.
-function putAscii(bytes: Uint8Array, at: number, text: string): number {
+// Writes `text`, no character above U+00FF (checkField), one byte per
+// character at `at`; returns where it ends.
+function putLatin1(bytes: Uint8Array, at: number, text: string): number {
   for (let i = 0; i < text.length; i++) bytes[at + i] = text.charCodeAt(i);
   return at + text.length;
 }
@@ -1068,6 +1100,33 @@ function checkOwnFields(
         field[0]
       } is written by the handshake and cannot be an extra header (set ${instead} instead)`,
     );
+  }
+}
+
+// RFC 7692 §5: a client may offer one extension several times, each a
+// fallback for the one before; the server accepts one of them, and its
+// answer goes to the first offer it fits. When it fits none, the error is
+// the most preferred offer's.
+function finalizeOne(candidates: readonly Extension[], answer: string): Extension {
+  let firstError: unknown = null;
+  for (const extension of candidates) {
+    try {
+      extension.finalize(answer);
+      return extension;
+    } catch (error) {
+      if (!(error instanceof RemoteProtocolError)) throw error;
+      firstError ??= error;
+    }
+  }
+  throw firstError;
+}
+
+// RFC 9110 §8.6 and RFC 9112 §6.1 forbid these on a 101; on a request they
+// would announce a body that a server (ours among them) refuses.
+function checkNoBody(extraHeaders: Headers, what: string): void {
+  const field = extraHeaders.find(([name]) => /^(?:content-length|transfer-encoding)$/i.test(name));
+  if (field !== undefined) {
+    throw new LocalProtocolError(`${what} has no body: ${field[0]} cannot be an extra header`);
   }
 }
 

@@ -370,8 +370,10 @@ export class PerMessageDeflate implements Extension {
    *
    * @param answer The server's `Sec-WebSocket-Extensions` element.
    * @throws {RemoteProtocolError} When the answer has unknown, repeated or
-   * invalid parameters, or grants the server a larger window than we asked
-   * for (RFC 7692 §7: the client must fail the connection).
+   * invalid parameters, grants the server a larger window than we asked
+   * for, or leaves out `server_max_window_bits` or
+   * `server_no_context_takeover` we offered (RFC 7692 §7: the client must
+   * fail the connection).
    *
    * @example
    * ```ts
@@ -390,6 +392,20 @@ export class PerMessageDeflate implements Extension {
     const params = parseElement(answer, "response");
     if (typeof params === "string") {
       throw new RemoteProtocolError(`Invalid permessage-deflate response: ${params}`);
+    }
+    // RFC 7692 §7.1.1.1, §7.1.2.1: a server takes these by answering with
+    // them, and one that cannot must decline the offer. Without them our
+    // inflater would keep a window, or a context, the user asked to spare.
+    if (this.#serverMaxWindowBits !== null && params.serverMaxWindowBits === null) {
+      throw new RemoteProtocolError(
+        `Invalid permessage-deflate response: server_max_window_bits=${this.#serverMaxWindowBits}` +
+          " was offered and not answered",
+      );
+    }
+    if (this.#serverNoContextTakeover && !params.serverNoContextTakeover) {
+      throw new RemoteProtocolError(
+        "Invalid permessage-deflate response: server_no_context_takeover was offered and not answered",
+      );
     }
     const askedServerBits = this.#serverMaxWindowBits ?? 15;
     if (params.serverMaxWindowBits !== null && params.serverMaxWindowBits > askedServerBits) {

@@ -25,7 +25,22 @@ const MISUSES: [string, (socket: ServerSocket) => void][] = [
     "a body with its own Content-Length",
     (socket) => socket.reject({ body: "x", headers: [["Content-Length", "1"]] }),
   ],
+  // RFC 9110 §8.6: never on a 204, and no length for a body that is not sent.
+  [
+    "204 with Content-Length",
+    (socket) => socket.reject({ status: 204, headers: [["Content-Length", "0"]] }),
+  ],
+  [
+    "no body, with Content-Length",
+    (socket) => socket.reject({ headers: [["Content-Length", "5"]] }),
+  ],
   ["CRLF in an accept header", (socket) => socket.accept({ extraHeaders: [["X", "a\r\nb"]] })],
+  ["a character beyond U+00FF", (socket) => socket.accept({ extraHeaders: [["X", "日本"]] })],
+  // RFC 9110 §8.6, RFC 9112 §6.1: a 101 has no body, nor says it has one.
+  [
+    "a 101 with Content-Length",
+    (socket) => socket.accept({ extraHeaders: [["Content-Length", "0"]] }),
+  ],
   ["the handshake's own field", (socket) => socket.accept({ extraHeaders: [["Upgrade", "h2c"]] })],
 ];
 
@@ -154,6 +169,70 @@ Deno.test("on Deno.serve, a request without Host is refused with 400, as on raw 
   assert.equal(check.response.status, 400);
   await check.response.body?.cancel();
 });
+
+Deno.test("on Deno.serve, a Host that is no host[:port] is refused with 400, as on raw TCP", async (t) => {
+  // Deno makes request.url of the Host field as it came; it is no URL then.
+  const handler: Handler = (socket) => socket.accept();
+  const onError = (error: unknown) => {
+    throw error;
+  };
+  await using raw = serve({ hostname: "127.0.0.1", port: 0, onError }, handler);
+  const native = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {}, onError },
+    (request, info) => upgrade(request, handler, { info, onError }),
+  );
+  try {
+    for (const [host, status] of [["a b", 400], ["[::1", 400], ["h:99999", 101]] as const) {
+      await t.step(`Host: ${host}`, async () => {
+        for (const port of [raw.addr.port, native.addr.port]) {
+          assert.equal(await statusOf(port, `GET / HTTP/1.1\r\nHost: ${host}\r\n`), status);
+        }
+      });
+    }
+  } finally {
+    await native.shutdown();
+  }
+});
+
+Deno.test("a request that announces a body is refused with 400, on raw TCP and on Deno.serve", async () => {
+  // RFC 9112 §6.3: the body would come ahead of the frames.
+  const handler: Handler = (socket) => socket.accept();
+  await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+  const native = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) => upgrade(request, handler, { info }),
+  );
+  try {
+    for (const port of [raw.addr.port, native.addr.port]) {
+      const head = "GET / HTTP/1.1\r\nHost: h\r\n";
+      assert.equal(await statusOf(port, `${head}Content-Length: 2\r\n`, "hi"), 400);
+      assert.equal(await statusOf(port, `${head}Transfer-Encoding: chunked\r\n`, "0\r\n\r\n"), 400);
+      // Deno.serve refuses even this, and one rule serves both transports.
+      assert.equal(await statusOf(port, `${head}Content-Length: 0\r\n`), 400);
+      assert.equal(await statusOf(port, head), 101);
+    }
+  } finally {
+    await native.shutdown();
+  }
+});
+
+// The status a server answers an upgrade request with: `start` (the
+// request line and any fields), the upgrade's own fields, then `body`.
+async function statusOf(port: number, start: string, body = ""): Promise<number> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(
+      `${start}Upgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n${body}`,
+    ));
+    const buffer = new Uint8Array(1024);
+    const n = await withTimeout(conn.read(buffer), 5000, "the answer");
+    const line = new TextDecoder().decode(buffer.subarray(0, n ?? 0)).split("\r\n")[0]!;
+    return Number(/^HTTP\/1\.1 (\d{3}) /.exec(line)?.[1]);
+  } finally {
+    conn.close();
+  }
+}
 
 Deno.test("on Deno.serve, a client that drops TCP ends the socket with 1006", async () => {
   const ended = Promise.withResolvers<CloseInfo>();

@@ -8,6 +8,7 @@ import {
   Request as WsRequest,
 } from "../events.ts";
 import { LocalProtocolError, RemoteProtocolError } from "../errors.ts";
+import { PerMessageDeflate } from "../permessage_deflate.ts";
 import type { Extension, OutboundFrame } from "../extensions.ts";
 import { NO_RSV, type Opcode, type RsvBits } from "../frame.ts";
 import { HeadReader, parseRequestHead, parseResponseHead } from "../http1.ts";
@@ -295,17 +296,37 @@ Deno.test("A server sends no Sec-WebSocket-Extensions when it declines every off
   assert.deepEqual(server.extensions, []);
 });
 
-Deno.test("A header value beyond ASCII is written as UTF-8, the rest of the head unchanged", () => {
+Deno.test("A header value is written one byte per character, as Fetch and our parser have it", () => {
   const { server } = serverEvents([encode(requestText())]);
   const bytes = server.send(
     new AcceptConnection({ extraHeaders: [["X-Name", "café"], ["X-After", "1"]] }),
   );
-  assert.equal(
-    decode(bytes),
-    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-      "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Name: café\r\nX-After: 1\r\n\r\n",
+  assert.deepEqual(
+    bytes,
+    Uint8Array.from(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+        "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nX-Name: café\r\nX-After: 1\r\n\r\n",
+      (char) => char.charCodeAt(0),
+    ),
   );
-  assert.deepEqual(bytes.subarray(-21, -17), new Uint8Array([0x63, 0x61, 0x66, 0xc3]));
+  // A peer of this module reads back what was sent.
+  const client = new Handshake(CLIENT);
+  const request = client.send(
+    new WsRequest({ host: "h", target: "/", extraHeaders: [["X-Name", "café"]] }),
+  );
+  const [received] = serverEvents([request]).events;
+  assert.ok(received instanceof WsRequest);
+  assert.deepEqual(received.extraHeaders.find(([name]) => name === "X-Name"), ["X-Name", "café"]);
+  // Fetch cannot carry more, and the two transports answer alike.
+  assert.throws(
+    () =>
+      serverEvents([encode(requestText())]).server.send(
+        new AcceptConnection({ extraHeaders: [["X-Name", "日本"]] }),
+      ),
+    (error: Error) =>
+      error instanceof LocalProtocolError &&
+      /X-Name holds a character above U\+00FF/.test(error.message),
+  );
 });
 
 Deno.test("A frame pipelined behind the request comes out of takeTrailingData unchanged", () => {
@@ -440,6 +461,24 @@ Deno.test("A server refuses a malformed extension offer or target with 400", () 
   }
   assert.equal(refused(requestText({ target: "*" })).hint.statusCode, 400);
   assert.equal(refused(requestText({ target: "example.com:80" })).hint.statusCode, 400);
+});
+
+Deno.test("A server refuses a subprotocol offer that is not a token, or named twice, with 400", () => {
+  // Chosen, such a value would go back in a 101 no client accepts.
+  for (const value of ['"chat"', "chat v2", "a/b", "x, x", "x, y, x"]) {
+    const { hint } = refused(requestText({ headers: edit("Sec-WebSocket-Protocol", value) }));
+    assert.equal(hint.statusCode, 400, value);
+  }
+});
+
+Deno.test("A server refuses a request that announces a body with 400", () => {
+  // RFC 9112 §6.3: the body would come ahead of the frames.
+  for (
+    const field of ["Content-Length: 5", "Content-Length: 0", "Transfer-Encoding: chunked"]
+  ) {
+    const text = requestText().replace("\r\n\r\n", `\r\n${field}\r\n\r\n`);
+    assert.equal(refused(text).hint.statusCode, 400, field);
+  }
 });
 
 Deno.test("A server refuses malformed HTTP with 400", () => {
@@ -697,6 +736,35 @@ Deno.test("The end of the stream inside a request head is a 400 that can still b
   assert.equal(server.state, ConnectionState.CLOSED);
 });
 
+Deno.test("The end of the stream after a bad request throws its error again, however it came", () => {
+  // Whole, the end of the stream used to close the server (its answer lost);
+  // in pieces, it threw a 400 of its own in place of the 505 or 431.
+  const requests = [
+    "GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+    requestText({ headers: edit("X-Big", "x".repeat(20_000)) }),
+  ];
+  for (const request of requests) {
+    for (const [how, pieces] of choppings(encode(request))) {
+      const server = new Handshake(SERVER);
+      let first: unknown = null;
+      for (const piece of pieces) {
+        try {
+          server.receiveData(piece);
+        } catch (error) {
+          first ??= error;
+        }
+      }
+      assert.ok(first instanceof RemoteProtocolError, how);
+      assert.throws(() => server.receiveData(null), (error) => error === first, how);
+      assert.equal(server.state, ConnectionState.CONNECTING, how);
+      assert.match(
+        decode(server.send(first.eventHint as RejectConnection)),
+        /^HTTP\/1\.1 (505|431) /,
+      );
+    }
+  }
+});
+
 Deno.test("The end of the stream before any request closes a server quietly", () => {
   const server = new Handshake(SERVER);
   server.receiveData(null);
@@ -767,6 +835,25 @@ Deno.test("The handshake's own fields cannot be extra headers", () => {
       () => server.send(new AcceptConnection({ extraHeaders: [[name, "x"]] })),
       /written by the handshake/,
       name,
+    );
+    assert.equal(server.state, ConnectionState.CONNECTING);
+  }
+});
+
+Deno.test("A request and a 101 cannot announce a body in their extra headers", () => {
+  // RFC 9110 §8.6, RFC 9112 §6.1 for the 101; a server refuses the request.
+  for (const field of [["Content-Length", "0"], ["transfer-encoding", "chunked"]] as const) {
+    assert.throws(
+      () =>
+        new Handshake(CLIENT).send(
+          new WsRequest({ host: "h", target: "/", extraHeaders: [field] }),
+        ),
+      /An upgrade request has no body/,
+    );
+    const { server } = serverEvents([encode(requestText())]);
+    assert.throws(
+      () => server.send(new AcceptConnection({ extraHeaders: [field] })),
+      /A 101 response has no body/,
     );
     assert.equal(server.state, ConnectionState.CONNECTING);
   }
@@ -906,6 +993,50 @@ Deno.test("A client fails a 101 that accepts one extension twice or two subproto
         response101(two.key, [["Sec-WebSocket-Protocol", "a"], ["Sec-WebSocket-Protocol", "b"]]),
       ),
     /not offered/,
+  );
+});
+
+Deno.test("A client gives the server's answer to the first of its fallback offers it fits", () => {
+  // RFC 7692 §5: offers of one extension, in order of preference.
+  const preferred = new PerMessageDeflate({ clientMaxWindowBits: 10 });
+  const fallback = new PerMessageDeflate();
+  const { client, key } = clientRequest({ extensions: [preferred, fallback] });
+  client.receiveData(
+    response101(key, [[
+      "Sec-WebSocket-Extensions",
+      "permessage-deflate; client_max_window_bits=12",
+    ]]),
+  );
+  const [accept] = [...client.events()];
+  assert.ok(accept instanceof AcceptConnection);
+  assert.deepEqual(accept.extensions, [fallback]);
+  assert.equal(preferred.enabled(), false);
+  assert.equal(fallback.enabled(), true);
+  // An answer no offer fits fails with the preferred offer's reason.
+  const none = clientRequest({
+    extensions: [preferred, new PerMessageDeflate({ clientMaxWindowBits: 11 })],
+  });
+  assert.throws(
+    () =>
+      none.client.receiveData(
+        response101(none.key, [[
+          "Sec-WebSocket-Extensions",
+          "permessage-deflate; client_max_window_bits=12",
+        ]]),
+      ),
+    /exceeds the 10 offered/,
+  );
+  // Two answers for one name are still one too many.
+  const twice = clientRequest({ extensions: [new PerMessageDeflate(), new PerMessageDeflate()] });
+  assert.throws(
+    () =>
+      twice.client.receiveData(
+        response101(twice.key, [[
+          "Sec-WebSocket-Extensions",
+          "permessage-deflate, permessage-deflate",
+        ]]),
+      ),
+    /twice/,
   );
 });
 

@@ -322,7 +322,6 @@ Deno.test("PerMessageDeflate as a client accepts each valid response parameter",
     [{}, "permessage-deflate; client_max_window_bits=8"],
     [{ serverMaxWindowBits: 10 }, "permessage-deflate; server_max_window_bits=10"],
     [{ serverMaxWindowBits: 10 }, "permessage-deflate; server_max_window_bits=9"],
-    [{ serverMaxWindowBits: 10 }, "permessage-deflate"],
     [{ clientMaxWindowBits: 10 }, "permessage-deflate; client_max_window_bits=10"],
     [{ clientMaxWindowBits: 10 }, "permessage-deflate; client_max_window_bits=9"],
     [{}, 'permessage-deflate; client_max_window_bits="15"; server_max_window_bits=15'],
@@ -346,6 +345,10 @@ Deno.test("PerMessageDeflate as a client rejects a response it did not ask for",
     [{}, "permessage-deflate; server_max_window_bits"],
     [{}, "permessage-deflate; client_no_context_takeover=1"],
     [{ serverMaxWindowBits: 10 }, "permessage-deflate; server_max_window_bits=11"],
+    // RFC 7692 §7.1.1.1, §7.1.2.1: taken only by answering with it.
+    [{ serverMaxWindowBits: 10 }, "permessage-deflate"],
+    [{ serverNoContextTakeover: true }, "permessage-deflate"],
+    [{ serverNoContextTakeover: true }, "permessage-deflate; client_no_context_takeover"],
     [{ clientMaxWindowBits: 10 }, "permessage-deflate; client_max_window_bits=12"],
   ];
   for (const [options, answer] of cases) {
