@@ -174,6 +174,7 @@ const DEFAULT_MAX_QUEUED = 16 * 1024 * 1024;
 // tells nobody when it drains.
 const DRAIN_POLL_MS = 2;
 const NOOP = (): void => {};
+const ENCODER = new TextEncoder();
 
 class NativeSocket implements ServerSocket {
   readonly #request: globalThis.Request;
@@ -189,6 +190,7 @@ class NativeSocket implements ServerSocket {
   #subprotocol: string | null = null;
   // Sends made before the native socket opened.
   #early: { data: MessageData; done: PromiseWithResolvers<void> }[] = [];
+  #earlyBytes = 0;
   #drainWaiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
   #drainTimer: ReturnType<typeof setTimeout> | undefined;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
@@ -233,7 +235,7 @@ class NativeSocket implements ServerSocket {
   }
 
   get bufferedAmount(): number {
-    return this.#native?.bufferedAmount ?? 0;
+    return this.#earlyBytes + (this.#native?.bufferedAmount ?? 0);
   }
 
   get closed(): Promise<CloseInfo> {
@@ -261,6 +263,7 @@ class NativeSocket implements ServerSocket {
     socket.binaryType = "arraybuffer";
     socket.onopen = () => {
       clearTimeout(this.#openTimer);
+      this.#earlyBytes = 0;
       for (const { data, done } of this.#early.splice(0)) {
         socket.send(data);
         done.resolve();
@@ -350,6 +353,8 @@ class NativeSocket implements ServerSocket {
       done.promise.catch(NOOP);
       // A copy: send() takes the bytes before it returns (Socket.send).
       this.#early.push({ data: typeof data === "string" ? data : data.slice(), done });
+      // Counted as Deno counts them once given to its socket: UTF-8 bytes.
+      this.#earlyBytes += typeof data === "string" ? ENCODER.encode(data).length : data.length;
       return done.promise;
     }
     if (this.#state !== "open" || native === null) return this.#rejection();
@@ -446,6 +451,7 @@ class NativeSocket implements ServerSocket {
     if (this.#drainTimer !== undefined) clearTimeout(this.#drainTimer);
     const error = new ConnectionClosedError(info);
     for (const waiter of this.#drainWaiters.splice(0)) waiter.reject(error);
+    this.#earlyBytes = 0;
     for (const { done } of this.#early.splice(0)) done.reject(error);
     this.#inbox.end(info);
     this.#closed.resolve(info);

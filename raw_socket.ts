@@ -542,7 +542,13 @@ export class RawSocket implements ServerSocket {
   ping(payload?: Uint8Array): Promise<void> {
     this.#acceptIfPending();
     if (this.#ws.state !== ConnectionState.OPEN || this.#connClosed) return this.#closedRejection();
-    const data = payload?.slice() ?? counterPayload(++this.#pingCounter);
+    // Not of the right type, it goes to the engine as it is, to be refused
+    // there as every other payload is.
+    const data = payload === undefined
+      ? counterPayload(++this.#pingCounter)
+      : payload instanceof Uint8Array
+      ? payload.slice()
+      : payload;
     let bytes: Uint8Array;
     try {
       bytes = this.#ws.send(new Ping({ payload: data }));
@@ -656,6 +662,13 @@ export class RawSocket implements ServerSocket {
       // Not ping(): that waits for this very pong, and a peer that sends
       // but never answers would add a waiter every interval.
       this.#write(this.#ws.send(new Ping({ payload: EMPTY })));
+      // A pong may answer only the latest ping (RFC 6455 §5.5.3): this
+      // one's then settles the ping() calls before it. One mark stands for
+      // every heartbeat since the last of them.
+      const last = this.#pings.at(-1);
+      if (last !== undefined && last.payload !== EMPTY) {
+        this.#pings.push({ payload: EMPTY, resolve: NOOP, reject: NOOP });
+      }
     }
   }
 

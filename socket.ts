@@ -421,7 +421,10 @@ export function checkClose(code: number, reason: string): void {
  */
 export function closeAfterHandler(error: unknown, threw: boolean): CloseInfo {
   if (!threw) return { code: 1000, reason: "" };
-  const name = error instanceof Error ? error.name : "Internal error";
+  // A name that is not a string could not be sent, and the socket stayed open.
+  const name = error instanceof Error && typeof error.name === "string"
+    ? error.name
+    : "Internal error";
   const bytes = new TextEncoder().encode(name);
   if (bytes.length <= MAX_REASON_BYTES) return { code: 1011, reason: name };
   let end = MAX_REASON_BYTES;

@@ -244,6 +244,12 @@ Deno.test("a handler that throws before deciding answers 500; after accepting, c
     if (request.target === "/early") throw new Error("boom");
     await socket.receive();
     if (request.target === "/long") throw new LongNamedError("late");
+    if (request.target === "/unnamed") {
+      // A name that is no string could not be sent: the socket stayed open.
+      const error = new Error("late");
+      Object.defineProperty(error, "name", { value: 42 });
+      throw error;
+    }
     throw new TypeError("late boom");
   };
   const onError = (error: unknown) => errors.push(error);
@@ -271,6 +277,7 @@ Deno.test("a handler that throws before deciding answers 500; after accepting, c
           const [target, reason] of [
             ["/late", "TypeError"],
             ["/long", "Ошибка".repeat(10) + "О"], // 122 bytes: the 123rd would split "ш"
+            ["/unnamed", "Internal error"],
           ]
         ) {
           const socket = await connect(`ws://127.0.0.1:${port}${target}`);
@@ -280,7 +287,7 @@ Deno.test("a handler that throws before deciding answers 500; after accepting, c
             reason,
           });
         }
-        assert.equal(errors.length, 3);
+        assert.equal(errors.length, 4);
       });
     }
   } finally {
@@ -1900,10 +1907,48 @@ Deno.test("ping() settles on its own pong or a later one's, refuses 126 bytes, a
   await withTimeout(Promise.all([first, second]), 3000, "the pings");
   assert.deepEqual(settled, ["first", "second"]);
 
+  // A payload of the wrong type is refused as a rejection, never a throw.
+  for (const payload of [5, "abc", new DataView(new ArrayBuffer(2)), [1, 2]]) {
+    await assert.rejects(
+      socket.ping(payload as unknown as Uint8Array),
+      (error: Error) =>
+        error instanceof TypeError && /A PING payload is a Uint8Array, not/.test(error.message),
+    );
+  }
+
   const unanswered = socket.ping();
   await readEvents(conn, engine, (events) => pings(events).length === 1);
   conn.close();
   await assert.rejects(withTimeout(unanswered, 3000, "the last ping"), ConnectionClosedError);
+});
+
+Deno.test("ping() settles when the peer answers only a later heartbeat ping", async () => {
+  // RFC 6455 §5.5.3 lets a pong answer only the latest ping, and our own
+  // drivers answer so once output backs up. The heartbeat's ping was not
+  // counted, so its pong left every ping() before it waiting.
+  const opened = Promise.withResolvers<ServerSocket>();
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, pingInterval: 100, pongTimeout: 0 },
+    async (socket) => {
+      socket.accept();
+      opened.resolve(socket);
+      await socket.closed;
+    },
+  );
+  const { conn, engine } = await rawClient(server.addr.port);
+  try {
+    const socket = await withTimeout(opened.promise, 3000, "the server socket");
+    const pinged = socket.ping(new Uint8Array([7, 7]));
+    const pings = (events: ws.Event[]) => events.filter((event) => event instanceof ws.Ping);
+    const seen = await readEvents(conn, engine, (events) => pings(events).length === 2);
+    const [ours, heartbeat] = pings(seen) as ws.Ping[];
+    assert.deepEqual([...ours!.payload], [7, 7]);
+    assert.equal(heartbeat!.payload.length, 0);
+    await writeAll(conn, engine.send(heartbeat!.response()));
+    await withTimeout(pinged, 3000, "ping()");
+  } finally {
+    conn.close();
+  }
 });
 
 Deno.test("serve() over TLS shrugs off clients that do not speak TLS, and serves the next", async () => {

@@ -403,6 +403,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     stringCode: unknown;
     acceptedBuffered: number;
     wrongData: unknown[];
+    sentBuffered: number;
     sendAfter: unknown;
   }
   const results: Misuses[] = [];
@@ -427,6 +428,11 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
       caught(() => socket.send(data as never))
     );
     // Nothing was sent for the refused close: the socket is open still.
+    // What is sent counts at once, in UTF-8 bytes: on Deno.serve it waits
+    // for Deno's socket to open, which Deno's own count left out.
+    const sent = socket.send("é".repeat(50_000));
+    const sentBuffered = socket.bufferedAmount;
+    await sent;
     await socket.send("still open");
     await socket.close(1000, "done");
     const sendAfter = await socket.send("too late").catch((error) => error);
@@ -437,6 +443,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
       stringCode,
       acceptedBuffered,
       wrongData,
+      sentBuffered,
       sendAfter,
     });
   };
@@ -445,6 +452,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
   try {
     for (const port of [raw.addr.port, native.addr.port]) {
       const client = await connect(`ws://127.0.0.1:${port}/`);
+      assert.equal(await client.receive({ timeout: 3000 }), "é".repeat(50_000));
       assert.equal(await client.receive({ timeout: 3000 }), "still open");
       assert.deepEqual(await withTimeout(client.closed, 3000, "closed"), {
         code: 1000,
@@ -461,6 +469,11 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     assert.ok(result.longReason instanceof RangeError, String(result.longReason));
     assert.match(String(result.stringCode), /^TypeError: A close code is a number, not string$/);
     assert.equal(result.acceptedBuffered, 0);
+    // Raw TCP counts the frame's header too.
+    assert.ok(
+      result.sentBuffered >= 100_000 && result.sentBuffered <= 100_010,
+      String(result.sentBuffered),
+    );
     for (const error of result.wrongData) {
       assert.ok(error instanceof TypeError, String(error));
       assert.match(
