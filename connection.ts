@@ -6,7 +6,12 @@
  * @module
  */
 
-import { LocalProtocolError, RemoteProtocolError, wrongType } from "./errors.ts";
+import {
+  checkReceivedBytes,
+  LocalProtocolError,
+  RemoteProtocolError,
+  wrongType,
+} from "./errors.ts";
 import {
   AcceptConnection,
   BytesMessage,
@@ -144,9 +149,11 @@ export class Connection {
    * is ignored.
    *
    * @param data The bytes received (the connection keeps them), or `null`.
+   * @throws {TypeError} When the data is not a `Uint8Array` (nor `null`).
    * @throws {LocalProtocolError} When data comes after the state is CLOSED.
    */
   receiveData(data: Uint8Array | null): void {
+    if (data !== null) checkReceivedBytes(data);
     // "Nothing yet" no longer holds: the bytes, or the end, may make one.
     if (this.#peeked === null) this.#peeked = undefined;
     if (data === null) {
@@ -297,16 +304,30 @@ export class Connection {
   }
 
   /**
-   * Turn an event into bytes to write. Messages, pings and pongs need the
-   * OPEN state; a close is allowed in OPEN (it starts the closing
-   * handshake) and REMOTE_CLOSING (it finishes it).
+   * Turn an event into bytes to write. Messages need the OPEN state; pings
+   * and pongs OPEN or LOCAL_CLOSING (RFC 6455 §5.5.3: a ping is answered
+   * until the peer's close arrives, our own close notwithstanding; §5.5.1
+   * bars only data frames after it); a close is allowed in OPEN (it starts
+   * the closing handshake) and REMOTE_CLOSING (it finishes it).
    *
    * @param event The event to send.
    * @returns The bytes to write to the peer: yours to keep, but a view (small frames
    *   share their buffer with other frames), so write the view, not its `buffer`.
    */
   send(event: Event): Uint8Array {
+    if (typeof event !== "object" || event === null) {
+      throw wrongType("send() takes an event", event);
+    }
     const state = this.#state;
+    if (event instanceof Ping || event instanceof Pong) {
+      if (state !== ConnectionState.OPEN && state !== ConnectionState.LOCAL_CLOSING) {
+        throw new LocalProtocolError(
+          `Cannot send ${event.constructor.name} in state ${state}: only OPEN and LOCAL_CLOSING do`,
+        );
+      }
+      const opcode = event instanceof Ping ? Opcode.PING : Opcode.PONG;
+      return this.#encoder.encodeControl(opcode, event.payload);
+    }
     if (event instanceof CloseConnection) {
       if (state !== ConnectionState.OPEN && state !== ConnectionState.REMOTE_CLOSING) {
         throw new LocalProtocolError(`Cannot send a close in state ${state}`);
@@ -334,8 +355,6 @@ export class Connection {
       }
       return this.#encoder.encodeData(event.data, event.messageFinished);
     }
-    if (event instanceof Ping) return this.#encoder.encodeControl(Opcode.PING, event.payload);
-    if (event instanceof Pong) return this.#encoder.encodeControl(Opcode.PONG, event.payload);
     throw new LocalProtocolError(
       `Cannot send ${event.constructor.name} on an open connection: the handshake is over`,
     );
@@ -440,6 +459,7 @@ export class WSConnection {
    * @param data The bytes received (the connection keeps them), or `null`.
    * @throws {RemoteProtocolError} When the peer's request or response is
    *   bad; a server's error carries the `RejectConnection` to answer with.
+   * @throws {TypeError} When the data is not a `Uint8Array` (nor `null`).
    * @throws {LocalProtocolError} When data comes after an open connection
    *   is CLOSED. Bytes after a refusal or a failed handshake are dropped: a
    *   refused peer may still be sending, and nobody reads it.
@@ -449,6 +469,7 @@ export class WSConnection {
       this.#connection.receiveData(data);
       return;
     }
+    if (data !== null) checkReceivedBytes(data);
     this.#handshake!.receiveData(data);
     this.#openIfUpgraded();
   }
@@ -491,7 +512,10 @@ export class WSConnection {
 
   /**
    * The event {@linkcode WSConnection.nextEvent} returns next, without
-   * taking it; see {@linkcode Connection.peekEvent}.
+   * taking it; see {@linkcode Connection.peekEvent}. During the handshake
+   * the state moves when the response is parsed, as in wsproto, not when
+   * its event is taken: a client is OPEN (or CLOSED after a refusal) with
+   * its `AcceptConnection` (or `RejectConnection`) still to take.
    *
    * @example
    * ```ts
@@ -524,6 +548,9 @@ export class WSConnection {
    */
   send(event: Event): Uint8Array {
     if (this.#connection !== null) return this.#connection.send(event);
+    if (typeof event !== "object" || event === null) {
+      throw wrongType("send() takes an event", event);
+    }
     if (
       !(event instanceof Request || event instanceof AcceptConnection ||
         event instanceof RejectConnection || event instanceof RejectData)

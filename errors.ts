@@ -130,6 +130,59 @@ export function checkMessageData(data: unknown): asserts data is string | Uint8A
 }
 
 /**
+ * Check that received bytes are a `Uint8Array`. Anything else taken in
+ * would be counted by its `length` (an `ArrayBuffer`'s is undefined, and a
+ * decoder's byte count NaN from then on) or read as bytes it is not (a
+ * `Uint16Array`'s elements, a string's characters).
+ *
+ * @param data What was passed as received bytes.
+ * @throws {TypeError} When it is not a `Uint8Array`.
+ *
+ * @example
+ * ```ts
+ * import { checkReceivedBytes } from "./errors.ts";
+ * checkReceivedBytes(new Uint8Array(2));
+ * try {
+ *   checkReceivedBytes(new Uint16Array(2));
+ *   throw new Error("Example failed");
+ * } catch (error) {
+ *   if (!(error instanceof TypeError && error.message.endsWith("not Uint16Array"))) throw error;
+ * }
+ * ```
+ */
+export function checkReceivedBytes(data: unknown): asserts data is Uint8Array {
+  if (!(data instanceof Uint8Array)) {
+    throw wrongType("Received data is a Uint8Array (or null at the end of the stream)", data);
+  }
+}
+
+/**
+ * Check the types of a close code and reason, which a caller without
+ * TypeScript's checks may get wrong: a code "1000" was refused as a code
+ * that may not be sent, and a reason 42 went out as the text "42".
+ *
+ * @param code What was given as the close code.
+ * @param reason What was given as the reason.
+ * @throws {TypeError} When the code is not a number or the reason not a string.
+ *
+ * @example
+ * ```ts
+ * import { checkCloseTypes } from "./errors.ts";
+ * checkCloseTypes(1000, "bye");
+ * try {
+ *   checkCloseTypes("1000", "bye");
+ *   throw new Error("Example failed");
+ * } catch (error) {
+ *   if (!(error instanceof TypeError && error.message.endsWith("not string"))) throw error;
+ * }
+ * ```
+ */
+export function checkCloseTypes(code: unknown, reason: unknown): void {
+  if (typeof code !== "number") throw wrongType("A close code is a number", code);
+  if (typeof reason !== "string") throw wrongType("A close reason is a string", reason);
+}
+
+/**
  * The error for an argument of the wrong type: what it must be, and what
  * came (`typeof` for a primitive, the built-in tag for an object, as
  * `Array` or `DataView`).

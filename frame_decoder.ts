@@ -7,7 +7,7 @@
  */
 
 import { ByteBuffer } from "./byte_buffer.ts";
-import { failConnection } from "./errors.ts";
+import { checkReceivedBytes, failConnection } from "./errors.ts";
 import type { Extension } from "./extensions.ts";
 import {
   CloseReason,
@@ -121,8 +121,10 @@ export class FrameDecoder {
    * Add received bytes; the decoder keeps (and will unmask) them.
    *
    * @param data The bytes, in the order received.
+   * @throws {TypeError} When the data is not a `Uint8Array`.
    */
   receiveBytes(data: Uint8Array): void {
+    checkReceivedBytes(data);
     this.#buffer.push(data);
   }
 

@@ -7,7 +7,7 @@
  */
 
 import { allocate, recycle } from "./_bytes.ts";
-import { checkMessageData, LocalProtocolError, wrongType } from "./errors.ts";
+import { checkCloseTypes, checkMessageData, LocalProtocolError, wrongType } from "./errors.ts";
 import type { Extension } from "./extensions.ts";
 import {
   CloseReason,
@@ -257,8 +257,10 @@ export class FrameEncoder {
    * @param code The close code.
    * @param reason The reason.
    * @returns The frame's bytes.
+   * @throws {TypeError} When the code is not a number or the reason not a string.
    */
   encodeClose(code: number, reason: string): Uint8Array {
+    checkCloseTypes(code, reason);
     if (code === CloseReason.NO_STATUS_RCVD) {
       if (reason !== "") {
         throw new LocalProtocolError("A close reason needs a close code other than 1005");

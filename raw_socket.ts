@@ -1227,7 +1227,11 @@ export class RawSocket implements ServerSocket {
           }
           this.#onData(event.data, event.messageFinished);
         } else if (event instanceof Ping) {
-          if (this.#ws.state === ConnectionState.OPEN) this.#answerPing(event);
+          // RFC 6455 §5.5.3: answered until the peer's close, ours notwithstanding.
+          const state = this.#ws.state;
+          if (state === ConnectionState.OPEN || state === ConnectionState.LOCAL_CLOSING) {
+            this.#answerPing(event);
+          }
         } else if (event instanceof Pong) this.#onPong(event.payload);
         else if (event instanceof CloseConnection) this.#onClose(event);
         else if (event instanceof AcceptConnection) this.#onAccept(event);

@@ -11,7 +11,7 @@
  */
 
 import type { Headers, Request } from "./events.ts";
-import { wrongType } from "./errors.ts";
+import { checkCloseTypes, wrongType } from "./errors.ts";
 import { checkDelay } from "./limits.ts";
 
 /** A whole message: a `string` for text, a `Uint8Array` for binary. */
@@ -395,8 +395,7 @@ const MAX_REASON_BYTES = 123;
  * @throws {TypeError} For a code that is not a number or a reason that is not a string.
  */
 export function checkClose(code: number, reason: string): void {
-  if (typeof code !== "number") throw wrongType("A close code is a number", code);
-  if (typeof reason !== "string") throw wrongType("A close reason is a string", reason);
+  checkCloseTypes(code, reason);
   const sendable = code === 1000 || (code >= 1001 && code <= 1003) ||
     (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
   if (!Number.isInteger(code) || !sendable) {

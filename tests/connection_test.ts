@@ -197,7 +197,7 @@ Deno.test("Connection started close waits for the peer's close", () => {
   const conn = new ws.Connection(CLIENT);
   conn.send(new ws.CloseConnection({ code: 1000 }));
   assert.equal(conn.state, LOCAL_CLOSING);
-  assert.throws(() => conn.send(new ws.Ping()), ws.LocalProtocolError);
+  assert.throws(() => conn.send(new ws.TextMessage({ data: "x" })), ws.LocalProtocolError);
   // Messages the peer sent before seeing our close still arrive.
   conn.receiveData(rawFrame({ opcode: 1, payload: utf8("late"), maskKey: null }));
   conn.receiveData(rawFrame({ opcode: 8, payload: bytes(0x03, 0xe8), maskKey: null }));
@@ -255,10 +255,14 @@ Deno.test("WSConnection refuses misuse with a LocalProtocolError", async (t) => 
     const conn = new ws.WSConnection(SERVER);
     assert.throws(() => conn.send(new ws.TextMessage({ data: "x" })), /before the handshake/);
   });
-  await t.step("a pong while closing", () => {
+  await t.step("a ping or a pong after the peer's close", () => {
+    // RFC 6455 §5.5.3: a ping is answered "unless it already received a
+    // Close frame"; the close's answer is all that is left to send.
     const conn = new ws.Connection(SERVER);
-    conn.send(new ws.CloseConnection({ code: 1000 }));
-    assert.throws(() => conn.send(new ws.Pong()), /state LOCAL_CLOSING/);
+    conn.receiveData(new Uint8Array([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]));
+    assert.ok(conn.nextEvent() instanceof ws.CloseConnection);
+    assert.throws(() => conn.send(new ws.Pong()), /state REMOTE_CLOSING/);
+    assert.throws(() => conn.send(new ws.Ping()), /state REMOTE_CLOSING/);
   });
   await t.step("a close twice", () => {
     const conn = new ws.Connection(SERVER);
@@ -276,6 +280,82 @@ Deno.test("WSConnection refuses misuse with a LocalProtocolError", async (t) => 
     }
     assert.equal(conn.state, OPEN);
   });
+});
+
+Deno.test("After its own close, a connection still answers pings, and sends no message", () => {
+  // RFC 6455 §5.5.3: a ping is answered until the peer's close arrives;
+  // §5.5.1 bars only data frames after our close. A peer whose heartbeat
+  // crossed our close would otherwise drop the connection unanswered.
+  const conn = new ws.Connection(SERVER);
+  conn.send(new ws.CloseConnection({ code: 1000 }));
+  conn.receiveData(new Uint8Array([0x89, 0x82, 0, 0, 0, 0, 1, 2]));
+  const ping = conn.nextEvent();
+  assert.ok(ping instanceof ws.Ping);
+  assert.deepEqual([...conn.send(ping.response())], [0x8a, 2, 1, 2]);
+  assert.deepEqual([...conn.send(new ws.Ping())], [0x89, 0]);
+  assert.throws(() => conn.send(new ws.TextMessage({ data: "x" })), /state LOCAL_CLOSING/);
+  assert.equal(conn.state, LOCAL_CLOSING);
+});
+
+Deno.test("Connection and WSConnection take received bytes as a Uint8Array only", () => {
+  // An ArrayBuffer made the byte count NaN for good; a Uint16Array or a
+  // string was read as bytes it is not.
+  const wrong: [unknown, RegExp][] = [
+    [new ArrayBuffer(2), /not ArrayBuffer$/],
+    [new Uint16Array([0x8881]), /not Uint16Array$/],
+    [new DataView(new ArrayBuffer(2)), /not DataView$/],
+    ["\x81\x80", /not string$/],
+    [undefined, /not undefined$/],
+  ];
+  const open = new ws.Connection(SERVER);
+  const handshaking = new ws.WSConnection(SERVER);
+  const decoder = new ws.FrameDecoder(SERVER);
+  for (const [data, message] of wrong) {
+    for (
+      const receive of [open, handshaking].map((conn) => (bytes: unknown) =>
+        conn.receiveData(bytes as Uint8Array)
+      )
+    ) {
+      assert.throws(
+        () => receive(data),
+        (error) =>
+          error instanceof TypeError && /^Received data is a Uint8Array/.test(error.message) &&
+          message.test(error.message),
+      );
+    }
+    assert.throws(() => decoder.receiveBytes(data as Uint8Array), TypeError);
+  }
+  // Nothing was taken in: both still read what comes next.
+  open.receiveData(new Uint8Array([0x81, 0x81, 0, 0, 0, 0, 0x78]));
+  assert.equal((open.nextEvent() as ws.TextMessage).data, "x");
+  handshaking.receiveData(
+    new ws.WSConnection(CLIENT).send(new ws.Request({ host: "h", target: "/" })),
+  );
+  assert.ok(handshaking.nextEvent() instanceof ws.Request);
+});
+
+Deno.test("Connection refuses a close code or reason of the wrong type, and a non-event", () => {
+  const conn = new ws.Connection(SERVER);
+  const cases: [() => unknown, RegExp][] = [
+    // "1000" was refused as a code that may not be sent, 42 sent as "42".
+    [
+      () => conn.send(new ws.CloseConnection({ code: "1000" as never })),
+      /^A close code is a number, not string$/,
+    ],
+    [
+      () => conn.send(new ws.CloseConnection({ code: 1000, reason: 42 as never })),
+      /^A close reason is a string, not number$/,
+    ],
+    [() => conn.send(null as never), /^send\(\) takes an event, not null$/],
+    [
+      () => new ws.WSConnection(SERVER).send(undefined as never),
+      /^send\(\) takes an event, not undefined$/,
+    ],
+  ];
+  for (const [send, message] of cases) {
+    assert.throws(send, (error) => error instanceof TypeError && message.test(error.message));
+  }
+  assert.equal(conn.state, OPEN);
 });
 
 Deno.test("Connection refuses message data of the wrong type with a TypeError naming it", () => {

@@ -1922,6 +1922,44 @@ Deno.test("ping() settles on its own pong or a later one's, refuses 126 bytes, a
   await assert.rejects(withTimeout(unanswered, 3000, "the last ping"), ConnectionClosedError);
 });
 
+Deno.test("a server socket that sent its close still answers the peer's ping", async () => {
+  // RFC 6455 §5.5.3: until the peer's close arrives. A peer whose heartbeat
+  // crossed our close would otherwise drop the connection unanswered.
+  const closedWith = Promise.withResolvers<CloseInfo>();
+  await using server = serve({ hostname: "127.0.0.1", port: 0 }, async (socket) => {
+    await socket.receive();
+    closedWith.resolve(await socket.close(1000, "bye"));
+  });
+  const { conn, engine } = await rawClient(server.addr.port);
+  try {
+    await writeAll(conn, engine.send(new ws.TextMessage({ data: "close now" })));
+    const close = [0x88, 5, 0x03, 0xe8, 0x62, 0x79, 0x65];
+    let seen: Uint8Array = new Uint8Array(0);
+    const buffer = new Uint8Array(1024);
+    // The close first; then a ping crosses it, and its pong follows.
+    for (let reads = 0; reads < 100 && seen.length < close.length; reads++) {
+      const n = await withTimeout(conn.read(buffer), 3000, "the close");
+      if (n === null) break;
+      seen = concatAll([seen, buffer.subarray(0, n)]);
+    }
+    assert.deepEqual([...seen], close);
+    await writeAll(conn, engine.send(new ws.Ping({ payload: new Uint8Array([1, 2]) })));
+    const n = await withTimeout(conn.read(buffer), 3000, "the pong");
+    assert.deepEqual([...buffer.subarray(0, n ?? 0)], [0x8a, 2, 1, 2]);
+    engine.receiveData(seen);
+    const [event] = engine.events();
+    assert.ok(event instanceof ws.CloseConnection);
+    await writeAll(conn, engine.send(event.response()));
+  } finally {
+    conn.close();
+  }
+  // The closing handshake finished after the ping.
+  assert.deepEqual(await withTimeout(closedWith.promise, 3000, "close()"), {
+    code: 1000,
+    reason: "bye",
+  });
+});
+
 Deno.test("ping() settles when the peer answers only a later heartbeat ping", async () => {
   // RFC 6455 §5.5.3 lets a pong answer only the latest ping, and our own
   // drivers answer so once output backs up. The heartbeat's ping was not
