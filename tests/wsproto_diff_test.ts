@@ -340,6 +340,12 @@ const RULES = {
     "Upgrade/Connection token (RFC 9110 §15.5.22, RFC 6455 §4.2.2); RFC 6455 §4.2.1 leaves the code open ('such as 400 Bad Request').",
   "bad-key": "A Sec-WebSocket-Key that is not the base64 of 16 bytes is refused with 400 " +
     "(RFC 6455 §4.2.1 item 5); wsproto does not check the key.",
+  "request-body": "An upgrade request that announces a body (Content-Length or " +
+    "Transfer-Encoding) is refused with 400: the body would come ahead of the frames (RFC 9112 " +
+    "§6.3), and Deno.serve refuses it too; wsproto accepts and reads the body as frames.",
+  "subprotocol-token": "Subprotocols offered must be unique tokens (RFC 6455 §4.1, §11.3.4), " +
+    "else 400: one that is not could be chosen and written back in a 101 no client accepts; " +
+    "wsproto passes any element on.",
   "http-1.0": "The upgrade must be an HTTP/1.1 or higher GET (RFC 6455 §4.2.1 item 1, §4.1): " +
     "we refuse HTTP/1.0 with 505 (RFC 9110 §15.6.6); wsproto (through h11) accepts it.",
   "pipelined-frames":
@@ -526,9 +532,12 @@ function compareHandshake(c: Case, ours: Outcome, theirs: Outcome): Verdict {
     b = [...b.slice(0, rejectAt), { ...b[rejectAt], hasBody: false }, ...b.slice(rejectAt + 2)];
     rules.add("reject-empty-body");
   }
-  if (c.expect === "bad-key" || c.expect === "http-1.0") {
-    // 400 for the key; 400 or 505 (RFC 9110 §15.6.6) for the version.
-    const statuses = c.expect === "bad-key" ? [400] : [400, 505];
+  if (
+    c.expect === "bad-key" || c.expect === "http-1.0" || c.expect === "request-body" ||
+    c.expect === "subprotocol-token"
+  ) {
+    // 400, or 505 (RFC 9110 §15.6.6) for the version.
+    const statuses = c.expect === "http-1.0" ? [400, 505] : [400];
     if (
       b[0]?.t === "request" && a.length === 1 && a[0]?.t === "remote-error" &&
       statuses.includes(a[0].status)
@@ -1097,6 +1106,16 @@ function handshakeCases(): Case[] {
       {
         expect: "bad-key",
       },
+    ],
+    [
+      "a request that announces a body",
+      concat(crlf(...GOOD_REQUEST, "Content-Length: 2"), utf8("hi")),
+      { expect: "request-body" },
+    ],
+    [
+      "a subprotocol offered twice, and one that is no token",
+      crlf(...GOOD_REQUEST, 'Sec-WebSocket-Protocol: chat, "v2", chat'),
+      { expect: "subprotocol-token" },
     ],
     ["garbage", utf8("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n")],
     ["a header line without a colon", crlf(...GOOD_REQUEST, "Bogus")],
