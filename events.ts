@@ -15,7 +15,11 @@ const EMPTY_BYTES = new Uint8Array(0);
 
 /** Options of {@linkcode Request}. */
 export interface RequestOptions {
-  /** The `Host` header. */
+  /**
+   * The `Host` header; on a server, the authority of an absolute-form
+   * target (`GET ws://example.com/chat`) in its place, which RFC 9112
+   * §3.2.2 makes the one an origin server uses.
+   */
   host: string;
   /** The request target, such as `/chat?room=1`. */
   target: string;
@@ -43,7 +47,10 @@ export interface RequestOptions {
  * ```
  */
 export class Request {
-  /** The `Host` header. */
+  /**
+   * The `Host` header; on a server, the authority of an absolute-form
+   * target in its place (RFC 9112 §3.2.2).
+   */
   readonly host: string;
   /** The request target. */
   readonly target: string;

@@ -705,7 +705,8 @@ export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
   // missing Host is refused (400) as on raw bytes, not taken from the URL.
   const headers: [string, string][] = [...request.headers];
   try {
-    const checked = validateRequest(request.method, requestTarget(request.url), headers);
+    const { authority, target } = splitUrl(request.url);
+    const checked = validateRequest(request.method, target, headers, authority);
     return { ok: true, request: checked.request };
   } catch (error) {
     if (!(error instanceof RemoteProtocolError && error.eventHint instanceof RejectConnection)) {
@@ -722,13 +723,16 @@ export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
 }
 
 // Deno.serve's `request.url` is the scheme, the Host field and the target as
-// they came (an absolute-form target alone). Not parsed as a URL: a Host
-// that is no host[:port] made that throw where validateRequest refuses it
-// with 400, and parsing normalises the path the raw path keeps as sent.
-function requestTarget(url: string): string {
-  const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/.exec(url);
-  const rest = authority === null ? url : url.slice(authority[0].length);
-  return rest.startsWith("/") ? rest : `/${rest}`;
+// they came, or an absolute-form target alone: its authority is the one
+// RFC 9112 §3.2.2 has an origin server use either way. Not parsed as a
+// URL: a Host that is no host[:port] made that throw where validateRequest
+// refuses it with 400, and parsing normalises the path the raw path keeps
+// as sent.
+function splitUrl(url: string): { authority: string; target: string } {
+  const start = ABSOLUTE_START.exec(url);
+  if (start === null) return { authority: "", target: url.startsWith("/") ? url : `/${url}` };
+  const rest = url.slice(start[0].length);
+  return { authority: start[1]!, target: rest.startsWith("/") ? rest : `/${rest}` };
 }
 
 /**
@@ -837,10 +841,15 @@ function kindOf(event: HandshakeEvent): string {
 // RFC 6455 §4.2.1, the server's checks of the client's request, over the
 // request's fields in order. Throws a RemoteProtocolError carrying the
 // rejection to send.
+// The scheme and authority that start an absolute-form target (RFC 9112 §3.2.2).
+const ABSOLUTE_START = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
+
 function validateRequest(
   method: string,
   target: string,
   headers: Headers,
+  // The authority of the absolute-form target Deno.serve's URL holds.
+  urlAuthority = "",
 ): { request: WsRequest; key: string } {
   if (method !== "GET") {
     throw rejection(405, `The method must be GET, not ${method}`, [["Allow", "GET"]]);
@@ -858,9 +867,21 @@ function validateRequest(
   }
   // RFC 9112 §3.2: 400 for a Host that is not host[:port] too.
   if (!isHost(hosts[0]!)) throw rejection(400, "The Host header is not host[:port]");
-  // RFC 9112 §3.2: origin-form, or absolute-form such as ws://host/path.
-  if (!target.startsWith("/") && !/^[A-Za-z][A-Za-z0-9+.-]*:\/\//.test(target)) {
-    throw rejection(400, `Request target ${JSON.stringify(target)} is not a path or URI`);
+  // RFC 9112 §3.2: origin-form, or absolute-form such as ws://host/path,
+  // whose authority an origin server uses in place of Host (§3.2.2).
+  let host = hosts[0]!;
+  if (!target.startsWith("/")) {
+    const authority = ABSOLUTE_START.exec(target)?.[1];
+    if (authority === undefined) {
+      throw rejection(400, `Request target ${JSON.stringify(target)} is not a path or URI`);
+    }
+    host = authority;
+  } else if (urlAuthority !== "") host = urlAuthority;
+  if (host !== hosts[0] && (!isHost(host) || host === "")) {
+    throw rejection(
+      400,
+      `The request target's authority ${JSON.stringify(host)} is not host[:port]`,
+    );
   }
   const fail = (message: string) => rejection(400, message);
   const upgrade = listOrFail(values(headers, "upgrade"), fail);
@@ -905,7 +926,7 @@ function validateRequest(
     }
   }
   const request = new WsRequest({
-    host: hosts[0]!,
+    host,
     target,
     subprotocols,
     extensions,

@@ -194,6 +194,35 @@ Deno.test("on Deno.serve, a Host that is no host[:port] is refused with 400, as 
   }
 });
 
+Deno.test("an absolute-form target's authority is the request's host, on both transports", async () => {
+  // RFC 9112 §3.2.2; Deno.serve puts the target's authority in request.url.
+  const hosts: string[] = [];
+  const handler: Handler = (socket, request) => {
+    hosts.push(request.host);
+    socket.accept();
+  };
+  await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+  const native = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (request, info) => upgrade(request, handler, { info }),
+  );
+  try {
+    for (const port of [raw.addr.port, native.addr.port]) {
+      const start = "GET ws://internal.example:9000/admin HTTP/1.1\r\nHost: public.example\r\n";
+      assert.equal(await statusOf(port, start), 101);
+      assert.equal(await statusOf(port, "GET /admin HTTP/1.1\r\nHost: public.example\r\n"), 101);
+    }
+  } finally {
+    await native.shutdown();
+  }
+  assert.deepEqual(hosts, [
+    "internal.example:9000",
+    "public.example",
+    "internal.example:9000",
+    "public.example",
+  ]);
+});
+
 Deno.test("a request that announces a body is refused with 400, on raw TCP and on Deno.serve", async () => {
   // RFC 9112 §6.3: the body would come ahead of the frames.
   const handler: Handler = (socket) => socket.accept();

@@ -229,6 +229,24 @@ Deno.test("A server accepts case-insensitive tokens and Connection: keep-alive, 
   assert.equal(absolute.events[0].target, "ws://e/x");
 });
 
+Deno.test("A server takes the host of an absolute-form target over the Host header", () => {
+  // RFC 9112 §3.2.2: an origin server MUST ignore Host then (it still
+  // refuses a request without one, §3.2).
+  const { events } = serverEvents([
+    encode(requestText({ target: "ws://internal.example:9000/admin" })),
+  ]);
+  assert.ok(events[0] instanceof WsRequest);
+  assert.equal(events[0].host, "internal.example:9000");
+  assert.equal(events[0].target, "ws://internal.example:9000/admin");
+  for (const target of ["ws:///x", "ws://user@h/x", "ws://a b/x"]) {
+    assert.equal(refused(requestText({ target })).hint.statusCode, 400, target);
+  }
+  // An empty Host is valid for an origin-form target (RFC 9110 §7.2).
+  const [empty] = serverEvents([encode(requestText({ headers: edit("Host", "") }))]).events;
+  assert.ok(empty instanceof WsRequest);
+  assert.equal(empty.host, "");
+});
+
 Deno.test("A server accepts HTTP/1.2 as a later HTTP/1.x", () => {
   const { events } = serverEvents([encode(requestText({ version: "HTTP/1.2" }))]);
   assert.ok(events[0] instanceof WsRequest);
