@@ -838,17 +838,18 @@ function kindOf(event: HandshakeEvent): string {
   return "RejectData";
 }
 
-// RFC 6455 §4.2.1, the server's checks of the client's request, over the
-// request's fields in order. Throws a RemoteProtocolError carrying the
-// rejection to send.
 // The scheme and authority that start an absolute-form target (RFC 9112 §3.2.2).
 const ABSOLUTE_START = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/;
 
+// RFC 6455 §4.2.1, the server's checks of the client's request, over the
+// request's fields in order. Throws a RemoteProtocolError carrying the
+// rejection to send.
 function validateRequest(
   method: string,
   target: string,
   headers: Headers,
-  // The authority of the absolute-form target Deno.serve's URL holds.
+  // The authority of Deno.serve's request.url: the Host's, or that of an
+  // absolute-form target, which Deno puts in the URL as it came.
   urlAuthority = "",
 ): { request: WsRequest; key: string } {
   if (method !== "GET") {
