@@ -380,6 +380,18 @@ Deno.test("decodeInput reads hex, base64 and raw bytes", () => {
   assert.deepEqual([...decodeInput(new Uint8Array(ping))], ping);
   assert.deepEqual([...decodeInput(utf8("89 00"), "raw")], [...utf8("89 00")]);
   assert.throws(() => decodeInput(utf8("zz"), "hex"), TypeError);
+  // Spaced hex with a digit missing was read as base64, and explained as
+  // some other frame.
+  for (const text of ["81 8", "81 85 37 fa 5", "0x81, 0x8"]) {
+    assert.throws(() => decodeInput(utf8(text)), /a byte is two digits, and one is missing/, text);
+  }
+});
+
+Deno.test("Inspector shows a 64-bit length past 2^53 exactly", () => {
+  const [frame] = frames(explain(hex("81 7f ff ff ff ff ff ff ff ff")));
+  const length = field(frame!, "extended payload length");
+  assert.equal(length.value, "18446744073709551615");
+  assert.match(length.meaning, /^18446744073709551615 bytes/);
 });
 
 Deno.test("Rendering is plain without colour, coloured with it, and JSON per record", () => {

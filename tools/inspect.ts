@@ -200,7 +200,7 @@ async function main(argv: readonly string[]): Promise<number> {
   try {
     const input = args.file === null
       ? await new Response(Deno.stdin.readable).bytes()
-      : await Deno.readFile(args.file);
+      : await Deno.readFile(fromCallerDirectory(args.file));
     bytes = decodeInput(input, args.format);
   } catch (error) {
     write(Deno.stderr, `inspect: ${(error as Error).message}\n`);
@@ -259,4 +259,12 @@ if (import.meta.main) {
     // A reader that went away (`| head`) is not an error worth a trace.
     if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
   }
+}
+
+// `deno task` runs in the folder of deno.json, and says where it was called
+// from in INIT_CWD: a relative path is the caller's.
+function fromCallerDirectory(file: string): string {
+  const caller = Deno.env.get("INIT_CWD");
+  if (caller === undefined || file.startsWith("/")) return file;
+  return `${caller.replace(/\/$/, "")}/${file}`;
 }

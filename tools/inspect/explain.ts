@@ -1033,15 +1033,16 @@ function headerFields(header: readonly number[], offset: number): HeaderField[] 
     const size = short === 126 ? 2 : 8;
     const bytes = header.slice(2, 2 + size);
     if (bytes.length < size) return fields;
-    let length = 0;
-    for (const byte of bytes) length = length * 256 + byte;
+    // BigInt: a 64-bit length past 2^53 would show rounded as a number.
+    let length = 0n;
+    for (const byte of bytes) length = length * 256n + BigInt(byte);
     fields.push({
       name: "extended payload length",
       offset: offset + 2,
       bit: 0,
       width: size * 8,
       bits: bytes.map((byte) => binary(byte, 8)).join(" "),
-      value: length,
+      value: length <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(length) : String(length),
       meaning: `${length} bytes (${
         size === 2 ? "16-bit form, 126-65535" : "64-bit form, 65536 up"
       })`,

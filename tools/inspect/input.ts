@@ -11,6 +11,9 @@ export type InputFormat = "auto" | "hex" | "base64" | "raw";
 // Hex as people paste it: pairs with or without spaces, `0x` prefixes,
 // commas or colons between bytes, and `#` comments to the end of a line.
 const HEX_TEXT = /^(?:0x)?[0-9a-f]{2}(?:[\s,:]*(?:0x)?[0-9a-f]{2})*$/i;
+// Groups of hex digits with separators between them: hex, even when a
+// digit is missing (base64 is not written in spaced groups).
+const SPACED_HEX = /^(?:0x)?[0-9a-f]+(?:[\s,:]+(?:0x)?[0-9a-f]+)+$/i;
 const BASE64_TEXT = /^[A-Za-z0-9+/_-]+={0,2}$/;
 
 /**
@@ -18,7 +21,8 @@ const BASE64_TEXT = /^[A-Za-z0-9+/_-]+={0,2}$/;
  *
  * @param input The input as read.
  * @param format How it is written; `auto` picks hex when every character
- * fits hex, then base64, and otherwise takes the bytes as they are.
+ * fits hex (spaced groups of digits with one missing are an error, not
+ * base64), then base64, and otherwise takes the bytes as they are.
  * @returns The stream's bytes.
  * @throws {TypeError} When a forced format does not fit the input.
  *
@@ -35,8 +39,17 @@ export function decodeInput(input: Uint8Array, format: InputFormat = "auto"): Ui
   if (format === "raw") return input;
   const text = new TextDecoder("utf-8", { fatal: false }).decode(input);
   const hexText = stripComments(text).trim();
-  if (format === "hex" || (format === "auto" && HEX_TEXT.test(hexText))) {
-    if (!HEX_TEXT.test(hexText)) throw new TypeError("The input is not hex");
+  if (
+    format === "hex" ||
+    (format === "auto" && (HEX_TEXT.test(hexText) || SPACED_HEX.test(hexText)))
+  ) {
+    if (!HEX_TEXT.test(hexText)) {
+      throw new TypeError(
+        SPACED_HEX.test(hexText)
+          ? "The input is not whole bytes of hex: a byte is two digits, and one is missing"
+          : "The input is not hex",
+      );
+    }
     return decodeHex(hexText);
   }
   const base64Text = text.replace(/\s+/g, "");
