@@ -43,15 +43,18 @@ function parseArgs(argv: readonly string[]): Args {
       if (next === undefined) throw new TypeError(`${flag} needs a value`);
       return next;
     };
-    if (flag === "--port") args.port = Number(value());
-    else if (flag === "--hostname") args.hostname = value();
+    if (flag === "--port") {
+      // Digits only: Number() also takes "", "0x50" and "1e3".
+      const text = value();
+      args.port = /^[0-9]{1,5}$/.test(text) ? Number(text) : NaN;
+    } else if (flag === "--hostname") args.hostname = value();
     else if (flag === "--deflate") args.deflate = true;
     else if (flag === "--deflate-lean") args.deflate = LEAN_DEFLATE;
     else if (flag === "--no-release") args.release = false;
     else throw new TypeError(`Unknown argument ${arg}`);
   }
   if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
-    throw new TypeError("--port N is required (0 picks a free port)");
+    throw new TypeError("--port N is required: a number from 0 to 65535 (0 picks a free port)");
   }
   return args;
 }
@@ -90,7 +93,11 @@ const server = serve({
   hostname: args.hostname,
   port: args.port,
   deflate: args.deflate,
-  onListen: ({ hostname, port }) => console.log(`listening on ws://${hostname}:${port}/`),
+  // An IPv6 address goes in brackets in a URL (RFC 3986 §3.2.2).
+  onListen: ({ hostname, port }) =>
+    console.log(
+      `listening on ws://${hostname.includes(":") ? `[${hostname}]` : hostname}:${port}/`,
+    ),
   onError: () => {},
 }, echo(args.release));
 

@@ -120,7 +120,9 @@ for (const { flags, answer } of RUNS) {
 }
 
 Deno.test("the echo server example exits 2 on bad arguments", async () => {
-  for (const args of [[], ["--port", "0", "--deflate-leaner"], ["--port", "x"]]) {
+  // Number() took "" as 0 and "0x50" as 80.
+  const ports = ["x", "", "0x50", "1e3", "65536"].map((port) => ["--port", port]);
+  for (const args of [[], ["--port", "0", "--deflate-leaner"], ...ports]) {
     const output = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", EXAMPLE.pathname, ...args],
       stdin: "null",

@@ -14,36 +14,71 @@
 import { parseArgs } from "node:util";
 import { type Failure, runFuzz, TARGETS } from "../tests/_fuzz.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    seconds: { type: "string", default: "60" },
-    seed: { type: "string" },
-    target: { type: "string", multiple: true },
-    count: { type: "string" },
-    "hang-ms": { type: "string", default: "10000" },
-    verbose: { type: "boolean", default: false },
-  },
-});
+const USAGE = "usage: deno run -A tools/fuzz.ts [--seconds N] [--seed S] [--target T]... " +
+  "[--count C] [--hang-ms MS] [--verbose]";
 
-const targets = values.target ?? Object.keys(TARGETS);
-for (const target of targets) {
-  if (!(target in TARGETS)) {
-    throw new RangeError(
-      `Unknown target ${target}; the targets: ${Object.keys(TARGETS).join(", ")}`,
-    );
+interface Options {
+  targets: string[];
+  seconds: number;
+  firstSeed: number;
+  count: number | undefined;
+  hangMs: number;
+  verbose: boolean;
+}
+
+// A mistyped option ends with what was wrong and the usage, not a stack trace
+// or a run of zero cases that reports no failures.
+function parseOptions(args: string[]): Options {
+  const { values } = parseArgs({
+    args,
+    options: {
+      seconds: { type: "string", default: "60" },
+      seed: { type: "string" },
+      target: { type: "string", multiple: true },
+      count: { type: "string" },
+      "hang-ms": { type: "string", default: "10000" },
+      verbose: { type: "boolean", default: false },
+    },
+  });
+  const targets = values.target ?? Object.keys(TARGETS);
+  for (const target of targets) {
+    if (!(target in TARGETS)) {
+      throw new RangeError(
+        `Unknown target ${target}; the targets: ${Object.keys(TARGETS).join(", ")}`,
+      );
+    }
   }
+  const whole = (name: string, text: string, least: number): number => {
+    const value = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+    if (!Number.isSafeInteger(value) || value < least) {
+      throw new RangeError(`--${name} takes a whole number from ${least}, not ${text}`);
+    }
+    return value;
+  };
+  const seconds = Number(values.seconds);
+  if (!Number.isFinite(seconds) || seconds <= 0) {
+    throw new RangeError(`--seconds takes a positive number, not ${values.seconds}`);
+  }
+  return {
+    targets,
+    seconds,
+    firstSeed: values.seed === undefined
+      ? Math.floor(Math.random() * 2 ** 30)
+      : whole("seed", values.seed, 0),
+    count: values.count === undefined ? undefined : whole("count", values.count, 1),
+    hangMs: whole("hang-ms", values["hang-ms"], 1),
+    verbose: values.verbose,
+  };
 }
-const seconds = Number(values.seconds);
-const firstSeed = values.seed === undefined
-  ? Math.floor(Math.random() * 2 ** 30)
-  : Number(values.seed);
-const count = values.count === undefined ? undefined : Number(values.count);
-const hangMs = Number(values["hang-ms"]);
-if (!Number.isFinite(seconds) || seconds <= 0) throw new RangeError("--seconds must be positive");
-if (!Number.isSafeInteger(firstSeed) || firstSeed < 0) {
-  throw new RangeError("--seed must be a non-negative integer");
+
+let options: Options;
+try {
+  options = parseOptions(Deno.args);
+} catch (error) {
+  Deno.stderr.writeSync(new TextEncoder().encode(`${(error as Error).message}\n${USAGE}\n`));
+  Deno.exit(2);
 }
+const { targets, seconds, firstSeed, count, hangMs } = options;
 
 const log = (text: string) => Deno.stdout.writeSync(new TextEncoder().encode(`${text}\n`));
 const perTarget = seconds / targets.length;
@@ -64,7 +99,7 @@ const result = await runFuzz({
     failures.push(failure);
     const head = failure.message.split("\n")[0];
     log(`FAIL ${failure.target} seed ${failure.seed}: ${head}`);
-    if (values.verbose) log(`${failure.message}\n  input ${failure.input || "(none)"}`);
+    if (options.verbose) log(`${failure.message}\n  input ${failure.input || "(none)"}`);
   },
 });
 

@@ -359,9 +359,8 @@ function parseArgs(argv: readonly string[]): { port: number; wsPort: number } {
     const value = (): number => {
       const text = inline ?? argv[++i];
       const port = Number(text);
-      if (
-        text === undefined || text === "" || !Number.isInteger(port) || port < 0 || port > 65535
-      ) {
+      // Digits only: Number() also takes "0x50", " 8 " and "1e3".
+      if (text === undefined || !/^[0-9]{1,5}$/.test(text) || port > 65535) {
         throw new TypeError(`${flag} needs a port number from 0 to 65535`);
       }
       return port;
