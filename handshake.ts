@@ -364,7 +364,7 @@ export class Handshake {
       this.#head = null;
       if (this.#type === ConnectionType.SERVER) {
         this.#receiveRequest(result.head);
-        this.#keep(result.rest, false); // HeadReader copied it
+        this.#keep(result.rest);
         return;
       }
       chunk = this.#receiveResponse(result.head, result.rest);
@@ -564,7 +564,7 @@ export class Handshake {
         this.#state = ConnectionState.CLOSED;
         throw error;
       }
-      this.#keep(rest, false);
+      this.#keep(rest);
       return new Uint8Array(0);
     }
     if (isInterim(status)) {
@@ -586,7 +586,9 @@ export class Handshake {
     }
     this.#state = ConnectionState.REJECTING;
     this.#body = new BodyReader(framing, { maxTrailerBytes: this.#limits.maxHeaderBytes });
-    if (rest.length > 0) this.#readBody(rest);
+    // A copy: the body's pieces are handed out, and `rest` is a view into
+    // the caller's bytes, which a driver reuses.
+    if (rest.length > 0) this.#readBody(rest.slice());
     return new Uint8Array(0);
   }
 

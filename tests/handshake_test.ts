@@ -920,6 +920,26 @@ Deno.test("A client opens on a valid 101 however it is chopped, keeping the byte
   }
 });
 
+Deno.test("A client keeps its own copy of what follows the response head", () => {
+  // Drivers reuse their read buffer: what the client keeps (frames behind
+  // a 101, a refusal's body) must not change with it.
+  const { client, key } = clientRequest();
+  const frames = new Uint8Array([0x81, 0x02, 0x68, 0x69]);
+  const opened = concatAll([encode("HTTP/1.1 100 Continue\r\n\r\n"), response101(key), frames]);
+  client.receiveData(opened);
+  opened.fill(0);
+  assert.ok([...client.events()][0] instanceof AcceptConnection);
+  assert.deepEqual(client.takeTrailingData(), frames);
+
+  const refused = clientRequest().client;
+  const refusal = encode("HTTP/1.1 403 Forbidden\r\nContent-Length: 4\r\n\r\nnope");
+  refused.receiveData(refusal);
+  refusal.fill(0);
+  const [, body] = [...refused.events()];
+  assert.ok(body instanceof RejectData);
+  assert.equal(decode(body.data), "nope");
+});
+
 Deno.test("A client skips interim 1xx responses before the 101", () => {
   const { client, key } = clientRequest();
   client.receiveData(concatAll([encode("HTTP/1.1 100 Continue\r\n\r\n"), response101(key)]));

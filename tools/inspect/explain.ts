@@ -288,7 +288,9 @@ export class Explainer {
     // The bytes after the head go back into the (now empty) buffer, to be
     // read as frames or as a body.
     this.#offset = chunkOffset + chunk.length - done.rest.length;
-    if (done.rest.length > 0) this.#buffer.push(done.rest);
+    // A copy: the frames after the head are unmasked in place, and the
+    // caller's bytes are shown as they came.
+    if (done.rest.length > 0) this.#buffer.push(done.rest.slice());
     const record = fromClient ? this.#request(done.head) : this.#response(done.head);
     records.push(record);
     const status = /^\S+ ([0-9]{3})/.exec(record.startLine ?? "")?.[1];
