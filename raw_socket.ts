@@ -298,6 +298,12 @@ export class RawSocket implements ServerSocket {
   // The handshake's own bytes among them (the request, or the answer to
   // it), until the first write is done: bufferedAmount leaves them out.
   #handshakeBytes = 0;
+  // Where our Close frame is: queued, in the write in flight, or written.
+  // Once it is out, writing (pongs, RFC 6455 §5.5.3) is no progress that
+  // holds off closeTimeout: a peer pinging on would hold the socket open.
+  #closeFrame: "none" | "queued" | "writing" | "written" = "none";
+  // Whether #process left events in the engine for the reader to catch up.
+  #backlog = false;
   #batch: PromiseWithResolvers<void> | null = null;
   #writing = false;
   readonly #noDelay: boolean;
@@ -578,6 +584,7 @@ export class RawSocket implements ServerSocket {
     }
     if (this.#ws.state === ConnectionState.OPEN && !this.#connClosed) {
       this.#write(this.#ws.send(new CloseConnection({ code, reason })));
+      this.#closeFrame = "queued";
       this.#state = "closing";
       this.#closing.resolve();
       this.#armCloseTimer();
@@ -816,6 +823,7 @@ export class RawSocket implements ServerSocket {
     coalesce(this.#out, this.#writes);
     this.#writeBatch = this.#batch;
     this.#writeSize = this.#outBytes;
+    if (this.#closeFrame === "queued") this.#closeFrame = "writing";
     this.#out = emptied(this.#out);
     this.#queuedPong = -1;
     this.#sharedQueued = 0;
@@ -843,7 +851,9 @@ export class RawSocket implements ServerSocket {
   readonly #onWritten = (count: number): void => {
     // closeTimeout bounds a peer that stopped reading, not one that reads
     // slowly the megabytes queued ahead of our Close frame.
-    if (this.#state === "closing" && this.#timer !== undefined) this.#restartCloseTimer();
+    if (this.#state === "closing" && this.#timer !== undefined && this.#closeFrame !== "written") {
+      this.#restartCloseTimer();
+    }
     const bytes = this.#writes[this.#writeAt]!;
     this.#writeOffset += count;
     if (this.#writeOffset < bytes.length) {
@@ -859,6 +869,7 @@ export class RawSocket implements ServerSocket {
     }
     this.#outBytes = Math.max(0, this.#outBytes - this.#writeSize);
     this.#handshakeBytes = 0; // the handshake went out in the first write
+    if (this.#closeFrame === "writing") this.#closeFrame = "written";
     this.#endWriteBatch().resolve();
     this.#flushNext();
   };
@@ -895,6 +906,12 @@ export class RawSocket implements ServerSocket {
         this.#paused = true;
         await Promise.race([this.#inbox.drained(), this.#closing.promise]);
         this.#paused = false;
+      }
+      if (this.#backlog) {
+        // Events the last read brought and #process left for now.
+        this.#backlog = false;
+        this.#process();
+        continue;
       }
       if (this.#decision !== null) {
         await this.#decision.promise;
@@ -1216,6 +1233,14 @@ export class RawSocket implements ServerSocket {
       // An ending found after messages, in this read or a later one, waits
       // for their answers.
       while (!(this.#answerDue && this.#endsNext())) {
+        // One read of compressed frames can inflate to hundreds of MiB. Past
+        // the high-water mark the rest waits in the engine, still
+        // compressed, until the reader catches up (#read), as unread bytes
+        // wait in the kernel; plain frames are views of the read, no more.
+        if (this.#inbox.full && this.#state === "open" && this.#ws.extensions.length > 0) {
+          this.#backlog = true;
+          return;
+        }
         const event = this.#ws.nextEvent();
         if (event === null) return;
         if (event instanceof TextMessage || event instanceof BytesMessage) {

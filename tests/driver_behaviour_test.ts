@@ -2,6 +2,7 @@
 // protocol errors, limits, backpressure, heartbeats, write coalescing and
 // shutdown.
 import assert from "node:assert/strict";
+import * as pako from "pako";
 import * as ws from "../mod.ts";
 import { connect, HandshakeError } from "../client.ts";
 import { serve } from "../server.ts";
@@ -20,6 +21,7 @@ import {
   clientFrame,
   delay,
   handshakeRequest,
+  hasHead,
   interpose,
   rawOpen,
   readUntil,
@@ -393,6 +395,67 @@ Deno.test("a message over maxMessageSize closes with 1009", async () => {
   await socket.send("x".repeat(1001));
   assert.equal((await withTimeout(socket.closed, 2000, "closed")).code, 1009);
   assert.equal((await closed.promise).code, 1009);
+});
+
+Deno.test("with deflate, a reader that stops taking messages holds about 1 MiB, not a read's inflation", async () => {
+  // One 256 KiB read of 1 KiB frames that each inflate to 1 MiB queued a
+  // quarter of a GiB for a handler that had stopped taking messages.
+  const MESSAGE = 1 << 20;
+  const stalled = Promise.withResolvers<void>();
+  const resume = Promise.withResolvers<void>();
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, deflate: true },
+    async (socket) => {
+      for await (const message of socket) {
+        if (typeof message !== "string" && message.length === MESSAGE) {
+          stalled.resolve();
+          await resume.promise; // busy: it takes nothing for a while
+          break;
+        }
+      }
+    },
+  );
+  const port = server.addr.port;
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const request = new TextDecoder().decode(handshakeRequest(port))
+      .replace("\r\n\r\n", "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n");
+    await writeAll(conn, new TextEncoder().encode(request));
+    const { bytes } = await readUntil(conn, hasHead);
+    assert.match(new TextDecoder().decode(bytes), /permessage-deflate/);
+    // Plain frames first, whose full reads grow the read buffer to 256 KiB;
+    // the last is large, read into a buffer of its own.
+    const large = new Uint8Array(14 + 200_000);
+    large.set([0x82, 0xff, 0, 0, 0, 0, 0, 0x03, 0x0d, 0x40]); // 200,000 bytes, zero key
+    const warmUp = concatAll([...Array(3000).fill(clientFrame(0x2, new Uint8Array(100))), large]);
+    await writeAll(conn, warmUp);
+    await delay(300);
+    // Then 1 MiB of zeros each, about 1 KiB on the wire (RSV1: compressed).
+    const deflated = pako.deflateRaw(new Uint8Array(MESSAGE), { level: 9 });
+    const bomb = concatAll([
+      new Uint8Array([0xc2, 0xfe, deflated.length >> 8, deflated.length & 0xff, 0, 0, 0, 0]),
+      deflated,
+    ]);
+    const before = Deno.memoryUsage().external;
+    const writing = writeAll(conn, concatAll(Array(300).fill(bomb))).catch(() => {});
+    await withTimeout(stalled.promise, 5000, "the handler's stall");
+    let peak = 0;
+    for (let i = 0; i < 10; i++) {
+      await delay(50);
+      peak = Math.max(peak, Deno.memoryUsage().external - before);
+    }
+    resume.resolve();
+    conn.close();
+    await writing;
+    assert.ok(peak < 48 * MESSAGE, `${(peak / MESSAGE).toFixed(0)} MiB held for one connection`);
+  } finally {
+    resume.resolve();
+    try {
+      conn.close();
+    } catch {
+      // closed above
+    }
+  }
 });
 
 Deno.test("with deflate, a maxMessageSize above 64 MiB holds for inflated messages too", async () => {

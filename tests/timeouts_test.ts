@@ -231,6 +231,43 @@ Deno.test("serve(): a close answered just below closeTimeout ends cleanly, one u
   assertAround(above.elapsed, T, "the dropped close");
 });
 
+Deno.test("serve(): a peer that pings on after our close is answered, and dropped at closeTimeout", async () => {
+  // RFC 6455 §5.5.3 has us answer its pings until its close; each pong
+  // written used to restart the timer, and the socket stayed open for as
+  // long as the peer pinged.
+  const ended = Promise.withResolvers<{ info: CloseInfo; elapsed: number }>();
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, limits: { closeTimeout: T } },
+    async (socket) => {
+      socket.accept();
+      const started = Date.now();
+      const info = await socket.close(4000, "server done");
+      ended.resolve({ info, elapsed: Date.now() - started });
+    },
+  );
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  try {
+    await conn.write(handshakeRequest(server.addr.port));
+    await readUntil(conn, (bytes) => bytes.includes(0x88));
+    let pongs = 0;
+    const deadline = Date.now() + 4 * T;
+    for (let ping = 0; Date.now() < deadline && ping < 100; ping++) {
+      const written = await conn.write(clientFrame(0x9, new Uint8Array([ping]))).catch(() => null);
+      if (written === null) break;
+      const { bytes, ended } = await readUntil(conn, (bytes) => bytes[0] === 0x8a, T / 6);
+      if (bytes[0] === 0x8a) pongs++;
+      if (ended) break;
+      await delay(T / 6);
+    }
+    assert.ok(pongs > 0, "the pings after our close were answered");
+  } finally {
+    conn.close();
+  }
+  const { info, elapsed } = await withTimeout(ended.promise, SLACK, "close()");
+  assert.deepEqual(info, { code: 1006, reason: "" });
+  assertAround(elapsed, T, "the dropped close");
+});
+
 Deno.test("connect(): closeTimeout bounds the wait for the server's close frame and for its TCP close", async () => {
   const closeFrame = new Uint8Array([0x88, 0x02, 0x03, 0xe8]);
   // One server per case, so that connections cannot swap scripts.
