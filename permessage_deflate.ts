@@ -703,6 +703,16 @@ export class PerMessageDeflate implements Extension {
     }
     if (this.#pendingError !== null) throw this.#pendingError;
     if (this.#inflateEnded) return EMPTY;
+    // The data ended at a block's end already (zlib stopped before a block
+    // header): its sender kept the tail RFC 7692 §7.2.1 has it remove, or
+    // ended with an empty block of its own. The tail would begin a block
+    // that no data finishes, and under context takeover the next message
+    // would be read as its rest; the message is whole without it (as §7.2.2
+    // decodes it, and ws takes it).
+    if (last && (strm.data_type & 128) !== 0) return EMPTY;
+    // Nothing to inflate (an empty fragment): a call would only move pako
+    // past the block's end (TYPE to TYPEDO), and the check above would miss it.
+    if (data.length === 0) return EMPTY;
     strm.input = data;
     strm.next_in = 0;
     strm.avail_in = data.length;

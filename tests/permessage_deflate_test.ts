@@ -778,20 +778,42 @@ Deno.test("PerMessageDeflate fails with 1007 on data that does not inflate", () 
 Deno.test("PerMessageDeflate fails with 1007 on a message that does not end at a block boundary", () => {
   // "\x01..\x05" in a stored block, as a level-0 sender writes it, tail stripped.
   const stored = bytes(0x00, 0x05, 0x00, 0xfa, 0xff, 1, 2, 3, 4, 5, 0x00);
-  const unfinished = [
-    concatAll([stored, bytes(...TAIL)]), // the sender's tail left on: the receiver's one dangles
-    stored.subarray(0, 7), // cut inside the stored block
-  ];
-  for (const data of unfinished) {
-    const [, server] = negotiate();
-    const frame = { opcode: Opcode.BINARY, rsv: RSV1, data, fin: true };
-    // Taken as a message, its tail would have left zlib mid-block, and the next
-    // message (a stored block too) would have come out as its compressed bytes.
-    assert.equal(closeCode(() => receive(server, [frame])), 1007, `[${data.join()}]`);
-  }
+  const [, cut] = negotiate();
+  const inside = { opcode: Opcode.BINARY, rsv: RSV1, data: stored.subarray(0, 7), fin: true };
+  assert.equal(closeCode(() => receive(cut, [inside])), 1007);
   const [, server] = negotiate();
   const frame = { opcode: Opcode.BINARY, rsv: RSV1, data: stored, fin: true };
   assert.deepEqual(receive(server, [frame, frame]), bytes(1, 2, 3, 4, 5, 1, 2, 3, 4, 5));
+});
+
+Deno.test("PerMessageDeflate takes a message whose sender kept the tail, and the next after it", () => {
+  // RFC 7692 §7.2.1 has a sender remove the 00 00 ff ff its sync flush
+  // ends with; one that keeps it ends its data at a block's end, which
+  // §7.2.2's receiver decodes (and ws takes). Our tail is then left out:
+  // fed, it began a block no data finished (1007), and under context
+  // takeover the next message would have been read as its rest.
+  const stored = bytes(0x00, 0x05, 0x00, 0xfa, 0xff, 1, 2, 3, 4, 5, 0x00);
+  const kept = concatAll([stored, bytes(...TAIL)]);
+  const next = { opcode: Opcode.BINARY, rsv: RSV1, data: stored, fin: true };
+  const whole = { opcode: Opcode.BINARY, rsv: RSV1, data: kept, fin: true };
+  // Or in a fragment, with an empty final fragment behind it.
+  const fragmented: WireFrame[] = [
+    { opcode: Opcode.BINARY, rsv: RSV1, data: kept, fin: false },
+    { opcode: Opcode.CONTINUATION, rsv: NO_RSV, data: bytes(), fin: true },
+  ];
+  for (const frames of [[whole], fragmented]) {
+    const [, server] = negotiate();
+    assert.deepEqual(receive(server, frames), bytes(1, 2, 3, 4, 5));
+    assert.deepEqual(receive(server, [next]), bytes(1, 2, 3, 4, 5));
+  }
+  // pako's sync flush, as a sender that forgot to strip it sends it.
+  const [client, server] = negotiate({ threshold: 0 });
+  for (const text of ["Hello", "Hello again"]) {
+    const { data } = client.frameOutbound(Opcode.TEXT, NO_RSV, encoder.encode(text), true);
+    const withTail = concatAll([data, bytes(...TAIL)]);
+    const frame = { opcode: Opcode.TEXT, rsv: RSV1, data: withTail, fin: true };
+    assert.equal(decoder.decode(receive(server, [frame])), text);
+  }
 });
 
 Deno.test("PerMessageDeflate takes a compressed message without any DEFLATE bytes as empty", () => {
