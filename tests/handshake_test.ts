@@ -1050,32 +1050,19 @@ Deno.test("A client gives the server's answer to the first of its fallback offer
   assert.deepEqual(accept.extensions, [fallback]);
   assert.equal(preferred.enabled(), false);
   assert.equal(fallback.enabled(), true);
+  const answer = (offers: PerMessageDeflate[], extensions: string) => () => {
+    const { client, key } = clientRequest({ extensions: offers });
+    client.receiveData(response101(key, [["Sec-WebSocket-Extensions", extensions]]));
+  };
   // An answer no offer fits fails with the preferred offer's reason.
-  const none = clientRequest({
-    extensions: [preferred, new PerMessageDeflate({ clientMaxWindowBits: 11 })],
-  });
+  const eleven = new PerMessageDeflate({ clientMaxWindowBits: 11 });
   assert.throws(
-    () =>
-      none.client.receiveData(
-        response101(none.key, [[
-          "Sec-WebSocket-Extensions",
-          "permessage-deflate; client_max_window_bits=12",
-        ]]),
-      ),
+    answer([preferred, eleven], "permessage-deflate; client_max_window_bits=12"),
     /exceeds the 10 offered/,
   );
   // Two answers for one name are still one too many.
-  const twice = clientRequest({ extensions: [new PerMessageDeflate(), new PerMessageDeflate()] });
-  assert.throws(
-    () =>
-      twice.client.receiveData(
-        response101(twice.key, [[
-          "Sec-WebSocket-Extensions",
-          "permessage-deflate, permessage-deflate",
-        ]]),
-      ),
-    /twice/,
-  );
+  const two = [new PerMessageDeflate(), new PerMessageDeflate()];
+  assert.throws(answer(two, "permessage-deflate, permessage-deflate"), /twice/);
 });
 
 function clientReads(pieces: Uint8Array[], end: boolean) {
