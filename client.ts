@@ -7,6 +7,7 @@
 
 import { base64 } from "./_bytes.ts";
 import { WSConnection } from "./connection.ts";
+import { checkHeaderTypes } from "./handshake.ts";
 import { LocalProtocolError, wrongType } from "./errors.ts";
 import { Request } from "./events.ts";
 import type { Headers } from "./events.ts";
@@ -15,6 +16,8 @@ import { PerMessageDeflate, type PerMessageDeflateOptions } from "./permessage_d
 import { RawSocket } from "./raw_socket.ts";
 import { type Heartbeat, heartbeatOf, type Socket } from "./socket.ts";
 import { ConnectionType } from "./state.ts";
+
+const NOOP = (): void => {};
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {
@@ -195,6 +198,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
     : Array.isArray(given) || given instanceof globalThis.Headers
     ? [...given]
     : Object.entries(given);
+  checkHeaderTypes(headers);
   const isHost = named("host");
   const hosts = headers.filter(isHost);
   if (hosts.length > 1) throw new LocalProtocolError("A request has one Host header, not several");
@@ -266,10 +270,9 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
       connection: engine,
       request,
     });
-    const onAbort = (): void => void socket.close();
-    abandon.addEventListener("abort", onAbort, { once: true });
+    const unlisten = whenAborted(abandon, () => void socket.close());
     const result = await socket.opened;
-    abandon.removeEventListener("abort", onAbort);
+    unlisten();
     if (result.ok) {
       if (heartbeat !== null) keepAlive(socket, heartbeat);
       return socket;
@@ -300,33 +303,41 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
 function raceAbort<T extends Deno.Conn>(connecting: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     // A connection that completes after the abort is closed once, below.
-    const onAbort = (): void => reject(signal.reason);
-    if (signal.aborted) {
-      onAbort();
-    } else {
-      signal.addEventListener("abort", onAbort, { once: true });
-    }
+    const unlisten = whenAborted(signal, () => reject(signal.reason));
     connecting.then(
       (conn) => {
-        signal.removeEventListener("abort", onAbort);
+        unlisten();
         if (signal.aborted) conn.close();
         else resolve(conn);
       },
       (error) => {
-        signal.removeEventListener("abort", onAbort);
+        unlisten();
         reject(error);
       },
     );
   });
 }
 
+// Runs `action` when the signal aborts, or at once if it has: an abort in
+// the microtasks since the last step would otherwise go unheard, and with
+// it the handshake deadline, which aborts the same signal. Returns what
+// stops listening.
+function whenAborted(signal: AbortSignal, action: () => void): () => void {
+  if (signal.aborted) {
+    action();
+    return NOOP;
+  }
+  signal.addEventListener("abort", action, { once: true });
+  return () => signal.removeEventListener("abort", action);
+}
+
 // Deno runs TLS's handshake on the first read or write, whose errors the
 // socket only sees as a closed connection: run it here, so that a bad
 // certificate is the error's cause. An abort during it closes the connection.
 async function handshakeTls(conn: Deno.TlsConn, signal: AbortSignal): Promise<Deno.TlsConn> {
-  const onAbort = (): void => conn.close();
-  signal.addEventListener("abort", onAbort, { once: true });
+  const unlisten = whenAborted(signal, () => conn.close());
   try {
+    signal.throwIfAborted();
     await conn.handshake();
     return conn;
   } catch (error) {
@@ -334,7 +345,7 @@ async function handshakeTls(conn: Deno.TlsConn, signal: AbortSignal): Promise<De
     signal.throwIfAborted();
     throw error;
   } finally {
-    signal.removeEventListener("abort", onAbort);
+    unlisten();
   }
 }
 

@@ -405,6 +405,7 @@ export class Handshake {
       throw new LocalProtocolError("A server cannot accept before it has received a Request");
     }
     checkSubprotocol(request.subprotocols, event.subprotocol);
+    checkHeaderTypes(event.extraHeaders);
     checkOwnFields(event.extraHeaders, ACCEPT_FIELDS, "the subprotocol and extensions");
     checkNoBody(event.extraHeaders, "A 101 response");
     const headers: [string, string][] = [["Sec-WebSocket-Accept", acceptToken(this.#key)]];
@@ -522,6 +523,7 @@ export class Handshake {
       ["Sec-WebSocket-Key", key],
       ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
     ];
+    checkHeaderTypes(event.extraHeaders);
     checkOwnFields(event.extraHeaders, REQUEST_FIELDS, "host, subprotocols and extensions");
     checkNoBody(event.extraHeaders, "An upgrade request");
     if (!Array.isArray(event.subprotocols)) {
@@ -556,6 +558,10 @@ export class Handshake {
     const status = head.statusCode;
     if (status === 101) {
       try {
+        // HTTP/1.0 has no upgrade (RFC 9110 §7.8); its refusals are read.
+        if (head.minorVersion === 0) {
+          throw new RemoteProtocolError("Bad handshake response: a 101 in HTTP/1.0");
+        }
         const accept = this.#checkAccept(head.headers);
         this.#extensions = accept.extensions;
         this.#state = ConnectionState.OPEN;
@@ -766,6 +772,7 @@ export function upgradeOptions(
   accept: AcceptConnection,
 ): { protocol?: string } {
   checkSubprotocol(request.subprotocols, accept.subprotocol);
+  checkHeaderTypes(accept.extraHeaders);
   checkOwnFields(accept.extraHeaders, ACCEPT_FIELDS, "the subprotocol");
   checkNoBody(accept.extraHeaders, "A 101 response");
   for (const [name, value] of accept.extraHeaders) checkField(name, value);
@@ -803,6 +810,7 @@ export function checkRejection(event: RejectConnection): void {
       `A rejection's status must be from 200 to 599 (101 is AcceptConnection), not ${status}`,
     );
   }
+  checkHeaderTypes(event.headers);
   for (const [name, value] of event.headers) checkField(name, value);
   if (event.headers.some(([name]) => /^transfer-encoding$/i.test(name))) {
     throw new LocalProtocolError("A rejection's Transfer-Encoding is set by the handshake");
@@ -1094,30 +1102,20 @@ function putLatin1(bytes: Uint8Array, at: number, text: string): number {
 // The fields the handshake writes itself (RFC 6455 §4.1, §4.2.2): given
 // again as extra headers they would be sent twice, which a server refuses
 // (two Host, two keys) or which would make us reject our own choice (an
-// unlisted Sec-WebSocket-Protocol).
-const REQUEST_FIELDS = new Set([
-  "host",
-  "upgrade",
-  "connection",
-  "sec-websocket-key",
-  "sec-websocket-version",
-  "sec-websocket-protocol",
-  "sec-websocket-extensions",
-]);
-const ACCEPT_FIELDS = new Set([
-  "upgrade",
-  "connection",
-  "sec-websocket-accept",
-  "sec-websocket-protocol",
-  "sec-websocket-extensions",
-]);
+// unlisted Sec-WebSocket-Protocol). Every other Sec-WebSocket-* field is
+// the protocol's too (RFC 6455 §11.3), and refused alike.
+const REQUEST_FIELDS = new Set(["host", "upgrade", "connection"]);
+const ACCEPT_FIELDS = new Set(["upgrade", "connection"]);
 
 function checkOwnFields(
   extraHeaders: Headers,
   own: ReadonlySet<string>,
   instead: string,
 ): void {
-  const field = extraHeaders.find(([name]) => own.has(name.toLowerCase()));
+  const field = extraHeaders.find(([name]) => {
+    const lower = name.toLowerCase();
+    return own.has(lower) || lower.startsWith("sec-websocket-");
+  });
   if (field !== undefined) {
     throw new LocalProtocolError(
       `${
@@ -1143,6 +1141,45 @@ function finalizeOne(candidates: readonly Extension[], answer: string): Extensio
     }
   }
   throw firstError;
+}
+
+/**
+ * Check that headers are `[name, value]` pairs of strings. From a caller
+ * without TypeScript's checks (a number from a JSON config, say), a value
+ * with no length made a head's length NaN, and a request went out as no
+ * bytes at all.
+ *
+ * @param headers The headers to check.
+ * @throws {TypeError} When one is not a pair of strings.
+ *
+ * @example
+ * ```ts
+ * import { checkHeaderTypes } from "./handshake.ts";
+ * checkHeaderTypes([["X-Retry", "3"]]);
+ * try {
+ *   checkHeaderTypes([["X-Retry", 3]] as never);
+ *   throw new Error("Example failed");
+ * } catch (error) {
+ *   if (!(error instanceof TypeError && error.message.endsWith("not number"))) throw error;
+ * }
+ * ```
+ */
+export function checkHeaderTypes(headers: Headers): void {
+  for (const header of headers) {
+    if (!Array.isArray(header)) throw wrongType("A header is a [name, value] pair", header);
+    if (header.length !== 2) {
+      throw new TypeError(
+        `A header is a [name, value] pair, not ${header.length} item${
+          header.length === 1 ? "" : "s"
+        }`,
+      );
+    }
+    const [name, value]: unknown[] = header;
+    if (typeof name !== "string") throw wrongType("A header name is a string", name);
+    if (typeof value !== "string") {
+      throw wrongType(`The value of header ${name} is a string`, value);
+    }
+  }
 }
 
 // RFC 9110 §8.6 and RFC 9112 §6.1 forbid these on a 101; on a request they

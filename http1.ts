@@ -220,6 +220,8 @@ export interface RequestHead {
 
 /** A parsed response head (RFC 9112 §4). */
 export interface ResponseHead {
+  /** The HTTP version's minor digit: 0 for HTTP/1.0, 1 for HTTP/1.1, and so on. */
+  readonly minorVersion: number;
   /** The three-digit status code. */
   readonly statusCode: number;
   /** The reason phrase, possibly empty. */
@@ -264,8 +266,10 @@ function parseRequestLine(line: string): { method: string; target: string } {
  * Parse a response head that {@linkcode HeadReader} completed.
  *
  * @param head The head's bytes, ending in the blank line.
- * @returns The status and fields.
- * @throws {HttpError} On bad syntax or an HTTP version other than 1.x from 1.1 up.
+ * @returns The version, status and fields.
+ * @throws {HttpError} On bad syntax or an HTTP version other than 1.x. An
+ *   HTTP/1.0 response is read (RFC 9110 §6.2: an HTTP/1.1 client reads
+ *   one): an old server's refusal still shows its status and body.
  *
  * @example
  * ```ts
@@ -279,23 +283,28 @@ export function parseResponseHead(head: Uint8Array): ResponseHead {
   return { ...parseStatusLine(lines[0] ?? ""), headers: parseFields(lines) };
 }
 
-function parseStatusLine(line: string): { statusCode: number; reason: string } {
+function parseStatusLine(
+  line: string,
+): { minorVersion: number; statusCode: number; reason: string } {
   // RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ];
   // the second SP is often dropped with an empty reason, so it is optional here.
   const match = /^(\S+) ([0-9]{3})(?: (.*))?$/.exec(line);
   if (match === null || !REASON_PHRASE.test(match[3] ?? "")) {
     throw new HttpError(400, "The status line is malformed");
   }
-  checkVersion(match[1] ?? "");
-  return { statusCode: Number(match[2]), reason: match[3] ?? "" };
+  const minorVersion = checkVersion(match[1] ?? "", 0);
+  return { minorVersion, statusCode: Number(match[2]), reason: match[3] ?? "" };
 }
 
-function checkVersion(version: string): void {
+// HTTP/1.x from 1.`leastMinor` up; returns the minor digit.
+function checkVersion(version: string, leastMinor = 1): number {
   const match = /^HTTP\/([0-9])\.([0-9])$/.exec(version);
   if (match === null) throw new HttpError(400, `Malformed HTTP version ${JSON.stringify(version)}`);
-  if (match[1] !== "1" || match[2] === "0") {
+  const minor = Number(match[2]);
+  if (match[1] !== "1" || minor < leastMinor) {
     throw new HttpError(505, `HTTP version ${version.slice(5)} is not supported, only 1.1`);
   }
+  return minor;
 }
 
 // The head as lines, without the final blank line. HeadReader has already

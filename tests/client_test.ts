@@ -115,14 +115,30 @@ Deno.test("connect() checks its request before it connects", async () => {
     { headers: { Upgrade: "h2c" } },
     { headers: { "Sec-WebSocket-Protocol": "chat" } },
     { headers: { "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==" } },
+    // Every Sec-WebSocket-* field is the protocol's (RFC 6455 §11.3).
+    { headers: { "Sec-WebSocket-Accept": "x" } },
+    { headers: { "Sec-WebSocket-Foo": "1" } },
     { subprotocols: ["a b"] },
     { subprotocols: ["chat", "chat"] },
     { headers: [["Host", "a.example"], ["host", "b.example"]] },
   ];
+  // What a caller without TypeScript's checks may pass: a number's missing
+  // length made the request no bytes at all, sent to wait out the deadline.
+  const wrongTypes = [{ "X-Retry": 3 }, [["X-Alone"]], [[7, "x"]]] as unknown as NonNullable<
+    ConnectOptions["headers"]
+  >[];
   try {
     for (const options of misuses) {
       const error = await failure(connect(url, options));
       assert.ok(error instanceof LocalProtocolError, `${JSON.stringify(options)}: ${error}`);
+    }
+    for (const headers of wrongTypes) {
+      const error = await failure(connect(url, { headers }));
+      assert.ok(error instanceof TypeError, `${JSON.stringify(headers)}: ${error}`);
+      assert.match(
+        error.message,
+        /^A header (is a \[name, value\] pair|name is)|header X-Retry is/,
+      );
     }
     await assert.rejects(connect(`${url}#top`), TypeError);
     await assert.rejects(connect(`${url}#`), TypeError); // an empty fragment too, as browsers do
@@ -214,6 +230,65 @@ Deno.test("connect() over TLS gives the certificate error as the cause", async (
   const mismatch = await failure(connect(`wss://127.0.0.1:${plain.addr.port}/`));
   assert.ok(mismatch instanceof HandshakeError, String(mismatch));
   assert.ok(mismatch.cause instanceof Error, `cause: ${mismatch.cause}`);
+});
+
+Deno.test("connect() reads an HTTP/1.0 refusal, and fails an HTTP/1.0 101", async () => {
+  // RFC 9110 §6.2: an HTTP/1.1 client reads an HTTP/1.0 response; an old
+  // server (Python's http.server) answers an upgrade with one.
+  const refusing = rawServer(async (conn) => {
+    await writeAll(conn, encoder.encode("HTTP/1.0 404 File not found\r\n\r\nnot found"));
+    conn.close();
+  });
+  try {
+    const error = await failure(connect(`ws://127.0.0.1:${refusing.port}/`));
+    assert.ok(error instanceof HandshakeError, String(error));
+    assert.equal(error.status, 404);
+    assert.equal(new TextDecoder().decode(error.body), "not found");
+  } finally {
+    await refusing.close();
+  }
+  // HTTP/1.0 has no upgrade (RFC 9110 §7.8).
+  const upgrading = rawServer(async (conn) => {
+    await writeAll(conn, encoder.encode("HTTP/1.0 101 Switching Protocols\r\n\r\n"));
+  });
+  try {
+    const error = await failure(connect(`ws://127.0.0.1:${upgrading.port}/`));
+    assert.ok(error instanceof HandshakeError, String(error));
+    assert.match(error.message, /a 101 in HTTP\/1\.0/);
+  } finally {
+    await upgrading.close();
+  }
+});
+
+Deno.test("connect() hears an abort that comes right after the TCP connection", async () => {
+  // An abort in the microtasks between the connection and connect()'s next
+  // listener went unheard, and so did the deadline, which aborts the same
+  // signal: against a server that never answers, connect() waited forever.
+  const silent = rawServer(() => new Promise(() => {}));
+  const controller = new AbortController();
+  const realConnect = Deno.connect;
+  const namespace = Deno as unknown as { connect: unknown };
+  namespace.connect = (options: Deno.ConnectOptions) => {
+    const connecting = realConnect(options);
+    // Queued after connect()'s own reaction to the connection, so it runs next.
+    queueMicrotask(() => void connecting.then(() => controller.abort()));
+    return connecting;
+  };
+  let attempt: Promise<unknown>;
+  try {
+    attempt = connect(`ws://127.0.0.1:${silent.port}/`, {
+      signal: controller.signal,
+      handshakeTimeout: 2000,
+    });
+  } finally {
+    namespace.connect = realConnect;
+  }
+  try {
+    const error = await failure(attempt, 1000);
+    assert.ok(error instanceof DOMException && error.name === "AbortError", String(error));
+  } finally {
+    await silent.close();
+  }
 });
 
 Deno.test("connect() goes on when TCP_NODELAY cannot be set", async () => {

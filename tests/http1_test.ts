@@ -171,7 +171,11 @@ Deno.test("parseResponseHead reads the status and reason, possibly empty", () =>
   assert.equal(parse("HTTP/1.1 404").statusCode, 404);
   httpError(() => parse("HTTP/1.1 99 Low"), 400);
   httpError(() => parse("HTTP/1.1  200 OK"), 400);
-  httpError(() => parse("HTTP/1.0 200 OK"), 505);
+  // RFC 9110 §6.2: an HTTP/1.1 client reads an HTTP/1.0 response.
+  assert.equal(parse("HTTP/1.0 404 Not Found").minorVersion, 0);
+  assert.equal(full.minorVersion, 1);
+  httpError(() => parse("HTTP/2.0 200 OK"), 505);
+  httpError(() => parse("HTTP/0.9 200 OK"), 505);
 });
 
 Deno.test("splitList splits on commas outside quoted-strings and drops empty elements", () => {
