@@ -358,7 +358,10 @@ class NativeSocket implements ServerSocket {
       return done.promise;
     }
     if (this.#state !== "open" || native === null) return this.#rejection();
-    native.send(data);
+    // Deno's WebSocket refuses a view of shared memory, which raw TCP sends.
+    native.send(
+      typeof data !== "string" && data.buffer instanceof SharedArrayBuffer ? data.slice() : data,
+    );
     if (native.bufferedAmount < HIGH_WATER) return Promise.resolve();
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     promise.catch(NOOP);
@@ -435,7 +438,9 @@ class NativeSocket implements ServerSocket {
     this.#drainTimer = setTimeout(() => {
       this.#drainTimer = undefined;
       const native = this.#native;
-      if (native === null || this.#state === "closed") return;
+      // Once closing, Deno's WebSocket says 0 bytes are buffered whether they
+      // went out or not: the waiters wait for the end, which rejects them.
+      if (native === null || this.#state === "closing" || this.#state === "closed") return;
       if (native.bufferedAmount < HIGH_WATER) {
         for (const waiter of this.#drainWaiters.splice(0)) waiter.resolve();
       } else this.#pollDrain();

@@ -109,7 +109,8 @@ export function failConnection(
  * array sent as bytes, `undefined` as the text "undefined".
  *
  * @param data What the caller gave.
- * @throws {TypeError} For anything else, naming what it was.
+ * @throws {TypeError} For anything else, naming what it was, and for a
+ *   `Uint8Array` whose buffer was transferred (detached).
  *
  * @example
  * ```ts
@@ -124,8 +125,14 @@ export function failConnection(
  * ```
  */
 export function checkMessageData(data: unknown): asserts data is string | Uint8Array {
-  if (typeof data !== "string" && !(data instanceof Uint8Array)) {
+  if (typeof data === "string") return;
+  if (!(data instanceof Uint8Array)) {
     throw wrongType("A message is a string (text) or a Uint8Array (binary)", data);
+  }
+  // A view of a transferred buffer reads as empty; copying from it threw on
+  // raw TCP, where Deno.serve sent an empty message. Only an empty view can be one.
+  if (data.length === 0 && data.buffer instanceof ArrayBuffer && data.buffer.detached) {
+    throw new TypeError("A message's bytes were transferred: its ArrayBuffer is detached");
   }
 }
 

@@ -329,7 +329,7 @@ export class Inbox {
         timer = setTimeout(() => {
           drop();
           reject(new DOMException(`No message within ${timeout} ms`, "TimeoutError"));
-        }, timeout);
+        }, Math.max(0, timeout)); // Deno warns of a negative delay on stderr
       }
     });
   }

@@ -341,7 +341,7 @@ export class RawSocket implements ServerSocket {
   // its own: the next read is sized for one like it (see #read).
   #lastOwnedLength = 0;
   // Whether the rest of the message in progress is dropped (see #onData).
-  #droppingMessage = false;
+  #dropping = false;
   // Set while the events after a message wait for the application's answer.
   #heldForReplies: ReturnType<typeof setTimeout> | undefined;
   // Whether a message went to the application since an ending last waited
@@ -1299,11 +1299,15 @@ export class RawSocket implements ServerSocket {
 
   #onData(data: MessageData, finished: boolean): void {
     // Once we sent our close, what the peer still sends may be dropped
-    // (RFC 6455 §1.4); keep it only while the reader has room. A message
-    // is dropped whole: its pieces after a gap are no message.
-    if (this.#droppingMessage || (this.#state !== "open" && this.#inbox.full)) {
+    // (RFC 6455 §1.4), and reading no longer waits for the reader: the
+    // peer's close is to be found behind it. It is kept while the reader
+    // has room; from the first message that finds none, it and all after it
+    // are dropped, so that what the reader gets is what was sent up to a
+    // point, never with a gap (kept again when room came, later messages
+    // followed lost ones).
+    if (this.#dropping || (this.#state !== "open" && this.#inbox.full)) {
       this.#parts.clear();
-      this.#droppingMessage = !finished;
+      this.#dropping = true;
       return;
     }
     if (!finished) {

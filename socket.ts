@@ -110,7 +110,8 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
    * or {@linkcode Socket.release}d at once. Rejects with
    * {@linkcode ConnectionClosedError} when the connection is closing or over;
    * throws a `TypeError` at once for `data` that is neither a `string` nor
-   * a `Uint8Array` (nothing is sent). Under `Deno.serve` (`upgrade()`)
+   * a `Uint8Array`, or whose buffer was transferred (nothing is sent). A
+   * view of shared memory is sent as a copy. Under `Deno.serve` (`upgrade()`)
    * Deno's `WebSocket` does not tell when bytes are written: there it
    * resolves at once while less than 1 MiB is buffered, and otherwise once
    * the buffer drains below that.
@@ -156,7 +157,11 @@ export interface Socket extends AsyncIterable<MessageData>, AsyncDisposable {
    * end; the transport is dropped after `closeTimeout` if the peer never
    * answers. Rejects with a `RangeError` for a code that may not be sent
    * (only 1000-1003, 1007-1014 and 3000-4999 may) or a reason over 123
-   * bytes of UTF-8.
+   * bytes of UTF-8. Messages the peer sent before it saw the close are
+   * still delivered while fewer than 1 MiB wait to be taken; from the
+   * first that finds no room, they are dropped (RFC 6455 §1.4), so the
+   * peer's close is read however slow the reader. `Deno.serve` delivers
+   * them all.
    */
   close(code?: number, reason?: string): Promise<CloseInfo>;
   /**

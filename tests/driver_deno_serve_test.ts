@@ -330,7 +330,9 @@ Deno.test("on Deno.serve, a send() with 1 MiB queued waits: until the peer reads
   const HIGH_WATER = 1 << 20;
   const chunk = new Uint8Array(256 * 1024);
   // The first send that stayed pending, with what was queued when it was made.
-  const waits = new Queue<{ buffered: number; outcome: Promise<unknown> }>(10_000);
+  const waits = new Queue<{ socket: ServerSocket; buffered: number; outcome: Promise<unknown> }>(
+    10_000,
+  );
   const server = denoServe(async (socket) => {
     socket.accept();
     const deadline = Date.now() + 5000;
@@ -342,7 +344,7 @@ Deno.test("on Deno.serve, a send() with 1 MiB queued waits: until the peer reads
       const done = await Promise.race([sending.then(() => true), delay(50).then(() => false)]);
       if (!done) {
         const outcome = sending.then(() => "sent", (error) => error);
-        waits.push({ buffered, outcome });
+        waits.push({ socket, buffered, outcome });
         break;
       }
     }
@@ -372,6 +374,19 @@ Deno.test("on Deno.serve, a send() with 1 MiB queued waits: until the peer reads
       conn.close();
       const error = await withTimeout(outcome, 5000, "the send");
       assert.ok(error instanceof ConnectionClosedError, String(error));
+    });
+    await t.step("we close while it waits: it is not taken as sent", async () => {
+      // Deno's WebSocket says 0 bytes are buffered once closing; the wait
+      // took that as drained, and the send resolved, its bytes never sent.
+      const conn = await rawOpen(server.addr.port, "/");
+      const { socket, outcome } = await waits.next("a send that waits");
+      const closing = socket.close(1000).catch(() => {});
+      const early = await Promise.race([outcome, delay(200).then(() => "waiting")]);
+      assert.equal(early, "waiting");
+      conn.close();
+      const error = await withTimeout(outcome, 5000, "the send");
+      assert.ok(error instanceof ConnectionClosedError, String(error));
+      await closing;
     });
   } finally {
     await server.shutdown();
@@ -403,6 +418,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     stringCode: unknown;
     acceptedBuffered: number;
     wrongData: unknown[];
+    detached: unknown;
     sentBuffered: number;
     sendAfter: unknown;
   }
@@ -427,12 +443,19 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     const wrongData = [undefined, 42, [1, 2], new ArrayBuffer(2)].map((data) =>
       caught(() => socket.send(data as never))
     );
+    // A view of a transferred buffer (an empty message on Deno.serve, a
+    // throw from the encoder on raw TCP before).
+    const transferred = new Uint8Array(4);
+    transferred.buffer.transfer();
+    const detached = caught(() => socket.send(transferred));
     // Nothing was sent for the refused close: the socket is open still.
     // What is sent counts at once, in UTF-8 bytes: on Deno.serve it waits
     // for Deno's socket to open, which Deno's own count left out.
     const sent = socket.send("é".repeat(50_000));
     const sentBuffered = socket.bufferedAmount;
     await sent;
+    // Shared memory is sent as a copy: Deno's WebSocket threw for it.
+    await socket.send(new Uint8Array(new SharedArrayBuffer(3)).fill(7));
     await socket.send("still open");
     await socket.close(1000, "done");
     const sendAfter = await socket.send("too late").catch((error) => error);
@@ -443,6 +466,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
       stringCode,
       acceptedBuffered,
       wrongData,
+      detached,
       sentBuffered,
       sendAfter,
     });
@@ -453,6 +477,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
     for (const port of [raw.addr.port, native.addr.port]) {
       const client = await connect(`ws://127.0.0.1:${port}/`);
       assert.equal(await client.receive({ timeout: 3000 }), "é".repeat(50_000));
+      assert.deepEqual(await client.receive({ timeout: 3000 }), new Uint8Array([7, 7, 7]));
       assert.equal(await client.receive({ timeout: 3000 }), "still open");
       assert.deepEqual(await withTimeout(client.closed, 3000, "closed"), {
         code: 1000,
@@ -481,6 +506,7 @@ Deno.test("a socket used wrongly says so, on raw TCP and on Deno.serve alike", a
         /^A message is a string \(text\) or a Uint8Array \(binary\), not /,
       );
     }
+    assert.match(String(result.detached), /^TypeError: A message's bytes were transferred/);
     assert.ok(result.sendAfter instanceof ConnectionClosedError, String(result.sendAfter));
   }
 });
@@ -578,4 +604,50 @@ Deno.test("a protocol error gets the engine's close on serve(), and Deno's drop 
   } finally {
     await native.shutdown();
   }
+});
+
+Deno.test("after close(), what the peer sent before it is delivered: all on Deno.serve, a prefix on serve()", async () => {
+  // serve() keeps what comes while under 1 MiB waits, then drops the rest
+  // so that the peer's close is read; it used to keep messages again once
+  // the reader made room, and the reader saw later ones after a gap.
+  const count = 200;
+  const received = new Map(
+    ["/raw", "/native"].map((target) => [target, Promise.withResolvers<number[]>()]),
+  );
+  const handler: Handler = async (socket, request) => {
+    socket.accept();
+    await delay(300); // the peer's messages pile up
+    const closing = socket.close(1000);
+    const got: number[] = [];
+    for await (const message of socket) {
+      got.push((message as Uint8Array)[0]! | ((message as Uint8Array)[1]! << 8));
+      await delay(0);
+    }
+    await closing;
+    received.get(request.target)!.resolve(got);
+  };
+  await using raw = serve({ hostname: "127.0.0.1", port: 0 }, handler);
+  const native = denoServe(handler);
+  try {
+    for (
+      const [target, port] of [["/raw", raw.addr.port], ["/native", native.addr.port]] as const
+    ) {
+      const client = await connect(`ws://127.0.0.1:${port}${target}`);
+      const sends = Array.from({ length: count }, (_, i) => {
+        const message = new Uint8Array(64 * 1024);
+        message.set([i & 0xff, i >> 8]);
+        return client.send(message).catch(() => {});
+      });
+      await withTimeout(Promise.all(sends), 15_000, "the sends");
+      await withTimeout(client.closed, 15_000, "the close");
+    }
+  } finally {
+    await native.shutdown();
+  }
+  const all = Array.from({ length: count }, (_, i) => i);
+  const handled = (target: string) => withTimeout(received.get(target)!.promise, 5000, target);
+  assert.deepEqual(await handled("/native"), all);
+  const prefix = await handled("/raw");
+  assert.ok(prefix.length > 0 && prefix.length <= count, String(prefix.length));
+  assert.deepEqual(prefix, all.slice(0, prefix.length), "no message after a gap");
 });

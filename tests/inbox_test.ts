@@ -112,3 +112,25 @@ Deno.test("iterateInbox empties the result it handed out when asked for the next
   assert.deepEqual(third, { done: false, value: undefined });
   assert.equal(before, 4, "before() runs once per call");
 });
+
+Deno.test("Inbox.receive times out at once for a timeout of 0 or less, with no negative timer", async () => {
+  // Deno's timers warn of a negative delay on stderr.
+  const delays: (number | undefined)[] = [];
+  const realSetTimeout = globalThis.setTimeout;
+  globalThis.setTimeout = ((handler: () => void, delay?: number) => {
+    delays.push(delay);
+    return realSetTimeout(handler, delay);
+  }) as typeof setTimeout;
+  try {
+    const inbox = new Inbox();
+    for (const timeout of [0, -1, -Infinity]) {
+      await assert.rejects(
+        inbox.receive({ timeout }),
+        (error: Error) => error.name === "TimeoutError",
+      );
+    }
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  assert.deepEqual(delays, [0, 0, 0]);
+});
