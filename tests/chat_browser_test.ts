@@ -187,7 +187,7 @@ Deno.test({
     if (!present) throw new Error(`${CHROMIUM} is required in CI (CI=true) but is missing`);
     const deadline = new Deadline();
     const profile = await Deno.makeTempDir({ prefix: "chat_browser_test_" });
-    const chat = await startChat({ port: 0, wsPort: 0 });
+    let chat = await startChat({ port: 0, wsPort: 0 });
     let browser: Deno.ChildProcess | undefined;
     let cdp: Cdp | undefined;
     let bob: Socket | undefined;
@@ -275,6 +275,17 @@ Deno.test({
       await bob.close();
       await cdp.waitFor(
         `document.querySelector("#log").textContent.includes("Bob left")`,
+        deadline,
+      );
+
+      // A restart on the same page port and another socket port (as with
+      // --ws-port 0): the page learns the port from /config.json and joins
+      // again. Its security policy named the first port, and it never did.
+      await chat.shutdown();
+      chat = await startChat({ port: Number(new URL(chat.pageUrl).port), wsPort: 0 });
+      await cdp.waitFor(
+        `document.querySelector("#status").dataset.state === "open" &&
+          document.querySelector("#members").textContent.includes("Ada")`,
         deadline,
       );
     } finally {

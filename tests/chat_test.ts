@@ -81,6 +81,33 @@ Deno.test("the chat numbers a taken name and sends history to a newcomer", async
   }
 });
 
+Deno.test("the chat numbers a name that only looks taken, within the limit, whole characters", async () => {
+  // "sam" with a zero-width space looked like "sam" and was let through;
+  // numbering cut names by UTF-16 units (half an emoji) and went past 24.
+  await using chat = await startChat({ port: 0, wsPort: 0 });
+  const emoji = "a" + "😀".repeat(23);
+  const sockets: Socket[] = [];
+  const names: unknown[] = [];
+  try {
+    for (
+      const wanted of ["sam", "sam\u200b", emoji, emoji, ...Array(10).fill("abcdefghijklmnopqrst")]
+    ) {
+      const socket = await join(chat.wsUrl, wanted);
+      sockets.push(socket);
+      names.push((await expectType(socket, "welcome"))["name"]);
+    }
+  } finally {
+    await Promise.all(sockets.map((socket) => socket.close()));
+  }
+  assert.equal(names[1], "sam\u200b (2)"); // told apart as it looks
+  assert.equal(names[3], "a" + "😀".repeat(19) + " (2)");
+  assert.equal(names.at(-1), "abcdefghijklmnopqrs (10)");
+  for (const name of names as string[]) {
+    assert.ok([...name].length <= 24, name);
+    assert.ok(name.isWellFormed(), name);
+  }
+});
+
 Deno.test("the chat refuses bad input and closes on abuse", async () => {
   await using chat = await startChat({ port: 0, wsPort: 0 });
 
@@ -157,7 +184,27 @@ Deno.test("the chat cleans names and messages", () => {
   assert.equal(cleanName(""), null);
   assert.equal(cleanName(42), null);
   assert.equal(cleanName("n".repeat(25)), null);
+  // Nothing a reader could see: zero-width space, word joiner, Hangul filler.
+  assert.equal(cleanName("\u200b\u2060\u3164"), null);
+  assert.equal(cleanName("👩\u200d💻"), "👩\u200d💻"); // an emoji keeps its joiner
   assert.equal(cleanText("a\r\nb\n\n\n\nc\u0007"), "a\nb\n\nc");
   assert.equal(cleanText("   "), null);
   assert.equal(cleanText("é".repeat(500)), "é".repeat(500));
+});
+
+Deno.test("the chat demo refuses a port with more after it, and says so", async () => {
+  // "--port=0=9" was split at its first "=" and the rest dropped: port 0.
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../examples/chat/main.ts", import.meta.url).pathname,
+      "--port=0=9",
+    ],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.equal(output.code, 2);
+  assert.match(new TextDecoder().decode(output.stderr), /--port needs a port number/);
 });

@@ -118,7 +118,13 @@ async function connect() {
     retry(); // the page server is down too; try again later
     return;
   }
-  const socket = new WebSocket(url);
+  let socket;
+  try {
+    socket = new WebSocket(url);
+  } catch {
+    retry(); // refused before it started (a policy, a bad URL): try again later
+    return;
+  }
   state.socket = socket;
   socket.onopen = () => {
     // What the handshake agreed (permessage-deflate and its windows), for

@@ -66,6 +66,8 @@ const MAX_STRIKES = 20;
 // A page that stops reading must not make the server buffer without bound.
 const MAX_BUFFERED = 256 * 1024;
 const JOIN_TIMEOUT = 30_000;
+// How long stopping waits for page requests still being answered.
+const SHUTDOWN_WAIT = 5_000;
 
 const STATIC_FILES: Record<string, { file: string; type: string }> = {
   "/": { file: "index.html", type: "text/html; charset=utf-8" },
@@ -87,9 +89,16 @@ class Room {
 
   join(socket: Socket, wanted: string): string {
     // Two tabs may well pick the same name; number them rather than refuse.
-    const taken = new Set(this.#members.values());
+    // Compared as they look: "alice" and "alice" with a zero-width space
+    // are one name to a reader.
+    const taken = new Set([...this.#members.values()].map(visible));
+    const chars = [...wanted];
     let name = wanted;
-    for (let n = 2; taken.has(name); n++) name = `${wanted.slice(0, MAX_NAME - 4)} (${n})`;
+    for (let n = 2; taken.has(visible(name)); n++) {
+      // Cut by code points, never inside a surrogate pair, to fit the limit.
+      const suffix = ` (${n})`;
+      name = chars.slice(0, MAX_NAME - suffix.length).join("").trimEnd() + suffix;
+    }
     this.#members.set(socket, name);
     send(socket, { type: "welcome", name, epoch: this.#epoch, history: this.#history });
     this.broadcast({ type: "join", name, time: Date.now() });
@@ -150,8 +159,16 @@ export function cleanName(value: unknown): string | null {
   if (typeof value !== "string") return null;
   const name = value.normalize("NFC").replace(UNSAFE, " ").replace(/\s+/gu, " ").trim();
   const chars = [...name];
-  if (chars.length === 0 || chars.length > MAX_NAME) return null;
+  // A name of invisible characters only (zero-width spaces, fillers) is none.
+  if (visible(name).trim() === "" || chars.length > MAX_NAME) return null;
   return name;
+}
+
+// What a name shows: without the characters that draw nothing (zero-width
+// spaces and joiners, fillers, variation selectors). Kept in the name, as
+// emoji need some of them, but not compared.
+function visible(name: string): string {
+  return name.replace(/\p{Default_Ignorable_Code_Point}/gu, "");
 }
 
 /**
@@ -304,7 +321,9 @@ export async function startChat(options: ChatOptions = {}): Promise<Chat> {
   }, handleSocket(room, origins));
 
   const wsAddr = wsServer.addr;
-  const wsUrl = `ws://${hostname}:${wsAddr.port}/`;
+  // An IPv6 address goes in brackets in a URL (RFC 3986 §3.2.2).
+  const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+  const wsUrl = `ws://${host}:${wsAddr.port}/`;
   let http: Deno.HttpServer<Deno.NetAddr>;
   try {
     http = Deno.serve({ hostname, port: options.port ?? 8000, onListen() {} }, (request) => {
@@ -323,8 +342,11 @@ export async function startChat(options: ChatOptions = {}): Promise<Chat> {
           "cache-control": "no-cache",
           "x-content-type-options": "nosniff",
           "referrer-policy": "no-referrer",
+          // Any port of this host: a page left open across a restart on
+          // another socket port (--ws-port 0) learns it from /config.json,
+          // and a policy naming the old port blocked the new one for good.
           "content-security-policy":
-            `default-src 'self'; connect-src 'self' ws://${hostname}:${wsAddr.port} ws://localhost:${wsAddr.port}; img-src 'self' data:; frame-ancestors 'none'`,
+            `default-src 'self'; connect-src 'self' ws://${host}:* ws://localhost:*; img-src 'self' data:; frame-ancestors 'none'`,
         },
       });
     });
@@ -333,16 +355,27 @@ export async function startChat(options: ChatOptions = {}): Promise<Chat> {
     throw error;
   }
   const httpPort = http.addr.port;
-  origins.add(`http://${hostname}:${httpPort}`);
-  origins.add(`http://localhost:${httpPort}`);
+  // As browsers send them: a default port (80) is left out.
+  const pageUrl = new URL(`http://${host}:${httpPort}/`);
+  origins.add(pageUrl.origin);
+  origins.add(new URL(`http://localhost:${httpPort}/`).origin);
 
   let stopping: Promise<void> | null = null;
   const shutdown = (): Promise<void> => {
-    stopping ??= Promise.all([wsServer.shutdown(), http.shutdown()]).then(() => {});
+    if (stopping !== null) return stopping;
+    // Deno.serve waits for every response to be read, without a limit: an
+    // HTTP client that stopped reading held one Ctrl+C forever. The sockets
+    // get their closeTimeout (5 s); the page server gets as long.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const pages = Promise.race([
+      http.shutdown(),
+      new Promise<void>((resolve) => timer = setTimeout(resolve, SHUTDOWN_WAIT)),
+    ]).finally(() => clearTimeout(timer));
+    stopping = Promise.all([wsServer.shutdown(), pages]).then(() => {});
     return stopping;
   };
   return {
-    pageUrl: `http://${hostname}:${httpPort}/`,
+    pageUrl: pageUrl.href,
     wsUrl,
     shutdown,
     [Symbol.asyncDispose]: shutdown,
@@ -353,9 +386,8 @@ function parseArgs(argv: readonly string[]): { port: number; wsPort: number } {
   const ports = { port: 8000, wsPort: 8001 };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
-    const [flag, inline] = arg.includes("=")
-      ? arg.split("=", 2) as [string, string]
-      : [arg, undefined];
+    const at = arg.indexOf("=");
+    const [flag, inline] = at < 0 ? [arg, undefined] : [arg.slice(0, at), arg.slice(at + 1)];
     const value = (): number => {
       const text = inline ?? argv[++i];
       const port = Number(text);
@@ -385,8 +417,11 @@ if (import.meta.main) {
   try {
     chat = await startChat(ports);
   } catch (error) {
-    if (!(error instanceof Deno.errors.AddrInUse)) throw error;
-    console.error(`${error.message}: another program has the port; pick others, such as`);
+    if (error instanceof Deno.errors.AddrInUse) {
+      console.error(`${error.message}: another program has the port; pick others, such as`);
+    } else if (error instanceof Deno.errors.PermissionDenied) {
+      console.error(`${error.message}: ports below 1024 need privileges; pick others, such as`);
+    } else throw error;
     console.error("  deno task demo --port 0 --ws-port 0");
     Deno.exit(1);
   }
