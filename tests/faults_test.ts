@@ -445,3 +445,39 @@ Deno.test("a connect() aborted while TCP is still connecting rejects without an 
     globalThis.removeEventListener("unhandledrejection", onUnhandled);
   }
 });
+
+Deno.test("a message in progress holds about its size however the peer chops it", async () => {
+  // Each 8 KiB piece landed at the front of a fresh 64 KiB frame buffer,
+  // the 1-byte read after it made the driver drop that buffer, and the
+  // piece's view pinned all of it: 6.7 times the message (431 MiB for one
+  // of 64 MiB). Measured in a process of its own, after collecting garbage.
+  const total = 2 * 1024 * 1024;
+  const held = async (pieces: number[]) => {
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--v8-flags=--expose-gc",
+        new URL("./_held_by_pieces.ts", import.meta.url).pathname,
+        String(total),
+        pieces.join(","),
+      ],
+      stdin: "null",
+    }).output();
+    assert.ok(output.success, decoder.decode(output.stderr));
+    const report = JSON.parse(decoder.decode(output.stdout)) as {
+      sent: number;
+      held: number;
+      length: number;
+    };
+    assert.equal(report.length, total, "the message came whole");
+    return report.held / report.sent;
+  };
+  const even = await held([65536]);
+  const chopped = await held([8192, 1, 2049]);
+  assert.ok(even < 2, `64 KiB pieces: ${even.toFixed(2)} times the bytes received`);
+  assert.ok(
+    chopped < 2,
+    `8 KiB, 1 B, 2 KiB pieces: ${chopped.toFixed(2)} times the bytes received`,
+  );
+});
