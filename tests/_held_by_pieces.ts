@@ -54,7 +54,7 @@ try {
   const held = Deno.memoryUsage().external - before;
   await writeAll(conn, new Uint8Array(total - sent));
   const length = await delivered.promise;
-  console.log(JSON.stringify({ sent, held, length }));
+  Deno.stdout.writeSync(new TextEncoder().encode(`${JSON.stringify({ sent, held, length })}\n`));
 } finally {
   conn.close();
 }
