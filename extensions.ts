@@ -130,8 +130,13 @@ export interface Extension {
   frameInboundPayloadData(data: Uint8Array, room: number): Uint8Array;
   /**
    * The frame's payload has all arrived; `fin` is its FIN bit. Return bytes
-   * to append to the frame's payload, or `null`. `room` is as for
-   * `frameInboundPayloadData`.
+   * to append to the frame's payload, or `null`; they pass through the
+   * payload hooks of the extensions nearer the application, as the rest of
+   * the payload did. `room` is as for `frameInboundPayloadData`.
+   *
+   * Several extensions apply in the order the server listed them (RFC 6455
+   * §9.1): with "foo, bar", what is sent is bar(foo(data)), so inbound
+   * frames reach bar's hooks first.
    */
   frameInboundComplete(fin: boolean, room: number): Uint8Array | null;
   /**

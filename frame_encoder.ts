@@ -219,13 +219,15 @@ export class FrameEncoder {
       }
       frameOpcode = Opcode.CONTINUATION;
     }
-    this.#messageOpcode = fin ? null : opcode;
     // Without extensions: theirs is a transformed copy anyway.
-    if (typeof data === "string" && data.length > SCRATCH_UNITS && this.#extensions.length === 0) {
-      return encodeTextFrame(frameOpcode, data, fin, this.#maskFrames);
-    }
-    const payload = typeof data === "string" ? this.#utf8(data) : data;
-    return this.#encode(frameOpcode, payload, fin);
+    const bytes =
+      typeof data === "string" && data.length > SCRATCH_UNITS && this.#extensions.length === 0
+        ? encodeTextFrame(frameOpcode, data, fin, this.#maskFrames)
+        : this.#encode(frameOpcode, typeof data === "string" ? this.#utf8(data) : data, fin);
+    // Only once encoded: a hook that threw sent nothing, and the next
+    // message must not go out as this one's continuation.
+    this.#messageOpcode = fin ? null : opcode;
+    return bytes;
   }
 
   /**
@@ -298,9 +300,10 @@ export class FrameEncoder {
 
   #encode(opcode: Opcode, payload: Uint8Array, fin: boolean): Uint8Array {
     let rsv: RsvBits = NO_RSV;
-    // Outbound hooks run in reverse negotiation order, so the extension
-    // listed first sits closest to the wire on both sides (RFC 6455 §9.1).
-    for (let i = this.#extensions.length - 1; i >= 0; i--) {
+    // In negotiation order: with "foo, bar" in the server's answer, the
+    // data goes out as bar(foo(data)) (RFC 6455 §9.1), the extension
+    // listed last closest to the wire.
+    for (let i = 0; i < this.#extensions.length; i++) {
       const outbound = this.#extensions[i]!.frameOutbound(opcode, rsv, payload, fin);
       rsv = outbound.rsv;
       payload = outbound.data;

@@ -981,6 +981,15 @@ function negotiate(
     if (extension === undefined || enabled.includes(extension)) continue;
     const answer = extension.accept(offer);
     if (answer === null) continue;
+    // RFC 6455 §9.1: what the server lists is what is in use; an answer the
+    // client cannot read as this extension would leave the two ends apart.
+    if (!EXTENSION_ELEMENT.test(answer) || extensionName(answer) !== name) {
+      throw new LocalProtocolError(
+        `Extension ${extension.name} answered ${
+          JSON.stringify(answer)
+        }, not an element of its name`,
+      );
+    }
     enabled.push(extension);
     answers.push(answer);
   }

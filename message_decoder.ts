@@ -173,10 +173,20 @@ export class MessageDecoder {
    * @returns Its payload after the extensions.
    */
   processControl(frame: Frame): Uint8Array {
-    return concatBytes([
-      this.#payloadHooks(frame.payload, MAX_CONTROL_PAYLOAD),
-      this.#completeHooks(frame.messageFinished, MAX_CONTROL_PAYLOAD),
-    ]);
+    const head = this.#payloadHooks(frame.payload, MAX_CONTROL_PAYLOAD);
+    const tail = this.#completeHooks(
+      frame.messageFinished,
+      Math.max(0, MAX_CONTROL_PAYLOAD - head.length),
+    );
+    const payload = concatBytes([head, tail]);
+    // What extensions made of it is a control frame's payload all the same.
+    if (payload.length > MAX_CONTROL_PAYLOAD) {
+      throw failConnection(
+        CloseReason.MESSAGE_TOO_BIG,
+        `A control frame's payload is over ${MAX_CONTROL_PAYLOAD} bytes after its extensions`,
+      );
+    }
+    return payload;
   }
 
   // What the message may still grow by: an extension that inflates stops
@@ -185,18 +195,24 @@ export class MessageDecoder {
     return this.#maxMessageSize - this.#messageSize;
   }
 
+  // Inbound, the extension closest to the wire (listed last, RFC 6455
+  // §9.1) goes first.
   #payloadHooks(payload: Uint8Array, room: number): Uint8Array {
-    for (const extension of this.#extensions) {
-      payload = extension.frameInboundPayloadData(payload, room);
+    for (let i = this.#extensions.length - 1; i >= 0; i--) {
+      payload = this.#extensions[i]!.frameInboundPayloadData(payload, room);
     }
     return payload;
   }
 
+  // What an extension gives at the frame's end is payload to every
+  // extension after it, which takes it before its own end.
   #completeHooks(fin: boolean, room: number): Uint8Array {
     let tail: Uint8Array = EMPTY;
-    for (const extension of this.#extensions) {
+    for (let i = this.#extensions.length - 1; i >= 0; i--) {
+      const extension = this.#extensions[i]!;
+      if (tail.length > 0) tail = extension.frameInboundPayloadData(tail, room);
       const more = extension.frameInboundComplete(fin, room);
-      if (more !== null) tail = concatBytes([tail, more]);
+      if (more !== null && more.length > 0) tail = concatBytes([tail, more]);
     }
     return tail;
   }
