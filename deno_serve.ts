@@ -39,9 +39,10 @@ export interface UpgradeOptions {
   /** What `Deno.serve` passed as the handler's second argument; gives `remoteAddr`. */
   info?: Deno.ServeHandlerInfo;
   /**
-   * Seconds of silence after which Deno pings the client and, without a
-   * pong within as long again, closes the connection (`Deno.upgradeWebSocket`'s
-   * `idleTimeout`). Default 30; 0 disables it.
+   * `Deno.upgradeWebSocket`'s `idleTimeout`, in seconds: on Deno 2.9.6, after
+   * half of it without a word from the client Deno pings it, and without a
+   * pong in the other half closes the connection (1001 "No response from
+   * ping frame."). Default 30; 0 disables it.
    */
   idleTimeout?: number;
   /**
@@ -153,7 +154,9 @@ export function upgrade(
     idleTimeout !== undefined &&
     !(Number.isInteger(idleTimeout) && idleTimeout >= 0 && idleTimeout <= MAX_DELAY / 1000)
   ) {
-    throw new RangeError(`idleTimeout must be an integer number of seconds, got ${idleTimeout}`);
+    throw new RangeError(
+      `idleTimeout must be an integer number of seconds, got ${String(idleTimeout)}`,
+    );
   }
   const maxQueued = options.maxQueued;
   if (maxQueued !== undefined && !(maxQueued >= 0)) {

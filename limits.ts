@@ -68,11 +68,19 @@ export function checkDelay(name: string, value: number): number {
   if (!Number.isInteger(value) || value < 0 || value > MAX_DELAY) {
     throw new RangeError(
       `${name} must be an integer number of milliseconds from 0 to ${MAX_DELAY}, got ${
-        typeof value === "number" ? value : `the ${typeof value} ${JSON.stringify(value)}`
+        typeof value === "number" ? value : `the ${typeof value} ${describe(value)}`
       }`,
     );
   }
   return value;
+}
+
+// A value of any type as text for an error: JSON.stringify throws for a
+// BigInt, and a template for a Symbol.
+function describe(value: unknown): string {
+  if (typeof value === "bigint") return `${value}n`;
+  if (typeof value === "symbol") return value.toString();
+  return JSON.stringify(value) ?? String(value);
 }
 
 // Limits that came out of resolveLimits(): every connection of a server

@@ -365,6 +365,9 @@ export class RawSocket implements ServerSocket {
   // arrived since.
   #pingSentAt = 0;
   #pingOutstanding = false;
+  // Where the wait for the outstanding ping's answer counts from: its
+  // sending, and then each write that made progress (see #onWritten).
+  #pongWaitFrom = 0;
   #heard = false;
   // Whether reading waits for the application to take queued messages.
   #paused = false;
@@ -653,7 +656,7 @@ export class RawSocket implements ServerSocket {
     if (this.#state !== "open" || this.#ws.state !== ConnectionState.OPEN) return;
     if (this.#pingOutstanding) {
       if (!this.#heard && !this.#paused) {
-        if (pongTimeout > 0 && now - this.#pingSentAt >= pongTimeout) {
+        if (pongTimeout > 0 && now - this.#pongWaitFrom >= pongTimeout) {
           this.#abort({ code: 1006, reason: "Ping timeout" });
         }
         return;
@@ -666,6 +669,7 @@ export class RawSocket implements ServerSocket {
       this.#heard = false;
       this.#pingOutstanding = true;
       this.#pingSentAt = now;
+      this.#pongWaitFrom = now;
       // Not ping(): that waits for this very pong, and a peer that sends
       // but never answers would add a waiter every interval.
       this.#write(this.#ws.send(new Ping({ payload: EMPTY })));
@@ -849,6 +853,12 @@ export class RawSocket implements ServerSocket {
   }
 
   readonly #onWritten = (count: number): void => {
+    // A ping waits behind what was queued before it, here and in the
+    // kernel: while writes make progress the peer is reading, and so alive.
+    // A peer that reads slowly a backlog was dropped as silent (1006), its
+    // ping not yet read; a dead one stops the writes once the kernel's
+    // buffer is full, and the wait runs out pongTimeout after.
+    if (this.#pingOutstanding) this.#pongWaitFrom = performance.now();
     // closeTimeout bounds a peer that stopped reading, not one that reads
     // slowly the megabytes queued ahead of our Close frame.
     if (this.#state === "closing" && this.#timer !== undefined && this.#closeFrame !== "written") {

@@ -319,11 +319,11 @@ Deno.test("on Deno.serve, a 204 refusal with an empty body is a 204, as on raw T
 });
 
 Deno.test("upgrade() takes a handler function, idleTimeout in whole seconds, and maxQueued in bytes", () => {
-  for (const idleTimeout of [1.5, -1, Number.NaN, 2 ** 31]) {
+  for (const idleTimeout of [1.5, -1, Number.NaN, 2 ** 31, Symbol("s") as unknown as number]) {
     assert.throws(
       () => upgrade(upgradeRequest(), () => {}, { idleTimeout }),
       RangeError,
-      `idleTimeout ${idleTimeout}`,
+      `idleTimeout ${String(idleTimeout)}`,
     );
   }
   assert.throws(

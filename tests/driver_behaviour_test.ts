@@ -1688,7 +1688,10 @@ Deno.test("heartbeat with pongTimeout 0: a silent peer is kept, and no second pi
 
 Deno.test("timeouts and heartbeat intervals outside 0 to 2^31 - 1 ms are refused before any I/O", async () => {
   // Deno, like browsers, fires a longer timeout (Infinity too) after 1 ms.
-  for (const value of [-1, 1.5, NaN, Infinity, 2 ** 31]) {
+  // From callers without TypeScript's checks: a BigInt made the message's
+  // JSON.stringify throw a TypeError, and null turned the heartbeat off.
+  const untyped = [1000n, Symbol("ms"), null] as unknown as number[];
+  for (const value of [-1, 1.5, NaN, Infinity, 2 ** 31, ...untyped]) {
     assert.throws(() => serve({ port: 0, pingInterval: value }, () => {}), RangeError);
     assert.throws(() => serve({ port: 0, pongTimeout: value }, () => {}), RangeError);
     assert.throws(() => serve({ port: 0, limits: { closeTimeout: value } }, () => {}), RangeError);

@@ -310,3 +310,35 @@ Deno.test("connect(): closeTimeout bounds the wait for the server's close frame 
   assert.deepEqual(silent!.info, { code: 1006, reason: "" });
   assertAround(silent!.elapsed, T, "the unanswered close dropped");
 });
+
+Deno.test("serve(): a peer that reads a backlog slowly is not dropped as silent by the heartbeat", async () => {
+  // The ping waits behind what was queued before it, and the wait for its
+  // pong counted from its queueing: a client taking one message every
+  // 40 ms was dropped with 1006 "Ping timeout", half its messages lost.
+  const serverClosed = Promise.withResolvers<CloseInfo>();
+  const count = 96; // 24 MiB queued at once
+  await using server = serve(
+    { hostname: "127.0.0.1", port: 0, pingInterval: 200, pongTimeout: 1000 },
+    async (socket) => {
+      socket.accept();
+      const message = new Uint8Array(256 * 1024);
+      await Promise.all(Array.from({ length: count }, () => socket.send(message).catch(() => {})));
+      serverClosed.resolve(await socket.closed);
+    },
+  );
+  const client = await connect(`ws://127.0.0.1:${server.addr.port}/`);
+  let taken = 0;
+  const deadline = Date.now() + 15_000;
+  try {
+    while (taken < count && Date.now() < deadline) {
+      await client.receive({ timeout: 3000 });
+      taken++;
+      await delay(40);
+    }
+  } catch {
+    // dropped: the count says how far it got
+  }
+  await client.close().catch(() => {});
+  assert.equal(taken, count);
+  assert.equal((await withTimeout(serverClosed.promise, 5000, "the server's close")).code, 1000);
+});
