@@ -173,10 +173,7 @@ export async function connect(url: string | URL, options: ConnectOptions = {}): 
   }
   const limits = resolveLimits(options.limits);
   const heartbeat = heartbeatOf(options);
-  const timeout = checkDelay(
-    "handshakeTimeout",
-    options.handshakeTimeout === undefined ? limits.handshakeTimeout : options.handshakeTimeout,
-  );
+  const timeout = checkDelay("handshakeTimeout", options.handshakeTimeout, limits.handshakeTimeout);
   const hostname = target.hostname.replace(/^\[(.*)\]$/, "$1");
   const port = target.port === "" ? (secure ? 443 : 80) : Number(target.port);
   const extensions = [];

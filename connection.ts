@@ -153,7 +153,6 @@ export class Connection {
    * @throws {LocalProtocolError} When data comes after the state is CLOSED.
    */
   receiveData(data: Uint8Array | null): void {
-    if (data !== null) checkReceivedBytes(data);
     // "Nothing yet" no longer holds: the bytes, or the end, may make one.
     if (this.#peeked === null) this.#peeked = undefined;
     if (data === null) {
@@ -164,7 +163,9 @@ export class Connection {
     if (this.#state === ConnectionState.CLOSED) {
       throw new LocalProtocolError("The connection is closed: no more data can be received");
     }
-    if (!this.#inboundEnds()) this.#decoder.receiveBytes(data);
+    // The decoder checks the type of what it takes; what is ignored, here.
+    if (this.#inboundEnds()) checkReceivedBytes(data);
+    else this.#decoder.receiveBytes(data);
   }
 
   /**

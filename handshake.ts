@@ -405,9 +405,7 @@ export class Handshake {
       throw new LocalProtocolError("A server cannot accept before it has received a Request");
     }
     checkSubprotocol(request.subprotocols, event.subprotocol);
-    checkHeaderTypes(event.extraHeaders);
-    checkOwnFields(event.extraHeaders, ACCEPT_FIELDS, "the subprotocol and extensions");
-    checkNoBody(event.extraHeaders, "A 101 response");
+    checkExtraHeaders(event.extraHeaders, "101", "the subprotocol and extensions");
     const headers: [string, string][] = [["Sec-WebSocket-Accept", acceptToken(this.#key)]];
     if (event.subprotocol !== null) headers.push(["Sec-WebSocket-Protocol", event.subprotocol]);
     const { enabled, answers } = negotiate(request.extensions, event.extensions);
@@ -523,9 +521,7 @@ export class Handshake {
       ["Sec-WebSocket-Key", key],
       ["Sec-WebSocket-Version", WEBSOCKET_VERSION],
     ];
-    checkHeaderTypes(event.extraHeaders);
-    checkOwnFields(event.extraHeaders, REQUEST_FIELDS, "host, subprotocols and extensions");
-    checkNoBody(event.extraHeaders, "An upgrade request");
+    checkExtraHeaders(event.extraHeaders, "request", "host, subprotocols and extensions");
     if (!Array.isArray(event.subprotocols)) {
       throw wrongType("A request's subprotocols are an array of strings", event.subprotocols);
     }
@@ -738,9 +734,8 @@ export function checkUpgradeRequest(request: globalThis.Request): UpgradeCheck {
 // as sent.
 function splitUrl(url: string): { authority: string; target: string } {
   const start = ABSOLUTE_START.exec(url);
-  if (start === null) return { authority: "", target: url.startsWith("/") ? url : `/${url}` };
-  const rest = url.slice(start[0].length);
-  return { authority: start[1]!, target: rest.startsWith("/") ? rest : `/${rest}` };
+  const rest = start === null ? url : url.slice(start[0].length);
+  return { authority: start?.[1] ?? "", target: rest.startsWith("/") ? rest : `/${rest}` };
 }
 
 /**
@@ -772,9 +767,7 @@ export function upgradeOptions(
   accept: AcceptConnection,
 ): { protocol?: string } {
   checkSubprotocol(request.subprotocols, accept.subprotocol);
-  checkHeaderTypes(accept.extraHeaders);
-  checkOwnFields(accept.extraHeaders, ACCEPT_FIELDS, "the subprotocol");
-  checkNoBody(accept.extraHeaders, "A 101 response");
+  checkExtraHeaders(accept.extraHeaders, "101", "the subprotocol");
   for (const [name, value] of accept.extraHeaders) checkField(name, value);
   return accept.subprotocol === null ? {} : { protocol: accept.subprotocol };
 }
@@ -1116,21 +1109,24 @@ function putLatin1(bytes: Uint8Array, at: number, text: string): number {
 const REQUEST_FIELDS = new Set(["host", "upgrade", "connection"]);
 const ACCEPT_FIELDS = new Set(["upgrade", "connection"]);
 
-function checkOwnFields(
-  extraHeaders: Headers,
-  own: ReadonlySet<string>,
-  instead: string,
-): void {
-  const field = extraHeaders.find(([name]) => {
+// The extra headers of a request or a 101: pairs of strings, none of the
+// handshake's own fields, and none that announces a body, which RFC 9110
+// §8.6 and RFC 9112 §6.1 forbid on a 101, and which a server (ours among
+// them) refuses on a request.
+function checkExtraHeaders(headers: Headers, of: "request" | "101", instead: string): void {
+  checkHeaderTypes(headers);
+  const own = of === "request" ? REQUEST_FIELDS : ACCEPT_FIELDS;
+  for (const [name] of headers) {
     const lower = name.toLowerCase();
-    return own.has(lower) || lower.startsWith("sec-websocket-");
-  });
-  if (field !== undefined) {
-    throw new LocalProtocolError(
-      `${
-        field[0]
-      } is written by the handshake and cannot be an extra header (set ${instead} instead)`,
-    );
+    if (own.has(lower) || lower.startsWith("sec-websocket-")) {
+      throw new LocalProtocolError(
+        `${name} is written by the handshake and cannot be an extra header (set ${instead} instead)`,
+      );
+    }
+    if (lower === "content-length" || lower === "transfer-encoding") {
+      const what = of === "request" ? "An upgrade request" : "A 101 response";
+      throw new LocalProtocolError(`${what} has no body: ${name} cannot be an extra header`);
+    }
   }
 }
 
@@ -1188,15 +1184,6 @@ export function checkHeaderTypes(headers: Headers): void {
     if (typeof value !== "string") {
       throw wrongType(`The value of header ${name} is a string`, value);
     }
-  }
-}
-
-// RFC 9110 §8.6 and RFC 9112 §6.1 forbid these on a 101; on a request they
-// would announce a body that a server (ours among them) refuses.
-function checkNoBody(extraHeaders: Headers, what: string): void {
-  const field = extraHeaders.find(([name]) => /^(?:content-length|transfer-encoding)$/i.test(name));
-  if (field !== undefined) {
-    throw new LocalProtocolError(`${what} has no body: ${field[0]} cannot be an extra header`);
   }
 }
 

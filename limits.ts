@@ -55,7 +55,8 @@ export const MAX_DELAY = 2 ** 31 - 1;
  *
  * @param name The option, for the error.
  * @param value Its value.
- * @returns The value.
+ * @param fallback What a missing (`undefined`) value stands for, if it may be missing.
+ * @returns The value, or the fallback.
  * @throws {RangeError} When it is not such an integer.
  *
  * @example
@@ -64,8 +65,10 @@ export const MAX_DELAY = 2 ** 31 - 1;
  * if (checkDelay("closeTimeout", 500) !== 500) throw new Error("Example failed");
  * ```
  */
-export function checkDelay(name: string, value: number): number {
-  if (!Number.isInteger(value) || value < 0 || value > MAX_DELAY) {
+export function checkDelay(name: string, value: number | undefined, fallback?: number): number {
+  // Only a missing option takes the default: null is checked, and refused.
+  if (value === undefined && fallback !== undefined) return fallback;
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > MAX_DELAY) {
     throw new RangeError(
       `${name} must be an integer number of milliseconds from 0 to ${MAX_DELAY}, got ${
         typeof value === "number" ? value : `the ${typeof value} ${describe(value)}`

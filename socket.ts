@@ -457,11 +457,8 @@ export interface Heartbeat {
 export function heartbeatOf(
   options: { pingInterval?: number; pongTimeout?: number },
 ): Heartbeat | null {
-  // Only a missing option takes the default: null is checked, and refused.
-  const given = (value: number | undefined, fallback: number) =>
-    value === undefined ? fallback : value;
-  const pingInterval = checkDelay("pingInterval", given(options.pingInterval, 0));
-  const pongTimeout = checkDelay("pongTimeout", given(options.pongTimeout, 20_000));
+  const pingInterval = checkDelay("pingInterval", options.pingInterval, 0);
+  const pongTimeout = checkDelay("pongTimeout", options.pongTimeout, 20_000);
   if (pingInterval === 0) return null;
   // A ping, or the end of a wait, is late by at most a tick: a quarter of
   // the shorter, one timer for all of a server's sockets.
